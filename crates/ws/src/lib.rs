@@ -1,0 +1,443 @@
+//! One websocket connection as duet uses it everywhere (edge sessions, the link, clients).
+//!
+//! fastwebsockets' `read_frame` is not cancel-safe, so a connection cannot `select!` over reading
+//! and writing in one task. [`split`] therefore turns an upgraded connection into:
+//! - a [`Reader`], owned by the connection's task, that yields whole messages (fragments are
+//!   reassembled up to the same size limit as single frames, so a peer cannot grow memory by
+//!   fragmenting), and
+//! - a [`Writer`] handle to a writer task. The writer's queue is bounded in *bytes*
+//!   ([`Writer::send`] fails with [`SendError::Full`] past the limit), so a peer that stops
+//!   reading costs at most that much memory; control frames and the final close bypass the limit.
+//!
+//! The writer flushes only when its queue is empty, so a burst of frames becomes few syscalls.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
+use http_body_util::Empty;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+pub use fastwebsockets::Role;
+
+/// An upgraded HTTP connection, the stream under every duet websocket.
+pub type UpgradedIo = TokioIo<Upgraded>;
+
+/// Limits of one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest message accepted, in bytes; a frame declaring more is refused before its payload
+    /// is read.
+    pub max_message_bytes: usize,
+    /// Most bytes of data frames queued for the peer before [`Writer::send`] refuses more.
+    pub max_queued_bytes: usize,
+}
+
+/// A whole message read from the peer.
+#[derive(Debug)]
+pub enum Message {
+    Binary(Bytes),
+    Text(Bytes),
+    /// The peer closed the connection (the close has been echoed).
+    Close { code: Option<u16>, reason: String },
+}
+
+/// Why reading failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("message larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("connection closed without a close frame")]
+    Eof,
+    #[error("websocket protocol error: {0}")]
+    Protocol(WebSocketError),
+    #[error("i/o error: {0}")]
+    Io(std::io::Error),
+}
+
+impl From<WebSocketError> for ReadError {
+    fn from(e: WebSocketError) -> Self {
+        match e {
+            WebSocketError::UnexpectedEOF => ReadError::Eof,
+            WebSocketError::IoError(io) => ReadError::Io(io),
+            other => ReadError::Protocol(other),
+        }
+    }
+}
+
+/// Why a message was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("peer is not reading: queued bytes over the limit")]
+    Full,
+    #[error("connection closed")]
+    Closed,
+}
+
+enum Outbound {
+    Data(Bytes),
+    /// A frame the protocol obliges us to send (pong, close echo): opcode and payload.
+    Control(OpCode, Vec<u8>),
+    Close(u16, String),
+}
+
+/// Handle to a connection's writer task. Cheap to clone; all clones share one byte budget.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::UnboundedSender<Outbound>,
+    /// Bytes of data frames queued and not yet written; the writer subtracts what it writes.
+    queued: Arc<AtomicUsize>,
+    /// Set once a close has been queued: nothing is accepted after it.
+    closing: Arc<AtomicBool>,
+    limit: usize,
+}
+
+impl Writer {
+    /// Queues a binary message, or refuses it when the peer already has too much waiting.
+    pub fn send(&self, data: Bytes) -> Result<(), SendError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        let len = data.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.limit && before > 0 {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return Err(SendError::Full);
+        }
+        self.tx.send(Outbound::Data(data)).map_err(|_| {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            SendError::Closed
+        })
+    }
+
+    /// Queues a close frame after everything already queued; later sends are refused.
+    pub fn close(&self, code: u16, reason: &str) {
+        if !self.closing.swap(true, Ordering::AcqRel) {
+            let _ = self.tx.send(Outbound::Close(code, reason.to_owned()));
+        }
+    }
+
+    /// Bytes queued for the peer and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    /// Resolves when the writer task has ended (after a close, or the peer went away).
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let tx = self.tx.clone();
+        async move { tx.closed().await }
+    }
+}
+
+/// The read side of a connection.
+pub struct Reader<S> {
+    inner: fastwebsockets::WebSocketRead<ReadHalf<S>>,
+    writer: Writer,
+    max_message_bytes: usize,
+    /// A fragmented message being reassembled: its opcode and bytes so far.
+    partial: Option<(OpCode, BytesMut)>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
+    /// Reads the next whole message. Pings are answered by the writer without showing up here.
+    pub async fn next(&mut self) -> Result<Message, ReadError> {
+        loop {
+            let writer = self.writer.clone();
+            let mut obligated = move |frame: Frame<'_>| {
+                let out = Outbound::Control(frame.opcode, frame.payload.to_vec());
+                let sent = writer.tx.send(out).map_err(|_| SendError::Closed);
+                if frame.opcode == OpCode::Close {
+                    writer.closing.store(true, Ordering::Release);
+                }
+                std::future::ready(sent)
+            };
+            let frame = match self.inner.read_frame(&mut obligated).await {
+                Ok(frame) => frame,
+                Err(WebSocketError::FrameTooLarge) => {
+                    return Err(ReadError::TooLarge { limit: self.max_message_bytes })
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match frame.opcode {
+                OpCode::Close => {
+                    let payload: &[u8] = &frame.payload;
+                    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+                    let reason = payload.get(2..).map(|r| String::from_utf8_lossy(r).into_owned()).unwrap_or_default();
+                    return Ok(Message::Close { code, reason });
+                }
+                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Binary | OpCode::Text => {
+                    if self.partial.is_some() {
+                        return Err(ReadError::Protocol(WebSocketError::InvalidFragment));
+                    }
+                    let bytes = payload_bytes(frame.payload);
+                    if frame.fin {
+                        return Ok(whole(frame.opcode, bytes));
+                    }
+                    self.partial = Some((frame.opcode, BytesMut::from(&bytes[..])));
+                }
+                OpCode::Continuation => {
+                    let Some((opcode, mut buf)) = self.partial.take() else {
+                        return Err(ReadError::Protocol(WebSocketError::InvalidContinuationFrame));
+                    };
+                    if buf.len() + frame.payload.len() > self.max_message_bytes {
+                        return Err(ReadError::TooLarge { limit: self.max_message_bytes });
+                    }
+                    buf.extend_from_slice(&frame.payload);
+                    if frame.fin {
+                        return Ok(whole(opcode, buf.freeze()));
+                    }
+                    self.partial = Some((opcode, buf));
+                }
+            }
+        }
+    }
+
+    /// The writer of the same connection.
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+}
+
+fn whole(opcode: OpCode, bytes: Bytes) -> Message {
+    if opcode == OpCode::Text {
+        Message::Text(bytes)
+    } else {
+        Message::Binary(bytes)
+    }
+}
+
+fn payload_bytes(payload: Payload<'_>) -> Bytes {
+    match payload {
+        Payload::Bytes(b) => b.freeze(),
+        other => Bytes::from(Vec::<u8>::from(other)),
+    }
+}
+
+/// Splits an upgraded websocket into a [`Reader`] and a [`Writer`] whose task is spawned here.
+pub fn split<S>(ws: WebSocket<S>, limits: Limits) -> Reader<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut ws = ws;
+    // The limit is inclusive; fastwebsockets refuses `len >= max`.
+    ws.set_max_message_size(limits.max_message_bytes.saturating_add(1));
+    ws.set_auto_close(true);
+    ws.set_auto_pong(true);
+    let (read, write) = ws.split(tokio::io::split);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = Writer {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        closing: Arc::new(AtomicBool::new(false)),
+        limit: limits.max_queued_bytes,
+    };
+    tokio::spawn(write_loop(write, rx, writer.queued.clone()));
+    Reader { inner: read, writer, max_message_bytes: limits.max_message_bytes, partial: None }
+}
+
+async fn write_loop<S>(
+    write: fastwebsockets::WebSocketWrite<WriteHalf<S>>,
+    mut rx: mpsc::UnboundedReceiver<Outbound>,
+    queued: Arc<AtomicUsize>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    // Rebuild the write half over a buffered stream so many small frames share one syscall.
+    let mut write = write;
+    let mut buffered = BufferedWrite::new();
+    while let Some(first) = rx.recv().await {
+        let mut next = Some(first);
+        while let Some(out) = next.take() {
+            let done = match out {
+                Outbound::Data(bytes) => {
+                    let len = bytes.len();
+                    let r = buffered.push(&mut write, Frame::binary(Payload::Borrowed(&bytes))).await;
+                    queued.fetch_sub(len, Ordering::AcqRel);
+                    r.is_err()
+                }
+                Outbound::Control(opcode, payload) => {
+                    let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
+                    let close = opcode == OpCode::Close;
+                    buffered.push(&mut write, frame).await.is_err() || close
+                }
+                Outbound::Close(code, reason) => {
+                    let _ = buffered.push(&mut write, Frame::close(code, reason.as_bytes())).await;
+                    true
+                }
+            };
+            if done {
+                let _ = buffered.flush(&mut write).await;
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        if buffered.flush(&mut write).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Counts frames written since the last flush; fastwebsockets writes each frame straight to the
+/// stream, so batching happens in the `BufWriter` that the split write half wraps.
+struct BufferedWrite {
+    pending: bool,
+}
+
+impl BufferedWrite {
+    fn new() -> Self {
+        BufferedWrite { pending: false }
+    }
+
+    async fn push<S: AsyncWrite + Unpin>(
+        &mut self,
+        write: &mut fastwebsockets::WebSocketWrite<S>,
+        frame: Frame<'_>,
+    ) -> Result<(), WebSocketError> {
+        self.pending = true;
+        write.write_frame(frame).await
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(
+        &mut self,
+        write: &mut fastwebsockets::WebSocketWrite<S>,
+    ) -> Result<(), WebSocketError> {
+        if std::mem::take(&mut self.pending) {
+            write.flush().await
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Spawns hyper's connection tasks on tokio (fastwebsockets' client handshake needs one).
+struct SpawnExecutor;
+
+impl<Fut> hyper::rt::Executor<Fut> for SpawnExecutor
+where
+    Fut: Future + Send + 'static,
+    Fut::Output: Send + 'static,
+{
+    fn execute(&self, fut: Fut) {
+        tokio::spawn(fut);
+    }
+}
+
+/// Why a client connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid websocket url {url}: {reason}")]
+    InvalidUrl { url: String, reason: &'static str },
+    #[error("could not connect to {addr}: {source}")]
+    Tcp { addr: String, source: std::io::Error },
+    #[error("websocket handshake failed: {0}")]
+    Handshake(WebSocketError),
+}
+
+/// A parsed `ws://host:port/path` URL (TLS is terminated in front of duet in deployments).
+#[derive(Debug, Clone)]
+pub struct WsUrl {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+}
+
+impl WsUrl {
+    pub fn parse(url: &str) -> Result<WsUrl, ConnectError> {
+        let bad = |reason| ConnectError::InvalidUrl { url: url.to_owned(), reason };
+        let rest = if let Some(r) = url.strip_prefix("ws://") {
+            r
+        } else if let Some(r) = url.strip_prefix("http://") {
+            r
+        } else if url.starts_with("wss://") || url.starts_with("https://") {
+            return Err(bad("TLS urls are not supported by this client yet; use ws://"));
+        } else {
+            return Err(bad("must start with ws:// or http://"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            return Err(bad("missing host"));
+        }
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+                Ok(port) => (h.to_owned(), port),
+                Err(_) => return Err(bad("invalid port")),
+            },
+            _ => (authority.to_owned(), 80),
+        };
+        Ok(WsUrl { host, port, path: path.to_owned() })
+    }
+
+    fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Opens a client websocket to `url`, with extra request headers (e.g. authorization).
+pub async fn connect(
+    url: &str,
+    headers: &[(&str, &str)],
+    limits: Limits,
+) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
+    let parsed = WsUrl::parse(url)?;
+    let addr = parsed.authority();
+    let tcp = TcpStream::connect(&addr)
+        .await
+        .map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
+    let _ = tcp.set_nodelay(true);
+    let mut req = hyper::Request::builder()
+        .method("GET")
+        .uri(&parsed.path)
+        .header(hyper::header::HOST, &addr)
+        .header(hyper::header::UPGRADE, "websocket")
+        .header(hyper::header::CONNECTION, "upgrade")
+        .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
+        .header("Sec-WebSocket-Version", "13");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|_| ConnectError::InvalidUrl { url: url.to_owned(), reason: "invalid header" })?;
+    let (ws, _resp) = fastwebsockets::handshake::client(&SpawnExecutor, req, tcp)
+        .await
+        .map_err(ConnectError::Handshake)?;
+    Ok(split(rebuffer(ws, Role::Client), limits))
+}
+
+/// Re-wraps an upgraded websocket's stream in a `BufWriter` (reads pass straight through).
+pub fn rebuffer(ws: WebSocket<UpgradedIo>, role: Role) -> WebSocket<BufWriter<UpgradedIo>> {
+    WebSocket::after_handshake(BufWriter::new(ws.into_inner()), role)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = WsUrl::parse("ws://127.0.0.1:8081/v1/sessions/abc").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("127.0.0.1", 8081, "/v1/sessions/abc"));
+        let u = WsUrl::parse("http://localhost").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("localhost", 80, "/"));
+        let u = WsUrl::parse("ws://[::1]:9/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("[::1]", 9));
+        assert!(WsUrl::parse("wss://x").is_err());
+        assert!(WsUrl::parse("ftp://x").is_err());
+        assert!(WsUrl::parse("ws://:80").is_err());
+        assert!(WsUrl::parse("ws://h:99999").is_err());
+    }
+}

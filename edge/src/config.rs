@@ -1,0 +1,420 @@
+//! Edge configuration: defaults < TOML file < environment (`DUET_*`) < flags, parsed once into
+//! [`EdgeConfig`] and validated. Secrets (the enrollment secret) come only from the environment
+//! or a file, never from a flag or the config file, and are never logged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Environment variable holding the enrollment secret.
+pub const ENV_ENROLLMENT_SECRET: &str = "DUET_ENROLLMENT_SECRET";
+/// Environment variable naming a file that holds the enrollment secret.
+pub const ENV_ENROLLMENT_SECRET_FILE: &str = "DUET_ENROLLMENT_SECRET_FILE";
+
+/// Default public listener of an edge (the embedded edge of one-machine mode uses it too).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
+/// Default locator an edge links to.
+pub const DEFAULT_LOCATOR_URL: &str = "http://127.0.0.1:8080";
+/// Heartbeats every second: with the locator's 3 s freshness window, a dead edge stops getting
+/// sessions within about three seconds, and a heartbeat is a few dozen bytes.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// 1 MiB: far above any editing operation, small enough that a burst of them stays cheap.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// 8 MiB queued for one reader: several seconds of heavy editing traffic, still bounded.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
+/// A client has 10 s from the websocket upgrade to its `join`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections get this long to close after SIGTERM before the process exits.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// duet edge: relays live session traffic between an IDE host and its guests.
+///
+/// Every option can also be set in the TOML file given by --config (same names, with
+/// underscores) and through its DUET_ environment variable. Precedence: defaults < file <
+/// environment < flags. The enrollment secret comes only from DUET_ENROLLMENT_SECRET or the file
+/// named by DUET_ENROLLMENT_SECRET_FILE.
+#[derive(Debug, Default, Parser)]
+#[command(name = "duet-edge", version, about, long_about = None)]
+pub struct EdgeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print it (secrets redacted) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Address of the public listener (session websockets, /livez, /readyz) [default: 127.0.0.1:8081].
+    #[arg(long, env = "DUET_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Base URL clients use to reach this edge, ws:// or wss:// [default: ws://<listen>].
+    #[arg(long, env = "DUET_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
+    /// The locator to link to [default: http://127.0.0.1:8080].
+    #[arg(long, env = "DUET_LOCATOR_URL", value_name = "URL")]
+    pub locator_url: Option<String>,
+    /// Edge id [default: kept in <data-dir>/edge-id, generated on first start].
+    #[arg(long, env = "DUET_EDGE_ID", value_name = "ID")]
+    pub id: Option<String>,
+    /// Region this edge serves [default: default].
+    #[arg(long, env = "DUET_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// Directory for the edge id and the cached token verification keys [default: ./duet-data/edge].
+    #[arg(long, env = "DUET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Interval between heartbeats to the locator, e.g. 1s, 500ms [default: 1s].
+    #[arg(long, env = "DUET_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// Most client connections at once, 0 for no limit [default: 0].
+    #[arg(long, env = "DUET_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u32>,
+    /// Most sessions at once, 0 for no limit [default: 0].
+    #[arg(long, env = "DUET_MAX_SESSIONS", value_name = "N")]
+    pub max_sessions: Option<u32>,
+    /// Largest client message in bytes; larger frames are refused with close code 4002 [default: 1048576].
+    #[arg(long, env = "DUET_MAX_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Most bytes queued for one slow client before it is closed with 4300 [default: 8388608].
+    #[arg(long, env = "DUET_MAX_QUEUED_BYTES", value_name = "BYTES")]
+    pub max_queued_bytes: Option<usize>,
+    /// Time a client has to send `join` after connecting [default: 10s].
+    #[arg(long, env = "DUET_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub handshake_timeout: Option<Duration>,
+    /// Time connections get to close on shutdown [default: 10s].
+    #[arg(long, env = "DUET_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The TOML file's shape: the same options as the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeFile {
+    pub listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
+    pub locator_url: Option<String>,
+    pub id: Option<String>,
+    pub region: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub heartbeat_interval: Option<Duration>,
+    pub max_connections: Option<u32>,
+    pub max_sessions: Option<u32>,
+    pub max_message_bytes: Option<usize>,
+    pub max_queued_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub handshake_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub shutdown_timeout: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The validated configuration an edge runs with.
+#[derive(Clone)]
+pub struct EdgeConfig {
+    /// `None`: read or create `<data_dir>/edge-id`.
+    pub id: Option<String>,
+    pub region: String,
+    /// `None`: `ws://` and the listener's bound address.
+    pub public_url: Option<String>,
+    pub locator_url: String,
+    pub enrollment_secret: String,
+    pub data_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub max_connections: u32,
+    pub max_sessions: u32,
+    pub max_message_bytes: usize,
+    pub max_queued_bytes: usize,
+    pub handshake_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for EdgeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EdgeConfig")
+            .field("id", &self.id)
+            .field("region", &self.region)
+            .field("public_url", &self.public_url)
+            .field("locator_url", &self.locator_url)
+            .field("enrollment_secret", &"<redacted>")
+            .field("data_dir", &self.data_dir)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("max_connections", &self.max_connections)
+            .field("max_sessions", &self.max_sessions)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("max_queued_bytes", &self.max_queued_bytes)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+impl EdgeConfig {
+    /// A configuration with every default, for the given locator and secret (tests, embedding).
+    pub fn new(locator_url: impl Into<String>, enrollment_secret: impl Into<String>, data_dir: PathBuf) -> Self {
+        EdgeConfig {
+            id: None,
+            region: "default".into(),
+            public_url: None,
+            locator_url: locator_url.into(),
+            enrollment_secret: enrollment_secret.into(),
+            data_dir,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            max_connections: 0,
+            max_sessions: 0,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(id) = &self.id {
+            validate_name("id", id, 128)?;
+        }
+        validate_name("region", &self.region, 64)?;
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                return Err(ConfigError::Invalid { option: "public_url", reason: format!("{url:?} must start with ws:// or wss://") });
+            }
+        }
+        if !(self.locator_url.starts_with("http://") || self.locator_url.starts_with("ws://")) {
+            return Err(ConfigError::Invalid {
+                option: "locator_url",
+                reason: format!("{:?} must start with http:// or ws://", self.locator_url),
+            });
+        }
+        if self.enrollment_secret.len() < 16 {
+            return Err(ConfigError::Invalid {
+                option: "enrollment_secret",
+                reason: "must be at least 16 characters".into(),
+            });
+        }
+        if self.heartbeat_interval < Duration::from_millis(50) || self.heartbeat_interval > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid { option: "heartbeat_interval", reason: "must be between 50ms and 60s".into() });
+        }
+        if self.max_message_bytes < 1024 || self.max_message_bytes > 64 << 20 {
+            return Err(ConfigError::Invalid { option: "max_message_bytes", reason: "must be between 1024 and 67108864".into() });
+        }
+        if self.max_queued_bytes < self.max_message_bytes {
+            return Err(ConfigError::Invalid {
+                option: "max_queued_bytes",
+                reason: "must be at least max_message_bytes".into(),
+            });
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid { option: "handshake_timeout", reason: "must be above zero".into() });
+        }
+        Ok(())
+    }
+}
+
+/// Checks a region name (shared with the locator's embedded edge).
+pub fn validate_region(region: &str) -> Result<(), ConfigError> {
+    validate_name("region", region, 64)
+}
+
+pub(crate) fn validate_name(option: &'static str, value: &str, max: usize) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            option,
+            reason: format!("{value:?} must be 1-{max} characters of letters, digits, '-', '_' or '.'"),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("invalid config file {path}: {message}")]
+    ParseFile { path: PathBuf, message: String },
+    #[error("invalid {option}: {reason}")]
+    Invalid { option: &'static str, reason: String },
+    #[error("missing {0}")]
+    Missing(&'static str),
+}
+
+/// Where settings that no flag may carry (secrets) come from; tests pass a map, `main` the
+/// process environment.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl<const N: usize> Env for [(&str, &str); N] {
+    fn var(&self, name: &str) -> Option<String> {
+        self.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+}
+
+/// Reads a secret from `ENV` or the file named by `ENV_FILE` (trailing newline trimmed).
+pub fn read_secret(env: &dyn Env, var: &str, file_var: &str) -> Result<Option<String>, ConfigError> {
+    if let Some(v) = env.var(var) {
+        return Ok(Some(v));
+    }
+    if let Some(path) = env.var(file_var) {
+        let path = PathBuf::from(path);
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::ReadFile { path, source })?;
+        return Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()));
+    }
+    Ok(None)
+}
+
+/// Reads and parses a TOML file into `T`.
+pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile { path: path.into(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: path.into(), message: e.to_string() })
+}
+
+impl EdgeArgs {
+    /// Merges flags/environment over the file over defaults, and validates.
+    pub fn resolve(self, env: &dyn Env) -> Result<(EdgeConfig, LogFormat), ConfigError> {
+        let file: EdgeFile = read_toml(self.config.as_deref())?;
+        let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./duet-data/edge"));
+        let secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?
+            .ok_or(ConfigError::Missing("enrollment secret: set DUET_ENROLLMENT_SECRET or DUET_ENROLLMENT_SECRET_FILE"))?;
+        let locator_url = self.locator_url.or(file.locator_url).unwrap_or_else(|| DEFAULT_LOCATOR_URL.into());
+        let mut config = EdgeConfig::new(locator_url, secret, data_dir);
+        config.id = self.id.or(file.id);
+        config.region = self.region.or(file.region).unwrap_or(config.region);
+        config.public_url = self.public_url.or(file.public_url);
+        if let Some(v) = self.heartbeat_interval.or(file.heartbeat_interval) {
+            config.heartbeat_interval = v;
+        }
+        if let Some(v) = self.max_connections.or(file.max_connections) {
+            config.max_connections = v;
+        }
+        if let Some(v) = self.max_sessions.or(file.max_sessions) {
+            config.max_sessions = v;
+        }
+        if let Some(v) = self.max_message_bytes.or(file.max_message_bytes) {
+            config.max_message_bytes = v;
+        }
+        if let Some(v) = self.max_queued_bytes.or(file.max_queued_bytes) {
+            config.max_queued_bytes = v;
+        }
+        if let Some(v) = self.handshake_timeout.or(file.handshake_timeout) {
+            config.handshake_timeout = v;
+        }
+        if let Some(v) = self.shutdown_timeout.or(file.shutdown_timeout) {
+            config.shutdown_timeout = v;
+        }
+        config.validate()?;
+        Ok((config, self.log_format.or(file.log_format).unwrap_or_default()))
+    }
+
+    /// The listener address after merging (it is bound by `main`, not part of [`EdgeConfig`]).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        if let Some(a) = self.listen {
+            return Ok(a);
+        }
+        let file: EdgeFile = read_toml(self.config.as_deref())?;
+        Ok(file.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")))
+    }
+}
+
+/// Parses `500ms`, `10s`, `2m`, `1h` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 500ms, 10s, 2m, 1h"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        other => return Err(format!("invalid duration unit {other:?} in {s:?}: use ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+/// serde helper: a duration written as a string (`"10s"`).
+pub fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let s: Option<String> = Option::deserialize(d)?;
+    s.map(|s| parse_duration(&s).map_err(serde::de::Error::custom)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn layering_flags_over_env_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(&file, "region = \"eu\"\nmax_sessions = 5\nheartbeat_interval = \"2s\"\n").unwrap();
+        let args = EdgeArgs::try_parse_from([
+            "duet-edge",
+            "--config",
+            file.to_str().unwrap(),
+            "--max-sessions",
+            "7",
+        ])
+        .unwrap();
+        let env = [(ENV_ENROLLMENT_SECRET, "0123456789abcdef0123")];
+        let (config, _) = args.resolve(&env).unwrap();
+        assert_eq!(config.region, "eu");
+        assert_eq!(config.max_sessions, 7);
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(2));
+        assert_eq!(config.max_message_bytes, DEFAULT_MAX_MESSAGE_BYTES);
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_values_get_precise_errors() {
+        let env = [(ENV_ENROLLMENT_SECRET, "0123456789abcdef0123")];
+        let err = EdgeArgs::try_parse_from(["duet-edge", "--region", "eu west"]).unwrap().resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("invalid region"), "{err}");
+        let err = EdgeArgs::try_parse_from(["duet-edge"]).unwrap().resolve(&[("X", "y")]).unwrap_err();
+        assert!(err.to_string().contains("enrollment secret"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(&file, "regoin = \"eu\"\n").unwrap();
+        let err = EdgeArgs::try_parse_from(["duet-edge", "--config", file.to_str().unwrap()])
+            .unwrap()
+            .resolve(&env)
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        assert!(EdgeArgs::try_parse_from(["duet-edge", "--heartbeat-interval", "fast"]).is_err());
+    }
+}

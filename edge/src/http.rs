@@ -1,0 +1,85 @@
+//! The edge's public listener: session websockets at `/v1/sessions/{id}`, `/livez`, `/readyz`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::EdgeState;
+
+/// The path prefix of session websockets; `edge.url` is `<public_url>/v1/sessions/<id>`.
+pub const SESSION_PATH: &str = "/v1/sessions";
+
+#[derive(Clone)]
+struct AppState {
+    edge: Arc<EdgeState>,
+    tasks: TaskTracker,
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message.into() } });
+    (status, Json(body)).into_response()
+}
+
+pub fn router(edge: Arc<EdgeState>, tasks: TaskTracker) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/sessions/{session_id}", get(session_ws))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
+        .with_state(AppState { edge, tasks })
+}
+
+async fn readyz(State(app): State<AppState>) -> Response {
+    if app.edge.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else if app.edge.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no verification keys yet: waiting for the locator\n").into_response()
+    }
+}
+
+/// Session ids are what the locator generates; anything else is refused before the upgrade.
+fn valid_session_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+async fn session_ws(State(app): State<AppState>, Path(session_id): Path<String>, mut req: Request) -> Response {
+    if !valid_session_id(&session_id) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid session id");
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "expected a websocket upgrade");
+    }
+    if app.edge.shutdown.is_cancelled() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "edge is shutting down; ask the locator again");
+    }
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("websocket upgrade failed: {e}")),
+    };
+    let edge = app.edge.clone();
+    app.tasks.spawn(async move {
+        match upgrade.await {
+            Ok(ws) => crate::relay::serve(edge, session_id, ws).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
+        }
+    });
+    response.map(Body::new)
+}
+
+/// Serves HTTP until shutdown; upgraded connections are tracked separately and close themselves.
+pub async fn serve(edge: Arc<EdgeState>, listener: TcpListener, tasks: TaskTracker) {
+    let shutdown = edge.shutdown.clone();
+    let app = router(edge, tasks);
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+        tracing::error!(error = %e, "edge listener failed");
+    }
+}

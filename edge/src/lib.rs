@@ -1,0 +1,256 @@
+//! duet edge: carries the live traffic of sessions and reports to the locator.
+//!
+//! Layout:
+//! - [`config`]: options, layering and validation.
+//! - [`relay`]: session websockets, one task per connection, one actor task per session.
+//! - [`link`]: the websocket to the locator (hello, heartbeats, commands), reconnecting with backoff.
+//! - [`keys`]: token verification with the locator's public keys, cached on disk.
+//! - [`load`]: CPU and event-loop lag sampling for heartbeats.
+//! - [`http`]: the public listener's routes (`/v1/sessions/{id}`, `/livez`, `/readyz`).
+//!
+//! [`run`] takes an already-bound listener and a shutdown token, so tests bind `127.0.0.1:0` and
+//! the locator can embed an edge that speaks the real link protocol over loopback.
+//! Running sessions never depend on the locator: tokens are verified locally and the link is
+//! only for reporting and commands.
+
+pub mod config;
+pub mod http;
+pub mod keys;
+pub mod link;
+pub mod load;
+pub mod relay;
+pub mod telemetry;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use duet_proto::close::CloseCode;
+use duet_proto::link::{EdgeMessage, Load, SessionEndReason};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::EdgeConfig;
+use relay::session::{self, SessionHandle};
+
+/// Link events queued while the link is busy or down. Older session events that do not fit are
+/// dropped: the next hello carries the live session list and the locator reconciles from it.
+const LINK_EVENT_QUEUE: usize = 4096;
+
+/// How long an ended session's id is remembered so that late joins get `session ended` (longer
+/// than any token lifetime the locator should be configured with).
+const ENDED_MEMORY_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("listener failed: {0}")]
+    Listener(std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] config::ConfigError),
+}
+
+/// Counters reported in heartbeats and metrics entries.
+#[derive(Default)]
+pub struct Metrics {
+    pub messages_relayed: AtomicU64,
+    pub bytes_relayed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn record_message(&self, bytes: usize) {
+        self.messages_relayed.fetch_add(1, Ordering::Relaxed);
+        self.bytes_relayed.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+}
+
+/// State shared by every task of one edge.
+pub struct EdgeState {
+    pub config: EdgeConfig,
+    pub edge_id: String,
+    /// The URL clients use to reach this edge (the configured one or `ws://<bound address>`).
+    pub public_url: String,
+    pub keys: keys::KeyStore,
+    /// Running sessions by id; each value reaches the session's actor.
+    sessions: DashMap<String, SessionHandle>,
+    /// Ended session ids and when they ended (Unix ms), so late joins are refused.
+    ended: DashMap<String, i64>,
+    next_generation: AtomicU64,
+    next_conn: AtomicU64,
+    /// Open client websockets (counted from upgrade to close).
+    pub connections: AtomicUsize,
+    pub metrics: Metrics,
+    /// Events for the locator; the link task drains it.
+    link_tx: mpsc::Sender<EdgeMessage>,
+    /// True while the link to the locator is up.
+    pub linked: AtomicBool,
+    pub load: load::LoadSampler,
+    /// Cancelled on shutdown; every connection watches it.
+    pub shutdown: CancellationToken,
+}
+
+impl EdgeState {
+    fn next_conn_id(&self) -> u64 {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The handle of a running session, or a new session if this id has never run here.
+    fn session_handle(self: &Arc<Self>, session_id: &str) -> Result<SessionHandle, CloseCode> {
+        if self.ended.contains_key(session_id) {
+            return Err(CloseCode::SessionEnded);
+        }
+        if let Some(h) = self.sessions.get(session_id) {
+            if !h.tx.is_closed() {
+                return Ok(h.clone());
+            }
+        }
+        let max = self.config.max_sessions as usize;
+        if max > 0 && self.sessions.len() >= max {
+            return Err(CloseCode::EdgeFull);
+        }
+        let entry = self.sessions.entry(session_id.to_owned());
+        let handle = match entry {
+            dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                if o.get().tx.is_closed() {
+                    let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                    o.insert(session::spawn(self.clone(), session_id.to_owned(), generation));
+                }
+                o.get().clone()
+            }
+            dashmap::mapref::entry::Entry::Vacant(v) => {
+                let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
+                v.insert(session::spawn(self.clone(), session_id.to_owned(), generation)).clone()
+            }
+        };
+        Ok(handle)
+    }
+
+    /// Called by a session actor as it ends.
+    fn session_ended(&self, session_id: &str, generation: u64, reason: SessionEndReason) {
+        let now = now_ms();
+        self.ended.retain(|_, at| now - *at < ENDED_MEMORY_MS);
+        self.ended.insert(session_id.to_owned(), now);
+        self.sessions.remove_if(session_id, |_, h| h.generation == generation);
+        self.link_event(EdgeMessage::SessionClosed { session_id: session_id.to_owned(), reason });
+    }
+
+    /// Queues an event for the locator without waiting.
+    pub fn link_event(&self, msg: EdgeMessage) {
+        if self.link_tx.try_send(msg).is_err() {
+            tracing::debug!("link event queue full; the next hello reconciles sessions");
+        }
+    }
+
+    /// Ids of the sessions running here.
+    pub fn live_sessions(&self) -> Vec<String> {
+        self.sessions.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Ends a session on a locator command.
+    pub async fn end_session(&self, session_id: &str, reason: SessionEndReason) {
+        let handle = self.sessions.get(session_id).map(|h| h.clone());
+        if let Some(h) = handle {
+            let _ = h.tx.send(session::SessionCmd::End { reason, code: CloseCode::SessionEnded }).await;
+        }
+    }
+
+    pub fn current_load(&self) -> Load {
+        let (cpu, loop_lag_ms) = self.load.read();
+        Load {
+            cpu,
+            loop_lag_ms,
+            connections: u32::try_from(self.connections.load(Ordering::Acquire)).unwrap_or(u32::MAX),
+            sessions: u32::try_from(self.sessions.len()).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// Ready once tokens can be verified and while not shutting down.
+    pub fn is_ready(&self) -> bool {
+        !self.keys.is_empty() && !self.shutdown.is_cancelled()
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Reads `<data_dir>/edge-id`, or writes a new random id there.
+fn resolve_edge_id(config: &EdgeConfig) -> Result<String, EdgeError> {
+    if let Some(id) = &config.id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("edge-id");
+    let dir_err = |source| EdgeError::DataDir { path: path.display().to_string(), source };
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
+        _ => {
+            let suffix: String = (0..8).map(|_| char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random_range(0..36)])).collect();
+            let id = format!("edge-{suffix}");
+            std::fs::write(&path, format!("{id}\n")).map_err(dir_err)?;
+            Ok(id)
+        }
+    }
+}
+
+fn ensure_dir(dir: &Path) -> Result<(), EdgeError> {
+    std::fs::create_dir_all(dir).map_err(|source| EdgeError::DataDir { path: dir.display().to_string(), source })
+}
+
+/// A running edge, as returned by [`start`].
+pub struct Edge {
+    pub state: Arc<EdgeState>,
+    pub local_addr: std::net::SocketAddr,
+    tasks: TaskTracker,
+}
+
+impl Edge {
+    /// Waits for every task after shutdown was requested, up to the shutdown timeout.
+    pub async fn wait(self) {
+        self.tasks.close();
+        let deadline = self.state.config.shutdown_timeout;
+        if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
+            tracing::warn!(timeout = ?deadline, "edge tasks did not stop in time");
+        }
+    }
+}
+
+/// Starts an edge on an already-bound listener. Cancel `shutdown` to stop it, then
+/// [`Edge::wait`].
+pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: CancellationToken) -> Result<Edge, EdgeError> {
+    config.validate()?;
+    ensure_dir(&config.data_dir)?;
+    let edge_id = resolve_edge_id(&config)?;
+    let local_addr = listener.local_addr().map_err(EdgeError::Listener)?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("ws://{local_addr}"));
+    let keys = keys::KeyStore::load(config.data_dir.join("keys.json"));
+    let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
+    let tasks = TaskTracker::new();
+    let state = Arc::new(EdgeState {
+        config,
+        edge_id,
+        public_url,
+        keys,
+        sessions: DashMap::new(),
+        ended: DashMap::new(),
+        next_generation: AtomicU64::new(1),
+        next_conn: AtomicU64::new(1),
+        connections: AtomicUsize::new(0),
+        metrics: Metrics::default(),
+        link_tx,
+        linked: AtomicBool::new(false),
+        load: load::LoadSampler::default(),
+        shutdown: shutdown.clone(),
+    });
+    tracing::info!(edge.id = %state.edge_id, addr = %local_addr, url = %state.public_url, region = %state.config.region, "edge listening");
+    tasks.spawn(load::run(state.clone()));
+    tasks.spawn(link::run(state.clone(), link_rx));
+    tasks.spawn(http::serve(state.clone(), listener, tasks.clone()));
+    Ok(Edge { state, local_addr, tasks })
+}

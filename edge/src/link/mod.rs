@@ -1,0 +1,198 @@
+//! The edge's side of the link: one websocket to the locator, re-established with backoff.
+//!
+//! A link session is: connect with the enrollment secret, send `Hello` (with the sessions running
+//! here, so the locator can reconcile), receive `Welcome` (token keys, cached on disk), then send
+//! a heartbeat every interval and session events as they happen, and carry out commands. The
+//! read side runs in its own task because fastwebsockets reads are not cancel-safe; this task
+//! `select!`s over decoded messages, the heartbeat timer, queued events and shutdown.
+//! Nothing a client does waits for the link: when it is down, sessions keep running.
+
+pub mod backoff;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use duet_proto::close::CloseCode;
+use duet_proto::codec;
+use duet_proto::link::{
+    Capacity, Command, EdgeMessage, Heartbeat, Hello, LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION,
+};
+use duet_ws::{Limits, Message, Writer};
+use tokio::sync::mpsc;
+
+use crate::EdgeState;
+use backoff::Backoff;
+
+/// The locator must answer the hello within this time.
+const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Link messages are small; 16 MiB bounds a key list or an outbox batch with room to spare.
+const LINK_MAX_MESSAGE: usize = 16 << 20;
+/// A link that stayed up this long counts as working: the next drop retries quickly.
+const STABLE_LINK: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("connect failed: {0}")]
+    Connect(#[from] duet_ws::ConnectError),
+    #[error("locator refused the link: {code} {reason}")]
+    Refused { code: u16, reason: String },
+    #[error("no welcome from the locator in time")]
+    WelcomeTimeout,
+    #[error("link closed by the locator (code {code:?}: {reason})")]
+    Closed { code: Option<u16>, reason: String },
+    #[error("link read failed: {0}")]
+    Read(#[from] duet_ws::ReadError),
+    #[error("undecodable message from the locator: {0}")]
+    Codec(#[from] codec::CodecError),
+    #[error("link write queue full or closed")]
+    Write,
+}
+
+/// Runs the link until shutdown.
+pub async fn run(state: Arc<EdgeState>, mut events: mpsc::Receiver<EdgeMessage>) {
+    let mut backoff = Backoff::default();
+    loop {
+        if state.shutdown.is_cancelled() {
+            return;
+        }
+        let started = tokio::time::Instant::now();
+        let result = link_once(&state, &mut events).await;
+        state.linked.store(false, Ordering::Release);
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                if started.elapsed() >= STABLE_LINK {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                match &e {
+                    LinkError::Refused { .. } => tracing::error!(error = %e, retry_in = ?delay, "link refused"),
+                    _ => tracing::warn!(error = %e, retry_in = ?delay, "link down"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = state.shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+fn link_url(locator_url: &str) -> String {
+    format!("{}{}", locator_url.trim_end_matches('/'), LINK_PATH)
+}
+
+fn send(writer: &Writer, msg: &EdgeMessage) -> Result<(), LinkError> {
+    let bytes = codec::encode_edge(msg).map_err(|_| LinkError::Write)?;
+    writer.send(bytes.into()).map_err(|_| LinkError::Write)
+}
+
+/// One link session; `Ok` only when it ended because of shutdown.
+async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessage>) -> Result<(), LinkError> {
+    let auth = format!("Bearer {}", state.config.enrollment_secret);
+    let limits = Limits { max_message_bytes: LINK_MAX_MESSAGE, max_queued_bytes: LINK_MAX_MESSAGE * 2 };
+    let mut reader = duet_ws::connect(&link_url(&state.config.locator_url), &[("authorization", &auth)], limits).await?;
+    let writer = reader.writer().clone();
+
+    let hello = Hello {
+        protocol_version: LINK_PROTOCOL_VERSION,
+        edge_id: state.edge_id.clone(),
+        region: state.config.region.clone(),
+        public_url: state.public_url.clone(),
+        capacity: Capacity { max_connections: state.config.max_connections, max_sessions: state.config.max_sessions },
+        build: format!("duet-edge {}", env!("CARGO_PKG_VERSION")),
+        live_sessions: state.live_sessions(),
+        load: state.current_load(),
+    };
+    send(&writer, &EdgeMessage::Hello(hello))?;
+
+    let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, reader.next()).await {
+        Err(_) => return Err(LinkError::WelcomeTimeout),
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(Message::Binary(b))) => match codec::decode_locator(&b)? {
+            LocatorMessage::Welcome(w) => w,
+            LocatorMessage::Refused { code, reason } => return Err(LinkError::Refused { code, reason }),
+            _ => {
+                writer.close(CloseCode::LinkMalformed.code(), "expected welcome");
+                return Err(LinkError::Closed { code: None, reason: "expected welcome".into() });
+            }
+        },
+        Ok(Ok(Message::Close { code, reason })) => return Err(LinkError::Closed { code, reason }),
+        Ok(Ok(Message::Text(_))) => return Err(LinkError::Closed { code: None, reason: "text frame".into() }),
+    };
+    if let Err(e) = state.keys.replace(&welcome.keys) {
+        tracing::warn!(error = %e, "could not cache verification keys on disk");
+    }
+    state.linked.store(true, Ordering::Release);
+    tracing::info!(edge.id = %state.edge_id, locator = %state.config.locator_url, version = welcome.protocol_version, keys = welcome.keys.len(), "link up");
+
+    // Reads happen in their own task (not cancel-safe); decoded messages come back on a channel.
+    let (in_tx, mut incoming) = mpsc::channel::<Result<LocatorMessage, LinkError>>(64);
+    let read_task = tokio::spawn(async move {
+        loop {
+            let item = match reader.next().await {
+                Ok(Message::Binary(b)) => codec::decode_locator(&b).map_err(LinkError::from),
+                Ok(Message::Close { code, reason }) => Err(LinkError::Closed { code, reason }),
+                Ok(Message::Text(_)) => Err(LinkError::Closed { code: None, reason: "text frame".into() }),
+                Err(e) => Err(e.into()),
+            };
+            let stop = item.is_err();
+            if in_tx.send(item).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let _abort_reader = AbortOnDrop(read_task);
+
+    let mut heartbeat = tokio::time::interval(state.config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = heartbeat.tick() => {
+                send(&writer, &EdgeMessage::Heartbeat(Heartbeat { load: state.current_load() }))?;
+            }
+            Some(event) = events.recv() => send(&writer, &event)?,
+            msg = incoming.recv() => match msg {
+                Some(Ok(msg)) => handle(state, &writer, msg).await?,
+                Some(Err(e)) => return Err(e),
+                None => return Err(LinkError::Closed { code: None, reason: "reader ended".into() }),
+            },
+            _ = state.shutdown.cancelled() => {
+                writer.close(1000, "edge shutting down");
+                // Give the close frame a moment to leave; the process is stopping anyway.
+                let _ = tokio::time::timeout(Duration::from_secs(1), writer.closed()).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn handle(state: &Arc<EdgeState>, writer: &Writer, msg: LocatorMessage) -> Result<(), LinkError> {
+    match msg {
+        LocatorMessage::Command { id, command } => {
+            match command {
+                Command::UpdateKeys { keys } => {
+                    if let Err(e) = state.keys.replace(&keys) {
+                        tracing::warn!(error = %e, "could not cache verification keys on disk");
+                    }
+                }
+                Command::EndSession { session_id, reason } => state.end_session(&session_id, reason).await,
+            }
+            send(writer, &EdgeMessage::CommandAck { id })
+        }
+        LocatorMessage::OutboxAck { .. } => Ok(()),
+        LocatorMessage::Welcome(_) | LocatorMessage::Refused { .. } => {
+            writer.close(CloseCode::LinkMalformed.code(), "unexpected message");
+            Err(LinkError::Closed { code: Some(CloseCode::LinkMalformed.code()), reason: "unexpected welcome".into() })
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

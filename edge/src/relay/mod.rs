@@ -1,0 +1,201 @@
+//! Session websockets: one task per client connection.
+//!
+//! The connection task reads frames and forwards them to its session's actor
+//! ([`session`]); everything it sends goes through the connection's byte-bounded writer. The first
+//! frame must be `join` within the handshake timeout; its token is verified locally, here, and
+//! never again for this connection.
+
+pub mod session;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use duet_proto::close::CloseCode;
+use duet_proto::session::{ClientFrame, EdgeFrame, LeaveReason, Participant, Role, SESSION_PROTOCOL_VERSION};
+use duet_ws::{Message, ReadError, Reader, UpgradedIo};
+use fastwebsockets::WebSocket;
+use tokio::io::BufWriter;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use crate::EdgeState;
+use session::SessionCmd;
+
+type Conn = Reader<BufWriter<UpgradedIo>>;
+
+/// Serves one upgraded session websocket until it closes.
+pub async fn serve(state: Arc<EdgeState>, session_id: String, ws: WebSocket<UpgradedIo>) {
+    let reader = duet_ws::split(
+        duet_ws::rebuffer(ws, duet_ws::Role::Server),
+        duet_ws::Limits {
+            max_message_bytes: state.config.max_message_bytes,
+            max_queued_bytes: state.config.max_queued_bytes,
+        },
+    );
+    state.connections.fetch_add(1, Ordering::AcqRel);
+    let span = tracing::info_span!("connection", session.id = %session_id, participant.id = tracing::field::Empty);
+    let _ = tracing::Instrument::instrument(run(state.clone(), session_id, reader), span).await;
+    state.connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn close(conn: &Conn, code: CloseCode, detail: &str) {
+    tracing::debug!(code = code.code(), detail, "closing connection");
+    conn.writer().close(code.code(), code.name());
+}
+
+/// Maps a read failure to the close code the client gets (none if the peer is already gone).
+fn read_failure(conn: &Conn, e: &ReadError) {
+    match e {
+        ReadError::TooLarge { .. } => close(conn, CloseCode::MessageTooLarge, "declared size over the limit"),
+        ReadError::Protocol(err) => close(conn, CloseCode::MalformedFrame, &err.to_string()),
+        ReadError::Eof | ReadError::Io(_) => {}
+    }
+}
+
+async fn run(state: Arc<EdgeState>, session_id: String, mut conn: Conn) {
+    // ---- handshake: exactly one `join` within the timeout ----
+    let first = tokio::select! {
+        r = tokio::time::timeout(state.config.handshake_timeout, conn.next()) => r,
+        _ = state.shutdown.cancelled() => {
+            close(&conn, CloseCode::EdgeShuttingDown, "shutdown");
+            return;
+        }
+    };
+    let token = match first {
+        Err(_) => return close(&conn, CloseCode::HandshakeTimeout, "no join in time"),
+        Ok(Err(e)) => return read_failure(&conn, &e),
+        Ok(Ok(Message::Close { .. })) => return,
+        Ok(Ok(Message::Text(_))) => return close(&conn, CloseCode::TextFrame, "text frame"),
+        Ok(Ok(Message::Binary(bytes))) => match ClientFrame::decode(&bytes) {
+            Err(e) => return close(&conn, e.close_code(), &e.to_string()),
+            Ok(ClientFrame::Join { version, token }) => {
+                if version != SESSION_PROTOCOL_VERSION {
+                    return close(&conn, CloseCode::UnsupportedVersion, "version");
+                }
+                token
+            }
+            Ok(_) => return close(&conn, CloseCode::UnexpectedFrame, "first frame must be join"),
+        },
+    };
+    let claims = match state.keys.verify(&token, &session_id, &state.edge_id) {
+        Ok(c) => c,
+        Err(refused) => {
+            tracing::info!(reason = %refused, "join refused");
+            return close(&conn, refused.close_code(), &refused.to_string());
+        }
+    };
+    let max = state.config.max_connections;
+    if max > 0 && state.connections.load(Ordering::Acquire) > max as usize {
+        return close(&conn, CloseCode::EdgeFull, "max connections");
+    }
+    let participant = Participant {
+        id: claims.pid,
+        role: Role::parse(&claims.role).unwrap_or(Role::Guest),
+        user_id: claims.sub,
+        display_name: claims.name,
+    };
+    let pid = participant.id;
+    tracing::Span::current().record("participant.id", pid);
+
+    // ---- join the session (its actor sends our welcome) ----
+    let conn_id = state.next_conn_id();
+    let kick = CancellationToken::new();
+    let handle = match join_session(&state, &session_id, participant, conn_id, conn.writer(), &kick).await {
+        Ok(h) => h,
+        Err(code) => return close(&conn, code, "join refused"),
+    };
+    tracing::debug!("joined");
+
+    // ---- relay until the connection ends ----
+    let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason };
+    loop {
+        let next = tokio::select! {
+            next = conn.next() => next,
+            _ = kick.cancelled() => return,
+            _ = state.shutdown.cancelled() => {
+                close(&conn, CloseCode::EdgeShuttingDown, "shutdown");
+                return;
+            }
+        };
+        let frame = match next {
+            Ok(Message::Binary(bytes)) => match ClientFrame::decode(&bytes) {
+                Ok(f) => f,
+                Err(e) => {
+                    close(&conn, e.close_code(), &e.to_string());
+                    let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+                    return;
+                }
+            },
+            Ok(Message::Text(_)) => {
+                close(&conn, CloseCode::TextFrame, "text frame");
+                let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+                return;
+            }
+            Ok(Message::Close { .. }) => {
+                let _ = handle.tx.send(leave(LeaveReason::Disconnected)).await;
+                return;
+            }
+            Err(e) => {
+                read_failure(&conn, &e);
+                let reason = if matches!(e, ReadError::Eof | ReadError::Io(_)) { LeaveReason::Disconnected } else { LeaveReason::Removed };
+                let _ = handle.tx.send(leave(reason)).await;
+                return;
+            }
+        };
+        match frame {
+            ClientFrame::Send { message_id, to, payload } => {
+                let cmd = SessionCmd::Send { from: pid, conn: conn_id, message_id, to, payload };
+                if handle.tx.send(cmd).await.is_err() {
+                    return close(&conn, CloseCode::SessionEnded, "session ended");
+                }
+            }
+            ClientFrame::Ping { nonce } => {
+                if let Ok(bytes) = (EdgeFrame::Pong { nonce }).encode() {
+                    let _ = conn.writer().send(bytes);
+                }
+            }
+            ClientFrame::Leave => {
+                let _ = handle.tx.send(leave(LeaveReason::Left)).await;
+                conn.writer().close(1000, "left");
+                return;
+            }
+            ClientFrame::Join { .. } => {
+                close(&conn, CloseCode::UnexpectedFrame, "second join");
+                let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Finds or starts the session's actor and joins it. Retries once if the actor it found ended
+/// between lookup and join.
+async fn join_session(
+    state: &Arc<EdgeState>,
+    session_id: &str,
+    participant: Participant,
+    conn_id: session::ConnId,
+    writer: &duet_ws::Writer,
+    kick: &CancellationToken,
+) -> Result<session::SessionHandle, CloseCode> {
+    for _ in 0..2 {
+        let handle = state.session_handle(session_id)?;
+        let (reply, answer) = oneshot::channel();
+        let cmd = SessionCmd::Join {
+            participant: participant.clone(),
+            conn: conn_id,
+            writer: writer.clone(),
+            kick: kick.clone(),
+            reply,
+        };
+        if handle.tx.send(cmd).await.is_err() {
+            continue;
+        }
+        match answer.await {
+            Ok(Ok(())) => return Ok(handle),
+            Ok(Err(code)) => return Err(code),
+            Err(_) => continue,
+        }
+    }
+    Err(CloseCode::SessionEnded)
+}

@@ -1,0 +1,259 @@
+//! Locator configuration: defaults < TOML file < environment (`DUET_*`) < flags, parsed once
+//! into [`LocatorConfig`] and validated. Secrets (the enrollment secret, a database URL with a
+//! password) come only from the environment or files and are redacted in logs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use duet_edge::config::{de_duration, parse_duration, read_secret, read_toml, ConfigError, Env, LogFormat};
+use serde::Deserialize;
+
+pub const ENV_DATABASE_URL: &str = "DUET_DATABASE_URL";
+pub const ENV_DATABASE_URL_FILE: &str = "DUET_DATABASE_URL_FILE";
+pub const ENV_ENROLLMENT_SECRET: &str = duet_edge::config::ENV_ENROLLMENT_SECRET;
+pub const ENV_ENROLLMENT_SECRET_FILE: &str = duet_edge::config::ENV_ENROLLMENT_SECRET_FILE;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Tokens live 10 minutes: long enough to connect after placement on a slow network, short
+/// enough that a leaked token is soon useless. A running connection is unaffected by expiry.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(600);
+/// Edges heartbeat every second ...
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// ... and stop being placeable after three missed heartbeats.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// duet locator: places sessions on edges, signs participant tokens, and stores what must last.
+///
+/// With no options it runs the one-machine mode: the locator on 127.0.0.1:8080, an embedded
+/// edge on 127.0.0.1:8081, SQLite under ./duet-data. Every option can also be set in the TOML
+/// file given by --config (same names, with underscores) and through its DUET_ environment
+/// variable; precedence is defaults < file < environment < flags. Secrets come only from the
+/// environment or files: DUET_DATABASE_URL / DUET_DATABASE_URL_FILE and
+/// DUET_ENROLLMENT_SECRET / DUET_ENROLLMENT_SECRET_FILE.
+#[derive(Debug, Default, Parser)]
+#[command(name = "duet-locator", version, about, long_about = None)]
+pub struct LocatorArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print it (secrets redacted) and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Address of the public listener (placement API, edge links, /livez, /readyz) [default: 127.0.0.1:8080].
+    #[arg(long, env = "DUET_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite database, the generated enrollment secret and the embedded edge [default: ./duet-data].
+    #[arg(long, env = "DUET_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Lifetime of participant tokens, e.g. 10m [default: 10m].
+    #[arg(long, env = "DUET_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub token_ttl: Option<Duration>,
+    /// Heartbeat interval asked of edges [default: 1s].
+    #[arg(long, env = "DUET_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_interval: Option<Duration>,
+    /// An edge without a heartbeat for this long gets no new sessions [default: 3s].
+    #[arg(long, env = "DUET_HEARTBEAT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Run an edge inside the locator process (true/false) [default: true].
+    #[arg(long, env = "DUET_EMBEDDED_EDGE", value_name = "BOOL")]
+    pub embedded_edge: Option<bool>,
+    /// Listener of the embedded edge [default: 127.0.0.1:8081].
+    #[arg(long, env = "DUET_EDGE_LISTEN", value_name = "ADDR")]
+    pub edge_listen: Option<SocketAddr>,
+    /// Public ws:// or wss:// URL of the embedded edge [default: ws://<edge-listen>].
+    #[arg(long, env = "DUET_EDGE_PUBLIC_URL", value_name = "URL")]
+    pub edge_public_url: Option<String>,
+    /// Region of the embedded edge [default: default].
+    #[arg(long, env = "DUET_EDGE_REGION", value_name = "REGION")]
+    pub edge_region: Option<String>,
+    /// Time connections get to close on shutdown [default: 10s].
+    #[arg(long, env = "DUET_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocatorFile {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub token_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub heartbeat_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub heartbeat_timeout: Option<Duration>,
+    pub embedded_edge: Option<bool>,
+    pub edge_listen: Option<SocketAddr>,
+    pub edge_public_url: Option<String>,
+    pub edge_region: Option<String>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub shutdown_timeout: Option<Duration>,
+    pub log_format: Option<LogFormat>,
+}
+
+/// Settings of the edge embedded in one-machine mode.
+#[derive(Debug, Clone)]
+pub struct EmbeddedEdge {
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub region: String,
+}
+
+/// The validated configuration the locator runs with.
+#[derive(Clone)]
+pub struct LocatorConfig {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    /// `None`: SQLite at `<data_dir>/locator.db`.
+    pub database_url: Option<String>,
+    /// `None`: generated once and kept in `<data_dir>/enrollment-secret`.
+    pub enrollment_secret: Option<String>,
+    pub token_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    pub embedded_edge: Option<EmbeddedEdge>,
+    pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for LocatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocatorConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_deref().map(crate::db::redact_url))
+            .field("enrollment_secret", &self.enrollment_secret.as_ref().map(|_| "<redacted>"))
+            .field("token_ttl", &self.token_ttl)
+            .field("heartbeat_interval", &self.heartbeat_interval)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("embedded_edge", &self.embedded_edge)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+impl LocatorConfig {
+    /// Defaults for a locator with no embedded edge (tests and embedding set what they need).
+    pub fn new(data_dir: PathBuf) -> Self {
+        LocatorConfig {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            data_dir,
+            database_url: None,
+            enrollment_secret: None,
+            token_ttl: DEFAULT_TOKEN_TTL,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            embedded_edge: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database_url {
+            if crate::db::Dialect::from_url(url).is_none() {
+                return Err(ConfigError::Invalid {
+                    option: "database_url",
+                    reason: format!("{} must start with sqlite:, postgres: or mysql:", crate::db::redact_url(url)),
+                });
+            }
+        }
+        if let Some(s) = &self.enrollment_secret {
+            if s.len() < 16 {
+                return Err(ConfigError::Invalid { option: "enrollment_secret", reason: "must be at least 16 characters".into() });
+            }
+        }
+        if self.token_ttl < Duration::from_secs(10) || self.token_ttl > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::Invalid { option: "token_ttl", reason: "must be between 10s and 24h".into() });
+        }
+        if self.heartbeat_interval < Duration::from_millis(50) || self.heartbeat_interval > Duration::from_secs(60) {
+            return Err(ConfigError::Invalid { option: "heartbeat_interval", reason: "must be between 50ms and 60s".into() });
+        }
+        if self.heartbeat_timeout <= self.heartbeat_interval {
+            return Err(ConfigError::Invalid {
+                option: "heartbeat_timeout",
+                reason: "must be longer than heartbeat_interval".into(),
+            });
+        }
+        if let Some(edge) = &self.embedded_edge {
+            duet_edge::config::validate_region(&edge.region)?;
+            if let Some(url) = &edge.public_url {
+                if !(url.starts_with("ws://") || url.starts_with("wss://")) {
+                    return Err(ConfigError::Invalid { option: "edge_public_url", reason: format!("{url:?} must start with ws:// or wss://") });
+                }
+            }
+            if edge.listen == self.listen {
+                return Err(ConfigError::Invalid { option: "edge_listen", reason: "must differ from listen".into() });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LocatorArgs {
+    pub fn resolve(self, env: &dyn Env) -> Result<(LocatorConfig, LogFormat), ConfigError> {
+        let file: LocatorFile = read_toml(self.config.as_deref())?;
+        let mut config = LocatorConfig::new(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./duet-data")));
+        if let Some(v) = self.listen.or(file.listen) {
+            config.listen = v;
+        }
+        config.database_url = read_secret(env, ENV_DATABASE_URL, ENV_DATABASE_URL_FILE)?;
+        config.enrollment_secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?;
+        if let Some(v) = self.token_ttl.or(file.token_ttl) {
+            config.token_ttl = v;
+        }
+        if let Some(v) = self.heartbeat_interval.or(file.heartbeat_interval) {
+            config.heartbeat_interval = v;
+        }
+        if let Some(v) = self.heartbeat_timeout.or(file.heartbeat_timeout) {
+            config.heartbeat_timeout = v;
+        }
+        if let Some(v) = self.shutdown_timeout.or(file.shutdown_timeout) {
+            config.shutdown_timeout = v;
+        }
+        if self.embedded_edge.or(file.embedded_edge).unwrap_or(true) {
+            config.embedded_edge = Some(EmbeddedEdge {
+                listen: self
+                    .edge_listen
+                    .or(file.edge_listen)
+                    .unwrap_or_else(|| duet_edge::config::DEFAULT_LISTEN.parse().expect("valid default")),
+                public_url: self.edge_public_url.or(file.edge_public_url),
+                region: self.edge_region.or(file.edge_region).unwrap_or_else(|| "default".into()),
+            });
+        }
+        config.validate()?;
+        Ok((config, self.log_format.or(file.log_format).unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_one_machine_mode() {
+        let (config, _) = LocatorArgs::try_parse_from(["duet-locator"]).unwrap().resolve(&[("X", "")]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.embedded_edge.unwrap().listen.to_string(), "127.0.0.1:8081");
+        assert!(config.database_url.is_none());
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_validated() {
+        let env = [(ENV_DATABASE_URL, "postgres://u:hunter22@db/duet"), (ENV_ENROLLMENT_SECRET, "s3cr3t-s3cr3t-s3cr3t")];
+        let (config, _) = LocatorArgs::try_parse_from(["duet-locator"]).unwrap().resolve(&env).unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter22") && !shown.contains("s3cr3t"), "{shown}");
+        let err = LocatorArgs::try_parse_from(["duet-locator"])
+            .unwrap()
+            .resolve(&[(ENV_DATABASE_URL, "redis://x")])
+            .unwrap_err();
+        assert!(err.to_string().contains("database_url"), "{err}");
+        let err = LocatorArgs::try_parse_from(["duet-locator", "--token-ttl", "1s"]).unwrap().resolve(&[("X", "")]).unwrap_err();
+        assert!(err.to_string().contains("token_ttl"), "{err}");
+    }
+}

@@ -1,0 +1,201 @@
+//! duet locator: places new sessions on edges, signs participant tokens, and stores what must
+//! last (edges, sessions, keys) in SQL.
+//!
+//! Layout:
+//! - [`config`]: options, layering and validation.
+//! - [`api`]: the public HTTP surface, one file per area, and the one JSON error shape.
+//! - [`link`]: the edges' websockets and the registry of links this replica holds.
+//! - [`selector`]: choosing an edge for a new session.
+//! - [`tokens`]: Ed25519 JWTs with the signing key kept in the database.
+//! - [`db`]: the store (SQLite, PostgreSQL, MySQL/MariaDB) and its migrations.
+//!
+//! [`start`] takes already-bound listeners and a shutdown token (tests bind `127.0.0.1:0`).
+//! Everything another replica must know lives in the database; memory holds only the links this
+//! process happens to serve.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod ids;
+pub mod link;
+pub mod selector;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::LocatorConfig;
+use db::Store;
+use tokens::Signer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocatorError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("database: {0}")]
+    Store(#[from] db::StoreError),
+    #[error("signing keys: {0}")]
+    Tokens(#[from] tokens::TokenError),
+    #[error("listener failed: {0}")]
+    Listener(std::io::Error),
+    #[error("embedded edge: {0}")]
+    Edge(#[from] duet_edge::EdgeError),
+    #[error("invalid configuration: {0}")]
+    Config(#[from] duet_edge::config::ConfigError),
+}
+
+/// State shared by the locator's tasks.
+pub struct LocatorState {
+    pub config: LocatorConfig,
+    pub store: Store,
+    pub signer: Signer,
+    /// The secret edges present to open a link.
+    pub enrollment_secret: String,
+    pub links: link::Registry,
+    /// Cancelled on shutdown: readiness turns false, links and the listener close.
+    pub shutdown: CancellationToken,
+    /// Every task the locator spawns, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// Listeners the locator serves on, bound by the caller.
+pub struct Listeners {
+    pub api: TcpListener,
+    /// The embedded edge's listener, when the configuration asks for one.
+    pub edge: Option<TcpListener>,
+}
+
+/// A running locator.
+pub struct Locator {
+    pub state: Arc<LocatorState>,
+    pub local_addr: SocketAddr,
+    /// The embedded edge of one-machine mode.
+    pub edge: Option<duet_edge::Edge>,
+}
+
+impl Locator {
+    /// The URL of the placement API.
+    pub fn url(&self) -> String {
+        format!("http://{}", loopback_if_unspecified(self.local_addr))
+    }
+
+    /// Waits for every task after shutdown was requested, up to the shutdown timeout.
+    pub async fn wait(self) {
+        if let Some(edge) = self.edge {
+            edge.wait().await;
+        }
+        self.state.tasks.close();
+        let deadline = self.state.config.shutdown_timeout;
+        if tokio::time::timeout(deadline, self.state.tasks.wait()).await.is_err() {
+            tracing::warn!(timeout = ?deadline, "locator tasks did not stop in time");
+        }
+        self.state.store.close().await;
+    }
+}
+
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
+        other => other,
+    }
+}
+
+/// The database URL: the configured one or SQLite in the data directory.
+pub fn database_url(config: &LocatorConfig) -> String {
+    config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", config.data_dir.join("locator.db").display()))
+}
+
+/// The enrollment secret: configured, or generated once into `<data_dir>/enrollment-secret`
+/// (mode 0600) so separate `duet-edge` processes on the machine can use it.
+fn enrollment_secret(config: &LocatorConfig) -> Result<String, LocatorError> {
+    if let Some(s) = &config.enrollment_secret {
+        return Ok(s.clone());
+    }
+    let path = config.data_dir.join("enrollment-secret");
+    let err = |source| LocatorError::DataDir { path: path.clone(), source };
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let s = text.trim().to_owned();
+        if s.len() >= 16 {
+            return Ok(s);
+        }
+    }
+    let secret = ids::random_id(40);
+    write_private(&path, &secret).map_err(err)?;
+    tracing::info!(path = %path.display(), "generated an enrollment secret");
+    Ok(secret)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        f.write_all(text.as_bytes())?;
+        f.write_all(b"\n")
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, format!("{text}\n"))
+    }
+}
+
+/// Starts the locator (and its embedded edge, if configured) on already-bound listeners.
+pub async fn start(config: LocatorConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<Locator, LocatorError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| LocatorError::DataDir { path: config.data_dir.clone(), source })?;
+    let url = database_url(&config);
+    let store = Store::open(&url).await?;
+    tracing::info!(database = %db::redact_url(&url), dialect = store.dialect().name(), "database ready");
+    let signer = Signer::load_or_create(&store, config.token_ttl).await?;
+    let secret = enrollment_secret(&config)?;
+    let local_addr = listeners.api.local_addr().map_err(LocatorError::Listener)?;
+    let tasks = TaskTracker::new();
+    let state = Arc::new(LocatorState {
+        config: config.clone(),
+        store,
+        signer,
+        enrollment_secret: secret.clone(),
+        links: link::Registry::default(),
+        shutdown: shutdown.clone(),
+        tasks: tasks.clone(),
+    });
+    let app = api::router(state.clone());
+    let serve_shutdown = shutdown.clone();
+    tasks.spawn(async move {
+        let served = axum::serve(listeners.api, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(serve_shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "locator listener failed");
+        }
+    });
+    tracing::info!(addr = %local_addr, "locator listening");
+
+    let edge = match (&config.embedded_edge, listeners.edge) {
+        (Some(embedded), Some(listener)) => {
+            let mut edge_config = duet_edge::EdgeConfig::new(
+                format!("http://{}", loopback_if_unspecified(local_addr)),
+                secret,
+                config.data_dir.join("edge"),
+            );
+            edge_config.region = embedded.region.clone();
+            edge_config.public_url = embedded.public_url.clone();
+            edge_config.heartbeat_interval = config.heartbeat_interval;
+            edge_config.shutdown_timeout = config.shutdown_timeout;
+            Some(duet_edge::start(edge_config, listener, shutdown.child_token()).await?)
+        }
+        _ => None,
+    };
+    Ok(Locator { state, local_addr, edge })
+}

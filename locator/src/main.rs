@@ -1,0 +1,70 @@
+//! `duet-locator`: parse the configuration (exit 64 if it is bad), bind, run until SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use duet_edge::config::ProcessEnv;
+use duet_locator::config::LocatorArgs;
+use tokio_util::sync::CancellationToken;
+
+/// Exit status for a configuration error (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = LocatorArgs::parse();
+    let check_only = args.check_config;
+    let (config, log_format) = match args.resolve(&ProcessEnv) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("duet-locator: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if check_only {
+        println!("configuration ok\n{config:#?}");
+        return ExitCode::SUCCESS;
+    }
+    duet_edge::telemetry::init(log_format);
+    tracing::info!(config = ?config, "starting duet-locator");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("duet-locator: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("duet-locator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: duet_locator::LocatorConfig) -> anyhow::Result<()> {
+    let api = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let edge = match &config.embedded_edge {
+        Some(e) => Some(
+            tokio::net::TcpListener::bind(e.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} for the embedded edge", e.listen))?,
+        ),
+        None => None,
+    };
+    let shutdown = CancellationToken::new();
+    let locator = duet_locator::start(config, duet_locator::Listeners { api, edge }, shutdown.clone()).await?;
+    println!("duet locator: {} (placement API: POST {}/api/v1/sessions)", locator.url(), locator.url());
+    if let Some(edge) = &locator.edge {
+        println!("duet embedded edge {}: {}", edge.state.edge_id, edge.state.public_url);
+    }
+    println!("try it: cargo run -p duet-client --bin duet -- host   (then `duet join <session>` in another shell)");
+    duet_edge::telemetry::shutdown_signal().await;
+    tracing::info!("shutting down");
+    shutdown.cancel();
+    locator.wait().await;
+    Ok(())
+}

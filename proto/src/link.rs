@@ -1,0 +1,142 @@
+//! The edge-to-locator link: one websocket per edge, binary frames, each one postcard-encoded
+//! message (see [`crate::codec`]).
+//!
+//! The edge speaks first with [`Hello`]; the locator answers [`LocatorMessage::Welcome`] or
+//! [`LocatorMessage::Refused`] and closes. After that the edge sends heartbeats every
+//! `heartbeat_interval` and session events; the locator sends commands and acknowledgements.
+//! Variants are only ever appended at the end of an enum, and a change to any message bumps
+//! [`LINK_PROTOCOL_VERSION`]; the locator accepts the previous version too, so edges and locators
+//! can be upgraded one at a time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::outbox::OutboxEntry;
+
+/// The link protocol version this build speaks.
+pub const LINK_PROTOCOL_VERSION: u16 = 1;
+/// The oldest link protocol version a locator of this build accepts (the previous one, once
+/// there is one).
+pub const LINK_MIN_PROTOCOL_VERSION: u16 = if LINK_PROTOCOL_VERSION > 1 { LINK_PROTOCOL_VERSION - 1 } else { 1 };
+
+/// The path on the locator's public listener where edges open their link.
+pub const LINK_PATH: &str = "/link/v1";
+
+/// Messages from an edge to the locator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EdgeMessage {
+    /// Always the first message. Its first field is the protocol version, so a locator can read
+    /// it whatever the rest of the layout is.
+    Hello(Hello),
+    Heartbeat(Heartbeat),
+    /// The first participant joined a session on this edge.
+    SessionOpened { session_id: String },
+    /// The last participant left; the session is over on this edge.
+    SessionClosed { session_id: String, reason: SessionEndReason },
+    /// The edge carried out the command with this id.
+    CommandAck { id: u64 },
+    /// Audit and metrics entries, each with the edge's own sequence number.
+    Outbox { entries: Vec<SequencedEntry> },
+}
+
+/// Messages from the locator to an edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LocatorMessage {
+    Welcome(Welcome),
+    /// The link is refused; the locator closes it right after with the same code.
+    Refused { code: u16, reason: String },
+    Command { id: u64, command: Command },
+    /// Every outbox entry up to and including this sequence number is committed.
+    OutboxAck { up_to: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    pub edge_id: String,
+    pub region: String,
+    /// The ws:// or wss:// base URL clients use to reach this edge.
+    pub public_url: String,
+    pub capacity: Capacity,
+    /// The edge's build (crate version and git revision when known).
+    pub build: String,
+    /// Sessions running on the edge right now, so the locator can reconcile after a link drop.
+    pub live_sessions: Vec<String>,
+    /// The edge's current load, so it is placeable before its first heartbeat.
+    pub load: Load,
+}
+
+/// What an edge is configured to carry (0: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    pub max_connections: u32,
+    pub max_sessions: u32,
+}
+
+/// An edge's load at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Load {
+    /// CPU used by the edge process over the last interval, in cores (1.0 = one core busy).
+    pub cpu: f32,
+    /// How late the edge's event loop ran a timer over the last interval, in milliseconds.
+    pub loop_lag_ms: u32,
+    pub connections: u32,
+    pub sessions: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub load: Load,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The version both sides speak from now on (the edge's, if the locator accepts it).
+    pub protocol_version: u16,
+    pub locator_build: String,
+    /// Keys that verify participant tokens. Edges cache them on disk.
+    pub keys: Vec<VerifyingKey>,
+    pub heartbeat_interval_ms: u32,
+}
+
+/// An Ed25519 public key that verifies tokens whose header names `kid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyingKey {
+    pub kid: String,
+    /// The 32-byte Ed25519 public key.
+    pub public_key: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Replace the set of token verification keys (rotation).
+    UpdateKeys { keys: Vec<VerifyingKey> },
+    /// End a session now (admin action or locator decision).
+    EndSession { session_id: String, reason: SessionEndReason },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionEndReason {
+    /// Every participant left.
+    Empty,
+    /// An admin or the locator ended it.
+    Ended,
+    /// The edge shut down.
+    EdgeShutdown,
+}
+
+impl SessionEndReason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SessionEndReason::Empty => "empty",
+            SessionEndReason::Ended => "ended",
+            SessionEndReason::EdgeShutdown => "edge_shutdown",
+        }
+    }
+}
+
+/// An outbox entry with the edge's per-edge sequence number (1, 2, 3, ... never reused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequencedEntry {
+    pub seq: u64,
+    pub entry: OutboxEntry,
+}
