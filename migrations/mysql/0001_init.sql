@@ -2,8 +2,8 @@
 -- Text columns are VARCHAR, not TEXT, so every driver reads them back as strings.
 CREATE TABLE signing_keys (
     kid         VARCHAR(64) PRIMARY KEY,
-    private_key VARBINARY(1024) NOT NULL,
-    public_key  VARBINARY(64) NOT NULL,
+    private_key BLOB NOT NULL,
+    public_key  BLOB NOT NULL,
     created_at  BIGINT NOT NULL,
     retired_at  BIGINT
 ) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;

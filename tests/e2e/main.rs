@@ -1,1 +1,7 @@
+//! duet's end-to-end tests: one test binary, a module per area. Everything runs against real
+//! components on 127.0.0.1:0 (the test kit), real databases, and real processes where a module
+//! says so.
 
+mod relay;
+mod store;
+mod support;

@@ -1,0 +1,281 @@
+//! Rust client library for duet: ask the locator for a session, then speak the session protocol
+//! with the edge. Tests, benchmarks and the `duet` terminal client use it; plugin authors can too.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), duet_client::ClientError> {
+//! use duet_client::{LocatorClient, PlacementRequest, Event};
+//! let locator = LocatorClient::new("http://127.0.0.1:8080");
+//! let placed = locator.create_session(&PlacementRequest::default()).await?;
+//! let mut host = duet_client::connect(&placed.edge.url, &placed.token).await?;
+//! host.send(0, 1, b"hello".to_vec())?;
+//! while let Some(event) = host.recv().await {
+//!     if let Event::Frame(frame) = event { println!("{frame:?}"); }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A [`Session`] reads in its own task and hands decoded frames over a bounded channel, so
+//! [`Session::recv`] is cancel-safe and can sit in a `select!` beside anything else.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use duet_proto::session::{ClientFrame, EdgeFrame, Participant, ParticipantId, SESSION_PROTOCOL_VERSION};
+use duet_ws::{Limits, Message, Writer};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// How long to wait for `welcome` after sending `join`.
+pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// Decoded frames buffered between the reader task and the application.
+const EVENT_QUEUE: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("locator request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("locator answered {status}: {code}: {message}")]
+    Api { status: u16, code: String, message: String },
+    #[error(transparent)]
+    Connect(#[from] duet_ws::ConnectError),
+    #[error("the edge closed the connection: {code:?} {reason}")]
+    Closed { code: Option<u16>, reason: String },
+    #[error("no welcome within {0:?}")]
+    WelcomeTimeout(Duration),
+    #[error("unexpected frame from the edge: {0}")]
+    Unexpected(String),
+    #[error("message could not be encoded: {0}")]
+    Encode(#[from] duet_proto::session::EncodeError),
+    #[error("send queue full or connection closed: {0}")]
+    Send(#[from] duet_ws::SendError),
+}
+
+/// The optional body of the placement endpoints.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlacementRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct User {
+    pub id: String,
+    pub name: String,
+}
+
+/// The locator's answer: where to connect and with which token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Placement {
+    pub session_id: String,
+    pub participant_id: u32,
+    pub role: String,
+    pub edge: PlacedEdge,
+    pub token: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct PlacedEdge {
+    pub id: String,
+    pub region: String,
+    pub url: String,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    error: ApiErrorInner,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorInner {
+    code: String,
+    message: String,
+}
+
+/// Talks to the locator's placement API.
+#[derive(Clone)]
+pub struct LocatorClient {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl LocatorClient {
+    pub fn new(base_url: &str) -> Self {
+        LocatorClient { base: base_url.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+    }
+
+    pub async fn create_session(&self, req: &PlacementRequest) -> Result<Placement, ClientError> {
+        self.post(&format!("{}/api/v1/sessions", self.base), req).await
+    }
+
+    pub async fn join_session(&self, session_id: &str, req: &PlacementRequest) -> Result<Placement, ClientError> {
+        self.post(&format!("{}/api/v1/sessions/{session_id}/join", self.base), req).await
+    }
+
+    async fn post(&self, url: &str, req: &PlacementRequest) -> Result<Placement, ClientError> {
+        let resp = self.http.post(url).json(req).send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.json().await?);
+        }
+        let body = resp.bytes().await?;
+        let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => ("unknown".into(), String::from_utf8_lossy(&body).into_owned()),
+        };
+        Err(ClientError::Api { status: status.as_u16(), code, message })
+    }
+}
+
+/// What a connected participant receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Frame(EdgeFrame),
+    /// The connection ended; `code` is the close code if the edge sent one.
+    Closed { code: Option<u16>, reason: String },
+}
+
+/// The `welcome` a participant got.
+#[derive(Debug, Clone)]
+pub struct Welcome {
+    pub participant_id: ParticipantId,
+    pub seq: u64,
+    pub resume_secret: Bytes,
+    pub participants: Vec<Participant>,
+}
+
+/// A joined participant's connection.
+pub struct Session {
+    pub welcome: Welcome,
+    writer: Writer,
+    events: mpsc::Receiver<Event>,
+}
+
+/// Cloneable sending half of a [`Session`], for sending from another task.
+#[derive(Clone)]
+pub struct SessionSender {
+    writer: Writer,
+}
+
+impl SessionSender {
+    /// Sends `payload` to `to` (0: everyone else), tagged with `message_id` (0: no ack wanted).
+    pub fn send(&self, to: ParticipantId, message_id: u64, payload: impl Into<Bytes>) -> Result<(), ClientError> {
+        let frame = ClientFrame::Send { message_id, to, payload: payload.into() }.encode()?;
+        Ok(self.writer.send(frame)?)
+    }
+
+    pub fn ping(&self, nonce: u64) -> Result<(), ClientError> {
+        Ok(self.writer.send(ClientFrame::Ping { nonce }.encode()?)?)
+    }
+
+    /// Leaves the session on purpose; the edge then closes the connection.
+    pub fn leave(&self) -> Result<(), ClientError> {
+        Ok(self.writer.send(ClientFrame::Leave.encode()?)?)
+    }
+
+    /// Sends raw bytes as one binary message (for protocol tests).
+    pub fn send_raw(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
+        Ok(self.writer.send(bytes.into())?)
+    }
+}
+
+impl Session {
+    pub fn sender(&self) -> SessionSender {
+        SessionSender { writer: self.writer.clone() }
+    }
+
+    pub fn send(&self, to: ParticipantId, message_id: u64, payload: impl Into<Bytes>) -> Result<(), ClientError> {
+        self.sender().send(to, message_id, payload)
+    }
+
+    pub fn ping(&self, nonce: u64) -> Result<(), ClientError> {
+        self.sender().ping(nonce)
+    }
+
+    pub fn leave(&self) -> Result<(), ClientError> {
+        self.sender().leave()
+    }
+
+    /// The next event; `None` after the connection has ended and every event was read.
+    pub async fn recv(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Closes the connection without `leave` (as a dropped network would, but cleanly).
+    pub fn close(&self) {
+        self.writer.close(1000, "bye");
+    }
+}
+
+/// Client-side limits: generous, the edge enforces its own.
+fn client_limits() -> Limits {
+    Limits { max_message_bytes: 64 << 20, max_queued_bytes: 256 << 20 }
+}
+
+/// Opens a websocket to `edge_url` and returns it before any frame is sent (for protocol tests).
+pub async fn open_raw(edge_url: &str) -> Result<(SessionSender, mpsc::Receiver<Result<Bytes, Event>>), ClientError> {
+    let mut reader = duet_ws::connect(edge_url, &[], client_limits()).await?;
+    let writer = reader.writer().clone();
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let item = match reader.next().await {
+                Ok(Message::Binary(b)) => Ok(b),
+                Ok(Message::Text(b)) => Ok(b),
+                Ok(Message::Close { code, reason }) => Err(Event::Closed { code, reason }),
+                Err(e) => Err(Event::Closed { code: None, reason: e.to_string() }),
+            };
+            let end = item.is_err();
+            if tx.send(item).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok((SessionSender { writer }, rx))
+}
+
+/// Connects to a session on its edge: sends `join` with `token` and waits for `welcome`.
+pub async fn connect(edge_url: &str, token: &str) -> Result<Session, ClientError> {
+    let mut reader = duet_ws::connect(edge_url, &[], client_limits()).await?;
+    let writer = reader.writer().clone();
+    let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: token.to_owned() }.encode()?;
+    writer.send(join)?;
+    let first = tokio::time::timeout(WELCOME_TIMEOUT, reader.next())
+        .await
+        .map_err(|_| ClientError::WelcomeTimeout(WELCOME_TIMEOUT))?;
+    let welcome = match first {
+        Ok(Message::Binary(b)) => match EdgeFrame::decode(&b) {
+            Ok(EdgeFrame::Welcome { participant_id, seq, resume_secret, participants, .. }) => {
+                Welcome { participant_id, seq, resume_secret, participants }
+            }
+            Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            Err(e) => return Err(ClientError::Unexpected(e.to_string())),
+        },
+        Ok(Message::Close { code, reason }) => return Err(ClientError::Closed { code, reason }),
+        Ok(Message::Text(_)) => return Err(ClientError::Unexpected("text frame".into())),
+        Err(e) => return Err(ClientError::Closed { code: None, reason: e.to_string() }),
+    };
+    let (tx, events) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let event = match reader.next().await {
+                Ok(Message::Binary(b)) => match EdgeFrame::decode(&b) {
+                    Ok(f) => Event::Frame(f),
+                    Err(e) => Event::Closed { code: None, reason: format!("undecodable frame: {e}") },
+                },
+                Ok(Message::Text(_)) => Event::Closed { code: None, reason: "text frame".into() },
+                Ok(Message::Close { code, reason }) => Event::Closed { code, reason },
+                Err(e) => Event::Closed { code: None, reason: e.to_string() },
+            };
+            let end = matches!(event, Event::Closed { .. });
+            if tx.send(event).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok(Session { welcome, writer, events })
+}

@@ -128,6 +128,12 @@ impl Store {
         Ok(())
     }
 
+    /// Runs one statement with no parameters (administration: creating test databases).
+    pub async fn execute_raw(&self, sql: &str) -> Result<(), StoreError> {
+        sqlx::query(sql).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
