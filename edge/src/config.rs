@@ -37,7 +37,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// environment < flags. The enrollment secret comes only from DUET_ENROLLMENT_SECRET or the file
 /// named by DUET_ENROLLMENT_SECRET_FILE.
 #[derive(Debug, Default, Parser)]
-#[command(name = "duet-edge", version, about, long_about = None)]
+#[command(name = "duet-edge", version, about)]
 pub struct EdgeArgs {
     /// TOML configuration file.
     #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]

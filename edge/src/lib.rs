@@ -88,6 +88,8 @@ pub struct EdgeState {
     link_tx: mpsc::Sender<EdgeMessage>,
     /// True while the link to the locator is up.
     pub linked: AtomicBool,
+    /// Link connection attempts since start (successful or not).
+    pub link_attempts: AtomicU64,
     pub load: load::LoadSampler,
     /// Cancelled on shutdown; every connection watches it.
     pub shutdown: CancellationToken,
@@ -245,6 +247,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         metrics: Metrics::default(),
         link_tx,
         linked: AtomicBool::new(false),
+        link_attempts: AtomicU64::new(0),
         load: load::LoadSampler::default(),
         shutdown: shutdown.clone(),
     });

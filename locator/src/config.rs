@@ -34,7 +34,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// environment or files: DUET_DATABASE_URL / DUET_DATABASE_URL_FILE and
 /// DUET_ENROLLMENT_SECRET / DUET_ENROLLMENT_SECRET_FILE.
 #[derive(Debug, Default, Parser)]
-#[command(name = "duet-locator", version, about, long_about = None)]
+#[command(name = "duet-locator", version, about)]
 pub struct LocatorArgs {
     /// TOML configuration file.
     #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]
@@ -186,7 +186,7 @@ impl LocatorConfig {
                     return Err(ConfigError::Invalid { option: "edge_public_url", reason: format!("{url:?} must start with ws:// or wss://") });
                 }
             }
-            if edge.listen == self.listen {
+            if edge.listen == self.listen && edge.listen.port() != 0 {
                 return Err(ConfigError::Invalid { option: "edge_listen", reason: "must differ from listen".into() });
             }
         }

@@ -70,14 +70,19 @@ impl Signer {
     }
 
     /// Signs claims; `iat` and `exp` are set here from the configured lifetime.
-    pub fn sign(&self, mut claims: Claims) -> Result<(String, u64), TokenError> {
+    pub fn sign(&self, claims: Claims) -> Result<(String, u64), TokenError> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        claims.iat = now;
-        claims.exp = now + self.ttl.as_secs();
+        let exp = now + self.ttl.as_secs();
+        Ok((self.sign_until(claims, exp)?, exp))
+    }
+
+    /// Signs claims with an explicit expiry (Unix seconds); `iat` is now.
+    pub fn sign_until(&self, mut claims: Claims, exp: u64) -> Result<String, TokenError> {
+        claims.iat = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        claims.exp = exp;
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key)?;
-        Ok((token, claims.exp))
+        Ok(jsonwebtoken::encode(&header, &claims, &self.key)?)
     }
 }
 

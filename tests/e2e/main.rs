@@ -1,7 +1,12 @@
 //! duet's end-to-end tests: one test binary, a module per area. Everything runs against real
 //! components on 127.0.0.1:0 (the test kit), real databases, and real processes where a module
-//! says so.
+//! says so (`cli`, `node`: they need `cargo build --workspace --bins` first, which the README's
+//! test command does).
 
+mod auth;
+mod bad_input;
+mod cli;
+mod link;
 mod relay;
 mod store;
 mod support;

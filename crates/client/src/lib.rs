@@ -177,6 +177,11 @@ impl SessionSender {
         Ok(self.writer.send(ClientFrame::Leave.encode()?)?)
     }
 
+    /// Sends a text message, which the edge must refuse (for protocol tests).
+    pub fn send_text(&self, text: &str) -> Result<(), ClientError> {
+        Ok(self.writer.send_text(Bytes::copy_from_slice(text.as_bytes()))?)
+    }
+
     /// Sends raw bytes as one binary message (for protocol tests).
     pub fn send_raw(&self, bytes: impl Into<Bytes>) -> Result<(), ClientError> {
         Ok(self.writer.send(bytes.into())?)

@@ -82,6 +82,8 @@ pub enum SendError {
 
 enum Outbound {
     Data(Bytes),
+    /// A text message (duet's protocols are binary; used to test that peers refuse text).
+    Text(Bytes),
     /// A frame the protocol obliges us to send (pong, close echo): opcode and payload.
     Control(OpCode, Vec<u8>),
     Close(u16, String),
@@ -114,6 +116,11 @@ impl Writer {
             self.queued.fetch_sub(len, Ordering::AcqRel);
             SendError::Closed
         })
+    }
+
+    /// Queues a text message (outside the byte budget; for tests of peers that must refuse it).
+    pub fn send_text(&self, data: Bytes) -> Result<(), SendError> {
+        self.tx.send(Outbound::Text(data)).map_err(|_| SendError::Closed)
     }
 
     /// Queues a close frame after everything already queued; later sends are refused.
@@ -266,6 +273,7 @@ async fn write_loop<S>(
                     queued.fetch_sub(len, Ordering::AcqRel);
                     r.is_err()
                 }
+                Outbound::Text(bytes) => buffered.push(&mut write, Frame::text(Payload::Borrowed(&bytes))).await.is_err(),
                 Outbound::Control(opcode, payload) => {
                     let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
                     let close = opcode == OpCode::Close;

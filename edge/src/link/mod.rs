@@ -57,6 +57,7 @@ pub async fn run(state: Arc<EdgeState>, mut events: mpsc::Receiver<EdgeMessage>)
             return;
         }
         let started = tokio::time::Instant::now();
+        state.link_attempts.fetch_add(1, Ordering::Relaxed);
         let result = link_once(&state, &mut events).await;
         state.linked.store(false, Ordering::Release);
         match result {

@@ -1,0 +1,174 @@
+//! Hostile or broken input: every case gets its documented close code or HTTP error, and the
+//! edge keeps serving.
+
+use std::time::Duration;
+
+use duet_client::Event;
+use duet_proto::session::{kind, ClientFrame, EdgeFrame, LeaveReason};
+use duet_testkit::Cluster;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+async fn small_limits_cluster() -> Cluster {
+    let mut cluster = Cluster::start_with(Default::default()).await;
+    cluster
+        .add_edge(|c| {
+            c.max_message_bytes = 1024;
+            c.max_queued_bytes = 1024;
+            c.handshake_timeout = Duration::from_millis(300);
+        })
+        .await;
+    cluster
+}
+
+/// Opens a raw connection to a fresh session's URL, sends `frames`, returns the close code.
+async fn close_code_after(url: &str, frames: Vec<Result<Vec<u8>, &str>>) -> Option<u16> {
+    let (sender, mut rx) = duet_client::open_raw(url).await.unwrap();
+    for f in frames {
+        match f {
+            Ok(bytes) => sender.send_raw(bytes).unwrap(),
+            Err(text) => sender.send_text(text).unwrap(),
+        }
+    }
+    loop {
+        match tokio::time::timeout(STEP, rx.recv()).await.expect("closed in time") {
+            Some(Ok(_)) => continue,
+            Some(Err(Event::Closed { code, .. })) => return code,
+            Some(Err(other)) => panic!("{other:?}"),
+            None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn handshake_violations_get_protocol_close_codes() {
+    let cluster = small_limits_cluster().await;
+    let placed = cluster.client().create_session(&Default::default()).await.unwrap();
+    let url = &placed.edge.url;
+    let join = |v: u8| ClientFrame::Join { version: v, token: placed.token.clone() }.encode().unwrap().to_vec();
+
+    assert_eq!(close_code_after(url, vec![Err("{\"join\":1}")]).await, Some(4006), "text frame");
+    assert_eq!(close_code_after(url, vec![Ok(vec![0x7e, 1, 2])]).await, Some(4001), "unknown kind");
+    assert_eq!(close_code_after(url, vec![Ok(vec![kind::JOIN, 1, 0, 200, b'x'])]).await, Some(4000), "truncated join");
+    assert_eq!(close_code_after(url, vec![Ok(vec![])]).await, Some(4000), "empty frame");
+    assert_eq!(close_code_after(url, vec![Ok(ClientFrame::Ping { nonce: 1 }.encode().unwrap().to_vec())]).await, Some(4005), "ping before join");
+    assert_eq!(close_code_after(url, vec![Ok(join(2))]).await, Some(4003), "unsupported version");
+    assert_eq!(close_code_after(url, vec![]).await, Some(4004), "no join within the handshake timeout");
+    assert_eq!(close_code_after(url, vec![Ok(vec![0u8; 2000])]).await, Some(4002), "oversized first frame");
+    assert_eq!(close_code_after(url, vec![Ok(join(1)), Ok(join(1))]).await, Some(4005), "second join");
+
+    // The edge still serves a well-behaved client afterwards.
+    let (_, s) = host(&cluster, "Ada").await;
+    assert_eq!(s.welcome.participant_id, 1);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_frames_inside_a_session_remove_only_the_sender() {
+    let cluster = small_limits_cluster().await;
+    let (placed, mut h) = host(&cluster, "Ada").await;
+    for (frame, code) in [(vec![0x7f], 4001u16), (vec![kind::SEND, 0, 1], 4000), (vec![kind::SEND; 1500], 4002)] {
+        let (_, g) = guest(&cluster, &placed.session_id, "Bo").await;
+        let id = g.welcome.participant_id;
+        assert!(matches!(next_frame(&mut h).await, EdgeFrame::ParticipantJoined { .. }));
+        g.sender().send_raw(frame).unwrap();
+        let mut g = g;
+        assert_eq!(closed(&mut g).await, Some(code));
+        match next_frame(&mut h).await {
+            EdgeFrame::ParticipantLeft { participant_id, reason, .. } => {
+                assert_eq!((participant_id, reason), (id, LeaveReason::Removed));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    h.ping(5).unwrap();
+    assert_eq!(next_frame(&mut h).await, EdgeFrame::Pong { nonce: 5 });
+    cluster.shutdown().await;
+}
+
+/// A frame header declaring 1 GiB is refused at once with 4002: the edge does not wait for (or
+/// buffer) a payload it will not accept.
+#[tokio::test]
+async fn a_declared_oversized_frame_is_refused_before_its_payload() {
+    let cluster = small_limits_cluster().await;
+    let placed = cluster.client().create_session(&Default::default()).await.unwrap();
+    let addr = cluster.edges[0].local_addr;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let path = format!("/v1/sessions/{}", placed.session_id);
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        tcp.read_exact(&mut b).await.unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    // FIN + binary, masked, 64-bit length = 1 GiB, mask key; no payload follows.
+    let mut frame = vec![0x82, 0x80 | 127];
+    frame.extend_from_slice(&(1u64 << 30).to_be_bytes());
+    frame.extend_from_slice(&[1, 2, 3, 4]);
+    tcp.write_all(&frame).await.unwrap();
+    let mut reply = [0u8; 4];
+    tokio::time::timeout(STEP, tcp.read_exact(&mut reply)).await.expect("answered without the payload").unwrap();
+    assert_eq!(reply[0], 0x88, "a close frame");
+    assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), 4002);
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_placement_api_rejects_garbage_with_json_errors() {
+    let cluster = Cluster::start().await;
+    let http = reqwest::Client::new();
+    let base = cluster.url();
+    let check = |resp: reqwest::Response, status: u16, code: &'static str| async move {
+        assert_eq!(resp.status().as_u16(), status);
+        let body: serde_json::Value = resp.json().await.expect("json error body");
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+    let url = format!("{base}/api/v1/sessions");
+    let r = http.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    check(r, 400, "bad_request").await;
+    let r = http.post(&url).header("content-type", "application/json").body(r#"{"user":{"id":""}}"#).send().await.unwrap();
+    check(r, 400, "bad_request").await;
+    let r = http.post(&url).header("content-type", "application/json").body(r#"{"team":""}"#).send().await.unwrap();
+    check(r, 400, "bad_request").await;
+    let r = http.post(&url).header("content-type", "application/json").body(r#"{"team":7}"#).send().await.unwrap();
+    check(r, 400, "bad_request").await;
+    let r = http.post(&url).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    check(r, 415, "unsupported_media_type").await;
+    let r = http.post(&url).header("content-type", "application/json").body(vec![b' '; 70 * 1024]).send().await.unwrap();
+    check(r, 413, "payload_too_large").await;
+    let r = http.get(&url).send().await.unwrap();
+    check(r, 405, "method_not_allowed").await;
+    let r = http.post(format!("{base}/api/v1/sessions/s_nope/join")).send().await.unwrap();
+    check(r, 404, "not_found").await;
+    let r = http.get(format!("{base}/nowhere")).send().await.unwrap();
+    check(r, 404, "not_found").await;
+    // `{}` and an empty body are valid.
+    let r = http.post(&url).header("content-type", "application/json").body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let r = http.post(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+
+    // The edge's HTTP side: no upgrade, or an invalid session id.
+    let edge = format!("http://{}", cluster.edges[0].local_addr);
+    let r = http.get(format!("{edge}/v1/sessions/s_x")).send().await.unwrap();
+    check(r, 400, "bad_request").await;
+    let r = http.get(format!("{edge}/v1/sessions/{}", "x".repeat(100))).send().await.unwrap();
+    check(r, 400, "bad_request").await;
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_edge_means_503() {
+    let cluster = Cluster::start_with(Default::default()).await;
+    let err = cluster.client().create_session(&Default::default()).await.unwrap_err();
+    assert!(matches!(err, duet_client::ClientError::Api { status: 503, ref code, .. } if code == "no_edge_available"), "{err}");
+    cluster.shutdown().await;
+}

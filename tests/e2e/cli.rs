@@ -1,0 +1,161 @@
+//! Real processes: the README's run command (`duet-locator` with its defaults, on free ports)
+//! and two `duet` terminal clients chatting through it.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use duet_testkit::{binary, wait_until};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+const LINE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Reads lines until one contains `needle`; returns it.
+async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> String {
+    let found = tokio::time::timeout(LINE_TIMEOUT, async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => line,
+        Ok(None) => panic!("process exited before printing {needle:?}"),
+        Err(_) => panic!("no line with {needle:?} within {LINE_TIMEOUT:?}"),
+    }
+}
+
+fn spawn(cmd: &mut Command) -> (Child, Lines<BufReader<ChildStdout>>) {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn().expect("spawn");
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+async fn exits_ok(mut child: Child, what: &str) {
+    let status = tokio::time::timeout(LINE_TIMEOUT, child.wait()).await.unwrap_or_else(|_| panic!("{what} did not exit")).unwrap();
+    assert!(status.success(), "{what} exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_run_command_and_two_terminal_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    // The README's command with its defaults, except the ports (tests bind free ones).
+    let (locator, mut locator_out) = spawn(
+        Command::new(binary("duet-locator"))
+            .current_dir(dir.path())
+            .env("DUET_LISTEN", "127.0.0.1:0")
+            .env("DUET_EDGE_LISTEN", "127.0.0.1:0")
+            .env("DUET_LOG", "warn"),
+    );
+    let first = line_with(&mut locator_out, "duet locator: ").await;
+    let url = first.split_whitespace().nth(2).expect("url on the first line").to_owned();
+    let edge_line = line_with(&mut locator_out, "duet embedded edge").await;
+    let edge_url = edge_line.split_whitespace().last().unwrap().replace("ws://", "http://");
+    assert!(dir.path().join("duet-data/locator.db").exists(), "SQLite under ./duet-data");
+    let http = reqwest::Client::new();
+    wait_until("the embedded edge is ready", LINE_TIMEOUT, || {
+        let http = http.clone();
+        let edge_url = edge_url.clone();
+        async move { matches!(http.get(format!("{edge_url}/readyz")).send().await, Ok(r) if r.status().is_success()) }
+    })
+    .await;
+    assert!(http.get(format!("{url}/readyz")).send().await.unwrap().status().is_success());
+
+    let duet = binary("duet");
+    let (mut host, mut host_out) = spawn(Command::new(&duet).args(["--locator", &url, "--name", "Ada", "host"]));
+    let join_line = line_with(&mut host_out, "duet join ").await;
+    let session = join_line.split_whitespace().last().unwrap().to_owned();
+    line_with(&mut host_out, "joined as participant 1").await;
+
+    let (mut guest, mut guest_out) = spawn(Command::new(&duet).args(["--locator", &url, "--name", "Bo", "join", &session]));
+    line_with(&mut guest_out, "joined as participant 2; here: Ada").await;
+    line_with(&mut host_out, "* Bo joined").await;
+
+    let mut host_in = host.stdin.take().unwrap();
+    host_in.write_all(b"hello from ada\n").await.unwrap();
+    line_with(&mut guest_out, "Ada: hello from ada").await;
+    let mut guest_in = guest.stdin.take().unwrap();
+    guest_in.write_all(b"hi ada, bo here\n").await.unwrap();
+    line_with(&mut host_out, "Bo: hi ada, bo here").await;
+
+    // End of input leaves the session.
+    drop(guest_in);
+    exits_ok(guest, "guest").await;
+    line_with(&mut host_out, "* Bo left").await;
+    drop(host_in);
+    exits_ok(host, "host").await;
+
+    // SIGTERM stops the locator cleanly.
+    let pid = locator.id().unwrap().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+    assert!(status.success());
+    exits_ok(locator, "locator").await;
+}
+
+/// `--check-config` validates and exits; a bad value exits 64 with a precise message.
+#[tokio::test]
+async fn check_config_and_bad_config() {
+    let ok = Command::new(binary("duet-locator")).arg("--check-config").env("DUET_DATA_DIR", "/nonexistent/x").output().await.unwrap();
+    assert!(ok.status.success());
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration ok"));
+    let bad = Command::new(binary("duet-locator")).args(["--token-ttl", "1s"]).output().await.unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("token_ttl"), "{}", String::from_utf8_lossy(&bad.stderr));
+    let bad = Command::new(binary("duet-edge")).env_remove("DUET_ENROLLMENT_SECRET").env_remove("DUET_ENROLLMENT_SECRET_FILE").output().await.unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("enrollment secret"));
+    let bad = Command::new(binary("duet-edge")).args(["--heartbeat-interval", "often"]).output().await.unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap rejects unparsable values");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid duration"));
+    let help = Command::new(binary("duet-locator")).arg("--help").output().await.unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for option in ["--listen", "--data-dir", "--token-ttl", "--embedded-edge", "--edge-listen", "--check-config", "DUET_DATABASE_URL"] {
+        assert!(help.contains(option), "--help does not mention {option}");
+    }
+}
+
+/// A separate `duet-edge` process joins a running locator with the enrollment secret the
+/// locator generated in its data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_separate_edge_process_joins_the_locator() {
+    let dir = tempfile::tempdir().unwrap();
+    let (locator, mut locator_out) = spawn(
+        Command::new(binary("duet-locator"))
+            .current_dir(dir.path())
+            .env("DUET_LISTEN", "127.0.0.1:0")
+            .env("DUET_EMBEDDED_EDGE", "false")
+            .env("DUET_LOG", "warn"),
+    );
+    let first = line_with(&mut locator_out, "duet locator: ").await;
+    let url = first.split_whitespace().nth(2).unwrap().to_owned();
+    let secret_file = dir.path().join("duet-data/enrollment-secret");
+    assert!(secret_file.exists());
+    let (edge, mut edge_out) = spawn(
+        Command::new(binary("duet-edge"))
+            .current_dir(dir.path())
+            .env("DUET_LOCATOR_URL", &url)
+            .env("DUET_LISTEN", "127.0.0.1:0")
+            .env("DUET_REGION", "eu")
+            .env("DUET_ENROLLMENT_SECRET_FILE", &secret_file)
+            .env("DUET_LOG", "warn"),
+    );
+    line_with(&mut edge_out, "serving sessions at ws://127.0.0.1:").await;
+    let client = duet_client::LocatorClient::new(&url);
+    wait_until("a session can be placed on the edge", LINE_TIMEOUT, || {
+        let client = client.clone();
+        async move { client.create_session(&Default::default()).await.is_ok() }
+    })
+    .await;
+    let placed = client.create_session(&Default::default()).await.unwrap();
+    assert_eq!(placed.edge.region, "eu");
+    let s = duet_client::connect(&placed.edge.url, &placed.token).await.unwrap();
+    assert_eq!(s.welcome.participant_id, 1);
+    for child in [edge, locator] {
+        let pid = child.id().unwrap().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        exits_ok(child, "process").await;
+    }
+}
