@@ -188,7 +188,10 @@ impl EdgeConfig {
         validate_name("region", &self.region, 64)?;
         if let Some(url) = &self.public_url {
             if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-                return Err(ConfigError::Invalid { option: "public_url", reason: format!("{url:?} must start with ws:// or wss://") });
+                return Err(ConfigError::Invalid {
+                    option: "public_url",
+                    reason: format!("{url:?} must start with ws:// or wss://"),
+                });
             }
         }
         if !(self.locator_url.starts_with("http://") || self.locator_url.starts_with("ws://")) {
@@ -204,10 +207,16 @@ impl EdgeConfig {
             });
         }
         if self.heartbeat_interval < Duration::from_millis(50) || self.heartbeat_interval > Duration::from_secs(60) {
-            return Err(ConfigError::Invalid { option: "heartbeat_interval", reason: "must be between 50ms and 60s".into() });
+            return Err(ConfigError::Invalid {
+                option: "heartbeat_interval",
+                reason: "must be between 50ms and 60s".into(),
+            });
         }
         if self.max_message_bytes < 1024 || self.max_message_bytes > 64 << 20 {
-            return Err(ConfigError::Invalid { option: "max_message_bytes", reason: "must be between 1024 and 67108864".into() });
+            return Err(ConfigError::Invalid {
+                option: "max_message_bytes",
+                reason: "must be between 1024 and 67108864".into(),
+            });
         }
         if self.max_queued_bytes < self.max_message_bytes {
             return Err(ConfigError::Invalid {
@@ -299,8 +308,9 @@ impl EdgeArgs {
     pub fn resolve(self, env: &dyn Env) -> Result<(EdgeConfig, LogFormat), ConfigError> {
         let file: EdgeFile = read_toml(self.config.as_deref())?;
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./duet-data/edge"));
-        let secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?
-            .ok_or(ConfigError::Missing("enrollment secret: set DUET_ENROLLMENT_SECRET or DUET_ENROLLMENT_SECRET_FILE"))?;
+        let secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?.ok_or(
+            ConfigError::Missing("enrollment secret: set DUET_ENROLLMENT_SECRET or DUET_ENROLLMENT_SECRET_FILE"),
+        )?;
         let locator_url = self.locator_url.or(file.locator_url).unwrap_or_else(|| DEFAULT_LOCATOR_URL.into());
         let mut config = EdgeConfig::new(locator_url, secret, data_dir);
         config.id = self.id.or(file.id);
@@ -383,14 +393,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("edge.toml");
         std::fs::write(&file, "region = \"eu\"\nmax_sessions = 5\nheartbeat_interval = \"2s\"\n").unwrap();
-        let args = EdgeArgs::try_parse_from([
-            "duet-edge",
-            "--config",
-            file.to_str().unwrap(),
-            "--max-sessions",
-            "7",
-        ])
-        .unwrap();
+        let args =
+            EdgeArgs::try_parse_from(["duet-edge", "--config", file.to_str().unwrap(), "--max-sessions", "7"]).unwrap();
         let env = [(ENV_ENROLLMENT_SECRET, "0123456789abcdef0123")];
         let (config, _) = args.resolve(&env).unwrap();
         assert_eq!(config.region, "eu");

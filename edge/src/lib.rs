@@ -177,10 +177,7 @@ impl EdgeState {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Reads `<data_dir>/edge-id`, or writes a new random id there.
@@ -193,7 +190,9 @@ fn resolve_edge_id(config: &EdgeConfig) -> Result<String, EdgeError> {
     match std::fs::read_to_string(&path) {
         Ok(text) if !text.trim().is_empty() => Ok(text.trim().to_owned()),
         _ => {
-            let suffix: String = (0..8).map(|_| char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random_range(0..36)])).collect();
+            let suffix: String = (0..8)
+                .map(|_| char::from(b"0123456789abcdefghijklmnopqrstuvwxyz"[rand::random_range(0..36)]))
+                .collect();
             let id = format!("edge-{suffix}");
             std::fs::write(&path, format!("{id}\n")).map_err(dir_err)?;
             Ok(id)

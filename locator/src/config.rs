@@ -164,14 +164,20 @@ impl LocatorConfig {
         }
         if let Some(s) = &self.enrollment_secret {
             if s.len() < 16 {
-                return Err(ConfigError::Invalid { option: "enrollment_secret", reason: "must be at least 16 characters".into() });
+                return Err(ConfigError::Invalid {
+                    option: "enrollment_secret",
+                    reason: "must be at least 16 characters".into(),
+                });
             }
         }
         if self.token_ttl < Duration::from_secs(10) || self.token_ttl > Duration::from_secs(24 * 3600) {
             return Err(ConfigError::Invalid { option: "token_ttl", reason: "must be between 10s and 24h".into() });
         }
         if self.heartbeat_interval < Duration::from_millis(50) || self.heartbeat_interval > Duration::from_secs(60) {
-            return Err(ConfigError::Invalid { option: "heartbeat_interval", reason: "must be between 50ms and 60s".into() });
+            return Err(ConfigError::Invalid {
+                option: "heartbeat_interval",
+                reason: "must be between 50ms and 60s".into(),
+            });
         }
         if self.heartbeat_timeout <= self.heartbeat_interval {
             return Err(ConfigError::Invalid {
@@ -183,7 +189,10 @@ impl LocatorConfig {
             duet_edge::config::validate_region(&edge.region)?;
             if let Some(url) = &edge.public_url {
                 if !(url.starts_with("ws://") || url.starts_with("wss://")) {
-                    return Err(ConfigError::Invalid { option: "edge_public_url", reason: format!("{url:?} must start with ws:// or wss://") });
+                    return Err(ConfigError::Invalid {
+                        option: "edge_public_url",
+                        reason: format!("{url:?} must start with ws:// or wss://"),
+                    });
                 }
             }
             if edge.listen == self.listen && edge.listen.port() != 0 {
@@ -197,7 +206,8 @@ impl LocatorConfig {
 impl LocatorArgs {
     pub fn resolve(self, env: &dyn Env) -> Result<(LocatorConfig, LogFormat), ConfigError> {
         let file: LocatorFile = read_toml(self.config.as_deref())?;
-        let mut config = LocatorConfig::new(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./duet-data")));
+        let mut config =
+            LocatorConfig::new(self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./duet-data")));
         if let Some(v) = self.listen.or(file.listen) {
             config.listen = v;
         }
@@ -244,7 +254,8 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_and_validated() {
-        let env = [(ENV_DATABASE_URL, "postgres://u:hunter22@db/duet"), (ENV_ENROLLMENT_SECRET, "s3cr3t-s3cr3t-s3cr3t")];
+        let env =
+            [(ENV_DATABASE_URL, "postgres://u:hunter22@db/duet"), (ENV_ENROLLMENT_SECRET, "s3cr3t-s3cr3t-s3cr3t")];
         let (config, _) = LocatorArgs::try_parse_from(["duet-locator"]).unwrap().resolve(&env).unwrap();
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter22") && !shown.contains("s3cr3t"), "{shown}");
@@ -253,7 +264,10 @@ mod tests {
             .resolve(&[(ENV_DATABASE_URL, "redis://x")])
             .unwrap_err();
         assert!(err.to_string().contains("database_url"), "{err}");
-        let err = LocatorArgs::try_parse_from(["duet-locator", "--token-ttl", "1s"]).unwrap().resolve(&[("X", "")]).unwrap_err();
+        let err = LocatorArgs::try_parse_from(["duet-locator", "--token-ttl", "1s"])
+            .unwrap()
+            .resolve(&[("X", "")])
+            .unwrap_err();
         assert!(err.to_string().contains("token_ttl"), "{err}");
     }
 }

@@ -150,7 +150,11 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// Starts the locator (and its embedded edge, if configured) on already-bound listeners.
-pub async fn start(config: LocatorConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<Locator, LocatorError> {
+pub async fn start(
+    config: LocatorConfig,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<Locator, LocatorError> {
     config.validate()?;
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|source| LocatorError::DataDir { path: config.data_dir.clone(), source })?;

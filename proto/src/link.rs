@@ -29,13 +29,22 @@ pub enum EdgeMessage {
     Hello(Hello),
     Heartbeat(Heartbeat),
     /// The first participant joined a session on this edge.
-    SessionOpened { session_id: String },
+    SessionOpened {
+        session_id: String,
+    },
     /// The last participant left; the session is over on this edge.
-    SessionClosed { session_id: String, reason: SessionEndReason },
+    SessionClosed {
+        session_id: String,
+        reason: SessionEndReason,
+    },
     /// The edge carried out the command with this id.
-    CommandAck { id: u64 },
+    CommandAck {
+        id: u64,
+    },
     /// Audit and metrics entries, each with the edge's own sequence number.
-    Outbox { entries: Vec<SequencedEntry> },
+    Outbox {
+        entries: Vec<SequencedEntry>,
+    },
 }
 
 /// Messages from the locator to an edge.
@@ -43,10 +52,18 @@ pub enum EdgeMessage {
 pub enum LocatorMessage {
     Welcome(Welcome),
     /// The link is refused; the locator closes it right after with the same code.
-    Refused { code: u16, reason: String },
-    Command { id: u64, command: Command },
+    Refused {
+        code: u16,
+        reason: String,
+    },
+    Command {
+        id: u64,
+        command: Command,
+    },
     /// Every outbox entry up to and including this sequence number is committed.
-    OutboxAck { up_to: u64 },
+    OutboxAck {
+        up_to: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

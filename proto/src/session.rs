@@ -126,11 +126,20 @@ pub struct Participant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
     /// First frame on every connection.
-    Join { version: u8, token: String },
+    Join {
+        version: u8,
+        token: String,
+    },
     /// A message for everyone else (`to == EVERYONE`) or for one participant. `message_id` is the
     /// client's own id (0: none); a non-zero id is echoed back in an `ack`.
-    Send { message_id: u64, to: ParticipantId, payload: Bytes },
-    Ping { nonce: u64 },
+    Send {
+        message_id: u64,
+        to: ParticipantId,
+        payload: Bytes,
+    },
+    Ping {
+        nonce: u64,
+    },
     /// Leave the session on purpose (the edge then closes with 1000).
     Leave,
 }
@@ -148,12 +157,32 @@ pub enum EdgeFrame {
         /// Everyone connected, this participant included.
         participants: Vec<Participant>,
     },
-    ParticipantJoined { seq: u64, participant: Participant },
-    ParticipantLeft { seq: u64, participant_id: ParticipantId, reason: LeaveReason },
-    Message { seq: u64, from: ParticipantId, to: ParticipantId, payload: Bytes },
-    Ack { message_id: u64, seq: u64 },
-    Error { code: u16, message: String },
-    Pong { nonce: u64 },
+    ParticipantJoined {
+        seq: u64,
+        participant: Participant,
+    },
+    ParticipantLeft {
+        seq: u64,
+        participant_id: ParticipantId,
+        reason: LeaveReason,
+    },
+    Message {
+        seq: u64,
+        from: ParticipantId,
+        to: ParticipantId,
+        payload: Bytes,
+    },
+    Ack {
+        message_id: u64,
+        seq: u64,
+    },
+    Error {
+        code: u16,
+        message: String,
+    },
+    Pong {
+        nonce: u64,
+    },
 }
 
 /// Why a frame could not be decoded.
@@ -225,9 +254,7 @@ impl<'a> Reader<'a> {
     fn str16(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let len = self.u16(field)? as usize;
         let b = self.take(len, field)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| DecodeError::InvalidUtf8 { field })
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
     fn bytes8(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
@@ -243,10 +270,8 @@ impl<'a> Reader<'a> {
     fn participant(&mut self) -> Result<Participant, DecodeError> {
         let id = self.u32("participant_id")?;
         let role_byte = self.u8("role")?;
-        let role = Role::from_byte(role_byte).ok_or(DecodeError::InvalidValue {
-            field: "role",
-            value: role_byte.into(),
-        })?;
+        let role =
+            Role::from_byte(role_byte).ok_or(DecodeError::InvalidValue { field: "role", value: role_byte.into() })?;
         let user_id = self.str16("user_id")?;
         let display_name = self.str16("display_name")?;
         Ok(Participant { id, role, user_id, display_name })
@@ -315,11 +340,9 @@ impl ClientFrame {
         let mut r = Reader { kind: k, buf: rest };
         let decoded = match k {
             kind::JOIN => ClientFrame::Join { version: r.u8("version")?, token: r.str16("token")? },
-            kind::SEND => ClientFrame::Send {
-                message_id: r.u64("message_id")?,
-                to: r.u32("to")?,
-                payload: r.bytes32("payload")?,
-            },
+            kind::SEND => {
+                ClientFrame::Send { message_id: r.u64("message_id")?, to: r.u32("to")?, payload: r.bytes32("payload")? }
+            }
             kind::PING => ClientFrame::Ping { nonce: r.u64("nonce")? },
             kind::LEAVE => ClientFrame::Leave,
             other => return Err(DecodeError::UnknownKind(other)),
@@ -417,8 +440,8 @@ impl EdgeFrame {
                 let seq = r.u64("seq")?;
                 let participant_id = r.u32("participant_id")?;
                 let b = r.u8("reason")?;
-                let reason = LeaveReason::from_byte(b)
-                    .ok_or(DecodeError::InvalidValue { field: "reason", value: b.into() })?;
+                let reason =
+                    LeaveReason::from_byte(b).ok_or(DecodeError::InvalidValue { field: "reason", value: b.into() })?;
                 EdgeFrame::ParticipantLeft { seq, participant_id, reason }
             }
             kind::MESSAGE => EdgeFrame::Message {

@@ -25,9 +25,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ("session-join", ClientFrame::Join { version: 1, token: "eyJ0".into() }.encode().unwrap()),
         (
             "session-send",
-            ClientFrame::Send { message_id: 42, to: EVERYONE, payload: Bytes::from_static(b"hi") }
-                .encode()
-                .unwrap(),
+            ClientFrame::Send { message_id: 42, to: EVERYONE, payload: Bytes::from_static(b"hi") }.encode().unwrap(),
         ),
         (
             "session-send-direct",
@@ -50,10 +48,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             .encode()
             .unwrap(),
         ),
-        (
-            "session-participant-joined",
-            EdgeFrame::ParticipantJoined { seq: 6, participant: host() }.encode().unwrap(),
-        ),
+        ("session-participant-joined", EdgeFrame::ParticipantJoined { seq: 6, participant: host() }.encode().unwrap()),
         (
             "session-participant-left",
             EdgeFrame::ParticipantLeft { seq: 7, participant_id: 2, reason: LeaveReason::Disconnected }
@@ -62,9 +57,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         (
             "session-message",
-            EdgeFrame::Message { seq: 8, from: 1, to: EVERYONE, payload: Bytes::from_static(b"hi") }
-                .encode()
-                .unwrap(),
+            EdgeFrame::Message { seq: 8, from: 1, to: EVERYONE, payload: Bytes::from_static(b"hi") }.encode().unwrap(),
         ),
         ("session-ack", EdgeFrame::Ack { message_id: 42, seq: 8 }.encode().unwrap()),
         (
@@ -132,10 +125,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             }))
             .unwrap(),
         ),
-        (
-            "link-refused",
-            codec::encode_locator(&LocatorMessage::Refused { code: 4601, reason: "dup".into() }).unwrap(),
-        ),
+        ("link-refused", codec::encode_locator(&LocatorMessage::Refused { code: 4601, reason: "dup".into() }).unwrap()),
         (
             "link-command-end-session",
             codec::encode_locator(&LocatorMessage::Command {

@@ -52,7 +52,11 @@ async fn handshake_violations_get_protocol_close_codes() {
     assert_eq!(close_code_after(url, vec![Ok(vec![0x7e, 1, 2])]).await, Some(4001), "unknown kind");
     assert_eq!(close_code_after(url, vec![Ok(vec![kind::JOIN, 1, 0, 200, b'x'])]).await, Some(4000), "truncated join");
     assert_eq!(close_code_after(url, vec![Ok(vec![])]).await, Some(4000), "empty frame");
-    assert_eq!(close_code_after(url, vec![Ok(ClientFrame::Ping { nonce: 1 }.encode().unwrap().to_vec())]).await, Some(4005), "ping before join");
+    assert_eq!(
+        close_code_after(url, vec![Ok(ClientFrame::Ping { nonce: 1 }.encode().unwrap().to_vec())]).await,
+        Some(4005),
+        "ping before join"
+    );
     assert_eq!(close_code_after(url, vec![Ok(join(2))]).await, Some(4003), "unsupported version");
     assert_eq!(close_code_after(url, vec![]).await, Some(4004), "no join within the handshake timeout");
     assert_eq!(close_code_after(url, vec![Ok(vec![0u8; 2000])]).await, Some(4002), "oversized first frame");
@@ -134,7 +138,8 @@ async fn the_placement_api_rejects_garbage_with_json_errors() {
     let url = format!("{base}/api/v1/sessions");
     let r = http.post(&url).header("content-type", "application/json").body("{not json").send().await.unwrap();
     check(r, 400, "bad_request").await;
-    let r = http.post(&url).header("content-type", "application/json").body(r#"{"user":{"id":""}}"#).send().await.unwrap();
+    let r =
+        http.post(&url).header("content-type", "application/json").body(r#"{"user":{"id":""}}"#).send().await.unwrap();
     check(r, 400, "bad_request").await;
     let r = http.post(&url).header("content-type", "application/json").body(r#"{"team":""}"#).send().await.unwrap();
     check(r, 400, "bad_request").await;
@@ -142,7 +147,8 @@ async fn the_placement_api_rejects_garbage_with_json_errors() {
     check(r, 400, "bad_request").await;
     let r = http.post(&url).header("content-type", "text/plain").body("{}").send().await.unwrap();
     check(r, 415, "unsupported_media_type").await;
-    let r = http.post(&url).header("content-type", "application/json").body(vec![b' '; 70 * 1024]).send().await.unwrap();
+    let r =
+        http.post(&url).header("content-type", "application/json").body(vec![b' '; 70 * 1024]).send().await.unwrap();
     check(r, 413, "payload_too_large").await;
     let r = http.get(&url).send().await.unwrap();
     check(r, 405, "method_not_allowed").await;
@@ -169,6 +175,9 @@ async fn the_placement_api_rejects_garbage_with_json_errors() {
 async fn no_edge_means_503() {
     let cluster = Cluster::start_with(Default::default()).await;
     let err = cluster.client().create_session(&Default::default()).await.unwrap_err();
-    assert!(matches!(err, duet_client::ClientError::Api { status: 503, ref code, .. } if code == "no_edge_available"), "{err}");
+    assert!(
+        matches!(err, duet_client::ClientError::Api { status: 503, ref code, .. } if code == "no_edge_available"),
+        "{err}"
+    );
     cluster.shutdown().await;
 }

@@ -29,13 +29,22 @@ async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> S
 }
 
 fn spawn(cmd: &mut Command) -> (Child, Lines<BufReader<ChildStdout>>) {
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).spawn().expect("spawn");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
     let lines = BufReader::new(child.stdout.take().unwrap()).lines();
     (child, lines)
 }
 
 async fn exits_ok(mut child: Child, what: &str) {
-    let status = tokio::time::timeout(LINE_TIMEOUT, child.wait()).await.unwrap_or_else(|_| panic!("{what} did not exit")).unwrap();
+    let status = tokio::time::timeout(LINE_TIMEOUT, child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not exit"))
+        .unwrap();
     assert!(status.success(), "{what} exited with {status}");
 }
 
@@ -70,7 +79,8 @@ async fn readme_run_command_and_two_terminal_clients() {
     let session = join_line.split_whitespace().last().unwrap().to_owned();
     line_with(&mut host_out, "joined as participant 1").await;
 
-    let (mut guest, mut guest_out) = spawn(Command::new(&duet).args(["--locator", &url, "--name", "Bo", "join", &session]));
+    let (mut guest, mut guest_out) =
+        spawn(Command::new(&duet).args(["--locator", &url, "--name", "Bo", "join", &session]));
     line_with(&mut guest_out, "joined as participant 2; here: Ada").await;
     line_with(&mut host_out, "* Bo joined").await;
 
@@ -98,13 +108,23 @@ async fn readme_run_command_and_two_terminal_clients() {
 /// `--check-config` validates and exits; a bad value exits 64 with a precise message.
 #[tokio::test]
 async fn check_config_and_bad_config() {
-    let ok = Command::new(binary("duet-locator")).arg("--check-config").env("DUET_DATA_DIR", "/nonexistent/x").output().await.unwrap();
+    let ok = Command::new(binary("duet-locator"))
+        .arg("--check-config")
+        .env("DUET_DATA_DIR", "/nonexistent/x")
+        .output()
+        .await
+        .unwrap();
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration ok"));
     let bad = Command::new(binary("duet-locator")).args(["--token-ttl", "1s"]).output().await.unwrap();
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("token_ttl"), "{}", String::from_utf8_lossy(&bad.stderr));
-    let bad = Command::new(binary("duet-edge")).env_remove("DUET_ENROLLMENT_SECRET").env_remove("DUET_ENROLLMENT_SECRET_FILE").output().await.unwrap();
+    let bad = Command::new(binary("duet-edge"))
+        .env_remove("DUET_ENROLLMENT_SECRET")
+        .env_remove("DUET_ENROLLMENT_SECRET_FILE")
+        .output()
+        .await
+        .unwrap();
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("enrollment secret"));
     let bad = Command::new(binary("duet-edge")).args(["--heartbeat-interval", "often"]).output().await.unwrap();
@@ -112,7 +132,15 @@ async fn check_config_and_bad_config() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid duration"));
     let help = Command::new(binary("duet-locator")).arg("--help").output().await.unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
-    for option in ["--listen", "--data-dir", "--token-ttl", "--embedded-edge", "--edge-listen", "--check-config", "DUET_DATABASE_URL"] {
+    for option in [
+        "--listen",
+        "--data-dir",
+        "--token-ttl",
+        "--embedded-edge",
+        "--edge-listen",
+        "--check-config",
+        "DUET_DATABASE_URL",
+    ] {
         assert!(help.contains(option), "--help does not mention {option}");
     }
 }

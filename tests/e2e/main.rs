@@ -7,6 +7,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod link;
+mod node;
 mod relay;
 mod store;
 mod support;

@@ -17,7 +17,7 @@ async fn three_senders_agree_on_one_order() {
     let cluster = Cluster::start().await;
     let (placed, mut host) = host(&cluster, "Ada").await;
     let (_, mut g1) = guest(&cluster, &placed.session_id, "Bo").await;
-    let (_, mut g2) = guest(&cluster, &placed.session_id, "Cy").await;
+    let (_, g2) = guest(&cluster, &placed.session_id, "Cy").await;
     // Everyone knows everyone before the burst starts.
     assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
     assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
@@ -95,12 +95,8 @@ async fn welcome_lists_everyone_and_ping_is_answered() {
     assert_eq!(gp.participant_id, 2);
     assert_eq!(g.welcome.participant_id, 2);
     assert_eq!(g.welcome.seq, 1, "the host's join was event 1");
-    let listed: Vec<(u32, Role, &str, &str)> = g
-        .welcome
-        .participants
-        .iter()
-        .map(|p| (p.id, p.role, p.user_id.as_str(), p.display_name.as_str()))
-        .collect();
+    let listed: Vec<(u32, Role, &str, &str)> =
+        g.welcome.participants.iter().map(|p| (p.id, p.role, p.user_id.as_str(), p.display_name.as_str())).collect();
     assert_eq!(listed, vec![(1, Role::Host, "ada", "Ada"), (2, Role::Guest, "bo", "Bo")]);
     match next_frame(&mut host).await {
         EdgeFrame::ParticipantJoined { seq, participant } => {
@@ -127,11 +123,15 @@ async fn a_direct_message_reaches_only_its_target() {
     g1.send(3, 5, &b"key for cy"[..]).unwrap();
     g1.send(EVERYONE, 6, &b"marker"[..]).unwrap();
     match next_frame(&mut g2).await {
-        EdgeFrame::Message { from, to, payload, .. } => assert_eq!((from, to, &payload[..]), (2, 3, &b"key for cy"[..])),
+        EdgeFrame::Message { from, to, payload, .. } => {
+            assert_eq!((from, to, &payload[..]), (2, 3, &b"key for cy"[..]))
+        }
         other => panic!("{other:?}"),
     }
     match next_frame(&mut host).await {
-        EdgeFrame::Message { payload, to, .. } => assert_eq!((to, &payload[..]), (EVERYONE, &b"marker"[..]), "host saw the direct message"),
+        EdgeFrame::Message { payload, to, .. } => {
+            assert_eq!((to, &payload[..]), (EVERYONE, &b"marker"[..]), "host saw the direct message")
+        }
         other => panic!("{other:?}"),
     }
     // Unknown and self-addressed targets are refused without closing or sequencing.
@@ -171,14 +171,18 @@ async fn leaving_is_seen_and_the_last_one_out_ends_the_session() {
     assert_eq!(closed(&mut g1).await, Some(1000));
     for s in [&mut host, &mut g2] {
         match next_frame(s).await {
-            EdgeFrame::ParticipantLeft { participant_id, reason, .. } => assert_eq!((participant_id, reason), (2, LeaveReason::Left)),
+            EdgeFrame::ParticipantLeft { participant_id, reason, .. } => {
+                assert_eq!((participant_id, reason), (2, LeaveReason::Left))
+            }
             other => panic!("{other:?}"),
         }
     }
     // A dropped connection (close without leave) is seen as a disconnect.
     g2.close();
     match next_frame(&mut host).await {
-        EdgeFrame::ParticipantLeft { participant_id, reason, .. } => assert_eq!((participant_id, reason), (3, LeaveReason::Disconnected)),
+        EdgeFrame::ParticipantLeft { participant_id, reason, .. } => {
+            assert_eq!((participant_id, reason), (3, LeaveReason::Disconnected))
+        }
         other => panic!("{other:?}"),
     }
     // A new connection with the host's token replaces the old one.
@@ -193,7 +197,12 @@ async fn leaving_is_seen_and_the_last_one_out_ends_the_session() {
     wait_until("session marked ended", STEP, || {
         let client = client.clone();
         let id = id.clone();
-        async move { matches!(client.join_session(&id, &Default::default()).await, Err(duet_client::ClientError::Api { status: 410, .. })) }
+        async move {
+            matches!(
+                client.join_session(&id, &Default::default()).await,
+                Err(duet_client::ClientError::Api { status: 410, .. })
+            )
+        }
     })
     .await;
     // And the edge refuses late connections with 4200.

@@ -100,7 +100,9 @@ pub async fn sessions_and_participants(dialect: Dialect) {
     let mut joins = Vec::new();
     for i in 0..8 {
         let store = store.clone();
-        joins.push(tokio::spawn(async move { store.add_participant("s_1", &person(Role::Guest, &format!("g{i}"))).await }));
+        joins.push(tokio::spawn(
+            async move { store.add_participant("s_1", &person(Role::Guest, &format!("g{i}"))).await },
+        ));
     }
     let mut ids = Vec::new();
     for j in joins {
@@ -110,7 +112,10 @@ pub async fn sessions_and_participants(dialect: Dialect) {
     assert_eq!(ids, (2..=9).collect::<Vec<u32>>());
     let ps = store.participants("s_1").await.unwrap();
     assert_eq!(ps.len(), 9);
-    assert_eq!((ps[0].participant_id, ps[0].role, ps[0].user_id.as_str(), ps[0].display_name.as_str()), (1, Role::Host, "ada", "ADA"));
+    assert_eq!(
+        (ps[0].participant_id, ps[0].role, ps[0].user_id.as_str(), ps[0].display_name.as_str()),
+        (1, Role::Host, "ada", "ADA")
+    );
     assert!(ps[1..].iter().all(|p| p.role == Role::Guest));
 
     assert!(store.add_participant("s_nope", &person(Role::Guest, "x")).await.unwrap().is_none());
@@ -123,7 +128,10 @@ pub async fn sessions_and_participants(dialect: Dialect) {
     let rec = store.session("s_1").await.unwrap().unwrap();
     assert_eq!((rec.started_at, rec.ended_at, rec.end_reason.as_deref()), (Some(20), Some(40), Some("empty")));
     assert!(store.live_sessions_on("edge-a").await.unwrap().is_empty());
-    assert!(store.add_participant("s_1", &person(Role::Guest, "late")).await.unwrap().is_none(), "ended sessions take no one");
+    assert!(
+        store.add_participant("s_1", &person(Role::Guest, "late")).await.unwrap().is_none(),
+        "ended sessions take no one"
+    );
     assert!(store.session("s_2").await.unwrap().is_none());
     store.ping().await.unwrap();
     store.close().await;

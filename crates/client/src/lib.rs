@@ -136,7 +136,10 @@ impl LocatorClient {
 pub enum Event {
     Frame(EdgeFrame),
     /// The connection ended; `code` is the close code if the edge sent one.
-    Closed { code: Option<u16>, reason: String },
+    Closed {
+        code: Option<u16>,
+        reason: String,
+    },
 }
 
 /// The `welcome` a participant got.

@@ -60,7 +60,9 @@ async fn run(args: Args) -> Result<(), duet_client::ClientError> {
             println!("join from another shell with: duet join {}", p.session_id);
             p
         }
-        Command::Join { session } => locator.join_session(session, &PlacementRequest { team: None, user, region: None }).await?,
+        Command::Join { session } => {
+            locator.join_session(session, &PlacementRequest { team: None, user, region: None }).await?
+        }
     };
     let mut session = duet_client::connect(&placed.edge.url, &placed.token).await?;
     let mut names: HashMap<u32, String> =
@@ -72,7 +74,11 @@ async fn run(args: Args) -> Result<(), duet_client::ClientError> {
         .filter(|p| p.id != session.welcome.participant_id)
         .map(|p| p.display_name.as_str())
         .collect();
-    println!("joined as participant {}; here: {}", session.welcome.participant_id, if others.is_empty() { "nobody else yet".to_string() } else { others.join(", ") });
+    println!(
+        "joined as participant {}; here: {}",
+        session.welcome.participant_id,
+        if others.is_empty() { "nobody else yet".to_string() } else { others.join(", ") }
+    );
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut stdin_open = true;
     loop {

@@ -126,12 +126,15 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
 }
 
+/// Adjusts a locator's configuration before it starts.
+pub type LocatorTweak = Box<dyn FnOnce(&mut LocatorConfig) + Send>;
+
 /// How to start a [`Cluster`].
 #[derive(Default)]
 pub struct ClusterOptions {
     /// `None`: SQLite in the cluster's temp dir.
     pub database_url: Option<String>,
-    pub tweak_locator: Option<Box<dyn FnOnce(&mut LocatorConfig) + Send>>,
+    pub tweak_locator: Option<LocatorTweak>,
 }
 
 impl Cluster {
@@ -155,9 +158,8 @@ impl Cluster {
         }
         let api = TcpListener::bind("127.0.0.1:0").await.expect("bind locator");
         let shutdown = CancellationToken::new();
-        let locator = duet_locator::start(config, Listeners { api, edge: None }, shutdown.clone())
-            .await
-            .expect("locator starts");
+        let locator =
+            duet_locator::start(config, Listeners { api, edge: None }, shutdown.clone()).await.expect("locator starts");
         Cluster { locator, edges: Vec::new(), shutdown, edge_tokens: Vec::new(), dir }
     }
 
@@ -235,7 +237,10 @@ mod tests {
     #[test]
     fn replaces_database_names() {
         assert_eq!(super::replace_db_name("postgres://u@h:5432/test", "x"), "postgres://u@h:5432/x");
-        assert_eq!(super::replace_db_name("mysql://root@h:3306/test?ssl-mode=disabled", "x"), "mysql://root@h:3306/x?ssl-mode=disabled");
+        assert_eq!(
+            super::replace_db_name("mysql://root@h:3306/test?ssl-mode=disabled", "x"),
+            "mysql://root@h:3306/x?ssl-mode=disabled"
+        );
         assert_eq!(super::replace_db_name("mysql://root@h:3306", "x"), "mysql://root@h:3306/x");
     }
 }

@@ -45,7 +45,10 @@ pub enum Message {
     Binary(Bytes),
     Text(Bytes),
     /// The peer closed the connection (the close has been echoed).
-    Close { code: Option<u16>, reason: String },
+    Close {
+        code: Option<u16>,
+        reason: String,
+    },
 }
 
 /// Why reading failed.
@@ -273,7 +276,9 @@ async fn write_loop<S>(
                     queued.fetch_sub(len, Ordering::AcqRel);
                     r.is_err()
                 }
-                Outbound::Text(bytes) => buffered.push(&mut write, Frame::text(Payload::Borrowed(&bytes))).await.is_err(),
+                Outbound::Text(bytes) => {
+                    buffered.push(&mut write, Frame::text(Payload::Borrowed(&bytes))).await.is_err()
+                }
                 Outbound::Control(opcode, payload) => {
                     let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
                     let close = opcode == OpCode::Close;
@@ -402,9 +407,7 @@ pub async fn connect(
 ) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
     let parsed = WsUrl::parse(url)?;
     let addr = parsed.authority();
-    let tcp = TcpStream::connect(&addr)
-        .await
-        .map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
+    let tcp = TcpStream::connect(&addr).await.map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
     let _ = tcp.set_nodelay(true);
     let mut req = hyper::Request::builder()
         .method("GET")
@@ -420,9 +423,8 @@ pub async fn connect(
     let req = req
         .body(Empty::<Bytes>::new())
         .map_err(|_| ConnectError::InvalidUrl { url: url.to_owned(), reason: "invalid header" })?;
-    let (ws, _resp) = fastwebsockets::handshake::client(&SpawnExecutor, req, tcp)
-        .await
-        .map_err(ConnectError::Handshake)?;
+    let (ws, _resp) =
+        fastwebsockets::handshake::client(&SpawnExecutor, req, tcp).await.map_err(ConnectError::Handshake)?;
     Ok(split(rebuffer(ws, Role::Client), limits))
 }
 

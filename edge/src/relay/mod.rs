@@ -137,7 +137,11 @@ async fn run(state: Arc<EdgeState>, session_id: String, mut conn: Conn) {
             }
             Err(e) => {
                 read_failure(&conn, &e);
-                let reason = if matches!(e, ReadError::Eof | ReadError::Io(_)) { LeaveReason::Disconnected } else { LeaveReason::Removed };
+                let reason = if matches!(e, ReadError::Eof | ReadError::Io(_)) {
+                    LeaveReason::Disconnected
+                } else {
+                    LeaveReason::Removed
+                };
                 let _ = handle.tx.send(leave(reason)).await;
                 return;
             }

@@ -36,10 +36,23 @@ pub enum SessionCmd {
         kick: CancellationToken,
         reply: oneshot::Sender<Result<(), CloseCode>>,
     },
-    Send { from: ParticipantId, conn: ConnId, message_id: u64, to: ParticipantId, payload: Bytes },
-    Leave { participant_id: ParticipantId, conn: ConnId, reason: LeaveReason },
+    Send {
+        from: ParticipantId,
+        conn: ConnId,
+        message_id: u64,
+        to: ParticipantId,
+        payload: Bytes,
+    },
+    Leave {
+        participant_id: ParticipantId,
+        conn: ConnId,
+        reason: LeaveReason,
+    },
     /// End the session now (a locator command or shutdown); every connection is closed with `code`.
-    End { reason: SessionEndReason, code: CloseCode },
+    End {
+        reason: SessionEndReason,
+        code: CloseCode,
+    },
 }
 
 /// How connections reach a session.
@@ -116,7 +129,13 @@ impl Session {
         tracing::info!(session.id = %self.id, reason = end_reason.as_str(), "session ended");
     }
 
-    fn join(&mut self, participant: Participant, conn: ConnId, writer: Writer, kick: CancellationToken) -> Result<(), CloseCode> {
+    fn join(
+        &mut self,
+        participant: Participant,
+        conn: ConnId,
+        writer: Writer,
+        kick: CancellationToken,
+    ) -> Result<(), CloseCode> {
         let id = participant.id;
         let replacing = self.members.remove(&id);
         if let Some(old) = &replacing {
@@ -149,7 +168,10 @@ impl Session {
             return;
         };
         if to == from {
-            let err = EdgeFrame::Error { code: error_code::SELF_ADDRESSED, message: "a message cannot be addressed to its sender".into() };
+            let err = EdgeFrame::Error {
+                code: error_code::SELF_ADDRESSED,
+                message: "a message cannot be addressed to its sender".into(),
+            };
             self.deliver_one(from, err);
             return;
         }
@@ -208,7 +230,10 @@ impl Session {
                 m.writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
                 m.kick.cancel();
                 self.seq += 1;
-                let Ok(bytes) = (EdgeFrame::ParticipantLeft { seq: self.seq, participant_id: id, reason: LeaveReason::Removed }).encode() else {
+                let Ok(bytes) =
+                    (EdgeFrame::ParticipantLeft { seq: self.seq, participant_id: id, reason: LeaveReason::Removed })
+                        .encode()
+                else {
                     continue;
                 };
                 for (other, m) in &self.members {

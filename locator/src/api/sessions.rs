@@ -187,11 +187,10 @@ pub async fn join(
     if session.ended_at.is_some() {
         return Err(ApiError::SessionEnded(format!("session {session_id} has ended")));
     }
-    let edge = state
-        .store
-        .edge(&session.edge_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal(format!("session {session_id} is on unknown edge {}", session.edge_id)))?;
+    let edge =
+        state.store.edge(&session.edge_id).await?.ok_or_else(|| {
+            ApiError::Internal(format!("session {session_id} is on unknown edge {}", session.edge_id))
+        })?;
     let guest = participant(&req, Role::Guest, format!("Guest {}", session.participant_count + 1));
     let id = state
         .store

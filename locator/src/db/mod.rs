@@ -276,9 +276,7 @@ impl Store {
     }
 
     pub async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {EDGE_COLUMNS} FROM edges ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!("SELECT {EDGE_COLUMNS} FROM edges ORDER BY id")).fetch_all(&self.pool).await?;
         rows.iter().map(edge_from_row).collect()
     }
 
@@ -339,9 +337,8 @@ impl Store {
     /// locks the session row until the transaction ends.
     pub async fn add_participant(&self, session_id: &str, p: &NewParticipant) -> Result<Option<u32>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let sql = self.sql(
-            "UPDATE sessions SET participant_count = participant_count + 1 WHERE id = ? AND ended_at IS NULL",
-        );
+        let sql =
+            self.sql("UPDATE sessions SET participant_count = participant_count + 1 WHERE id = ? AND ended_at IS NULL");
         let done = sqlx::query(&sql).bind(session_id).execute(&mut *tx).await?;
         if done.rows_affected() == 0 {
             tx.rollback().await?;
@@ -373,7 +370,8 @@ impl Store {
                 let id: i64 = r.try_get("participant_id")?;
                 let role: String = r.try_get("role")?;
                 Ok(ParticipantRecord {
-                    participant_id: u32::try_from(id).map_err(|_| StoreError::Corrupt(format!("participant id {id}")))?,
+                    participant_id: u32::try_from(id)
+                        .map_err(|_| StoreError::Corrupt(format!("participant id {id}")))?,
                     role: duet_proto::session::Role::parse(&role)
                         .ok_or_else(|| StoreError::Corrupt(format!("role {role}")))?,
                     user_id: r.try_get("user_id")?,

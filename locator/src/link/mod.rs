@@ -18,9 +18,7 @@ use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use duet_proto::close::CloseCode;
 use duet_proto::codec::{self, CodecError};
-use duet_proto::link::{
-    EdgeMessage, Hello, LocatorMessage, Welcome, LINK_MIN_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION,
-};
+use duet_proto::link::{EdgeMessage, Hello, LocatorMessage, Welcome, LINK_MIN_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION};
 use duet_ws::{Limits, Message, Writer};
 use subtle::ConstantTimeEq;
 
@@ -121,7 +119,8 @@ pub async fn accept(State(state): State<Arc<LocatorState>>, mut req: Request) ->
 
 fn refuse(writer: &Writer, code: CloseCode, reason: &str) {
     tracing::warn!(code = code.code(), reason, "link refused");
-    if let Ok(bytes) = codec::encode_locator(&LocatorMessage::Refused { code: code.code(), reason: reason.to_owned() }) {
+    if let Ok(bytes) = codec::encode_locator(&LocatorMessage::Refused { code: code.code(), reason: reason.to_owned() })
+    {
         let _ = writer.send(bytes.into());
     }
     writer.close(code.code(), code.name());
@@ -129,7 +128,9 @@ fn refuse(writer: &Writer, code: CloseCode, reason: &str) {
 
 fn check_hello(hello: &Hello) -> Result<(), String> {
     let name_ok = |s: &str, max: usize| {
-        !s.is_empty() && s.len() <= max && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        !s.is_empty()
+            && s.len() <= max
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
     };
     if !name_ok(&hello.edge_id, 128) {
         return Err(format!("invalid edge id {:?}", hello.edge_id));
@@ -137,7 +138,9 @@ fn check_hello(hello: &Hello) -> Result<(), String> {
     if !name_ok(&hello.region, 64) {
         return Err(format!("invalid region {:?}", hello.region));
     }
-    if !(hello.public_url.starts_with("ws://") || hello.public_url.starts_with("wss://")) || hello.public_url.len() > 1024 {
+    if !(hello.public_url.starts_with("ws://") || hello.public_url.starts_with("wss://"))
+        || hello.public_url.len() > 1024
+    {
         return Err(format!("invalid public url {:?}", hello.public_url));
     }
     if hello.build.len() > 256 || hello.live_sessions.len() > 1_000_000 {
@@ -185,7 +188,12 @@ async fn serve(state: Arc<LocatorState>, ws: fastwebsockets::WebSocket<duet_ws::
     tracing::info!(edge.id = %edge_id, "link down");
 }
 
-async fn run(state: Arc<LocatorState>, hello: Hello, mut reader: duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>, writer: Writer) {
+async fn run(
+    state: Arc<LocatorState>,
+    hello: Hello,
+    mut reader: duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>,
+    writer: Writer,
+) {
     let now = now_ms();
     let registration = EdgeRegistration {
         id: hello.edge_id.clone(),

@@ -7,16 +7,19 @@ use crate::db::EdgeRecord;
 
 fn utilisation(edge: &EdgeRecord) -> f64 {
     let s = if edge.max_sessions > 0 { f64::from(edge.load.sessions) / f64::from(edge.max_sessions) } else { 0.0 };
-    let c = if edge.max_connections > 0 {
-        f64::from(edge.load.connections) / f64::from(edge.max_connections)
-    } else {
-        0.0
-    };
+    let c =
+        if edge.max_connections > 0 { f64::from(edge.load.connections) / f64::from(edge.max_connections) } else { 0.0 };
     s.max(c)
 }
 
-pub fn choose<'a>(edges: &'a [EdgeRecord], now_ms: i64, heartbeat_timeout: Duration, region: Option<&str>) -> Option<&'a EdgeRecord> {
-    let available: Vec<&EdgeRecord> = edges.iter().filter(|e| super::is_available(e, now_ms, heartbeat_timeout)).collect();
+pub fn choose<'a>(
+    edges: &'a [EdgeRecord],
+    now_ms: i64,
+    heartbeat_timeout: Duration,
+    region: Option<&str>,
+) -> Option<&'a EdgeRecord> {
+    let available: Vec<&EdgeRecord> =
+        edges.iter().filter(|e| super::is_available(e, now_ms, heartbeat_timeout)).collect();
     let in_region: Vec<&EdgeRecord> = match region {
         Some(r) => available.iter().copied().filter(|e| e.region == r).collect(),
         None => Vec::new(),

@@ -1,0 +1,26 @@
+# duet's recipes; CI runs `.ci/run`, which is `fmt-check`, `clippy` and `test` in that order.
+
+# Run duet on one machine: the locator with an embedded edge on SQLite.
+run:
+    cargo run --release -p duet-locator
+
+# Every test, on SQLite, PostgreSQL and MariaDB (starts the servers if they are down).
+test *args:
+    scripts/test {{args}}
+
+fmt:
+    cargo fmt --all
+
+fmt-check:
+    cargo fmt --all -- --check
+
+clippy:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# What CI runs.
+ci:
+    .ci/run
+
+# Regenerate the golden protocol fixtures after a deliberate protocol change.
+bless:
+    DUET_BLESS=1 cargo test -p duet-proto --test golden
