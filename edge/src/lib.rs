@@ -134,7 +134,10 @@ impl EdgeState {
     /// Called by a session actor as it ends.
     fn session_ended(&self, session_id: &str, generation: u64, reason: SessionEndReason) {
         let now = now_ms();
-        self.ended.retain(|_, at| now - *at < ENDED_MEMORY_MS);
+        // Pruning walks the whole map, so it runs once per 1024 ended sessions, not every time.
+        if self.ended.len() % 1024 == 1023 {
+            self.ended.retain(|_, at| now - *at < ENDED_MEMORY_MS);
+        }
         self.ended.insert(session_id.to_owned(), now);
         self.sessions.remove_if(session_id, |_, h| h.generation == generation);
         self.link_event(EdgeMessage::SessionClosed { session_id: session_id.to_owned(), reason });

@@ -391,6 +391,9 @@ impl WsUrl {
             },
             _ => (authority.to_owned(), 80),
         };
+        if host.is_empty() || host == "[]" {
+            return Err(bad("missing host"));
+        }
         Ok(WsUrl { host, port, path: path.to_owned() })
     }
 
