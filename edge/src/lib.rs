@@ -163,6 +163,14 @@ impl EdgeState {
         }
     }
 
+    /// Ends every session (shutdown): participants are closed with `code`.
+    pub async fn end_all_sessions(&self, reason: SessionEndReason, code: CloseCode) {
+        let handles: Vec<SessionHandle> = self.sessions.iter().map(|e| e.value().clone()).collect();
+        for h in handles {
+            let _ = h.tx.send(session::SessionCmd::End { reason, code }).await;
+        }
+    }
+
     pub fn current_load(&self) -> Load {
         let (cpu, loop_lag_ms) = self.load.read();
         Load {
@@ -255,6 +263,11 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
     });
     tracing::info!(edge.id = %state.edge_id, addr = %local_addr, url = %state.public_url, region = %state.config.region, "edge listening");
     tasks.spawn(load::run(state.clone()));
+    let ending = state.clone();
+    tasks.spawn(async move {
+        ending.shutdown.cancelled().await;
+        ending.end_all_sessions(SessionEndReason::EdgeShutdown, CloseCode::EdgeShuttingDown).await;
+    });
     tasks.spawn(link::run(state.clone(), link_rx));
     tasks.spawn(http::serve(state.clone(), listener, tasks.clone()));
     Ok(Edge { state, local_addr, tasks })

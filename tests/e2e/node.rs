@@ -21,7 +21,8 @@ async fn node_client_written_from_the_docs_hosts_and_joins() {
         .current_dir(&dir)
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run).await.expect("node client finished").expect("node runs");
+    let out =
+        tokio::time::timeout(Duration::from_secs(60), run).await.expect("node client finished").expect("node runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "node client failed ({}):\n{stdout}\n{stderr}", out.status);

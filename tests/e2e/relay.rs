@@ -212,3 +212,17 @@ async fn leaving_is_seen_and_the_last_one_out_ends_the_session() {
     }
     cluster.shutdown().await;
 }
+
+/// Stopping an edge closes its session connections with 4400 ("ask the locator again"), and
+/// its readiness turns false first.
+#[tokio::test]
+async fn edge_shutdown_tells_clients_to_ask_again() {
+    let cluster = Cluster::start().await;
+    let (placed, mut host) = host(&cluster, "Ada").await;
+    let (_, mut g) = guest(&cluster, &placed.session_id, "Bo").await;
+    cluster.stop_edge(0);
+    assert!(!cluster.edges[0].state.is_ready());
+    assert_eq!(closed(&mut host).await, Some(4400));
+    assert_eq!(closed(&mut g).await, Some(4400));
+    cluster.shutdown().await;
+}

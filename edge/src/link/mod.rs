@@ -147,7 +147,13 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
     });
     let _abort_reader = AbortOnDrop(read_task);
 
-    let mut heartbeat = tokio::time::interval(state.config.heartbeat_interval);
+    // The locator closes links that stay silent past its heartbeat timeout, so its announced
+    // interval wins when it is shorter than ours.
+    let mut interval = state.config.heartbeat_interval;
+    if welcome.heartbeat_interval_ms > 0 {
+        interval = interval.min(Duration::from_millis(welcome.heartbeat_interval_ms.into()));
+    }
+    let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
