@@ -213,3 +213,13 @@ fn protocol_doc_examples_are_the_fixtures() {
         }
     }
 }
+
+/// Every registered close code is in the table of `docs/protocol.md`, with its name.
+#[test]
+fn protocol_doc_lists_every_close_code() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md")).unwrap();
+    for code in duet_proto::CloseCode::ALL {
+        let row = format!("| {} | {}", code.code(), code.name());
+        assert!(doc.lines().any(|l| l.starts_with(&row)), "docs/protocol.md has no row for close code {code}");
+    }
+}
