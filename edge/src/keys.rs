@@ -78,6 +78,13 @@ impl KeyStore {
         store
     }
 
+    /// Ids of the keys this edge verifies with.
+    pub fn kids(&self) -> Vec<String> {
+        let mut kids: Vec<String> = self.keys.read().map(|k| k.keys().cloned().collect()).unwrap_or_default();
+        kids.sort();
+        kids
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.read().map(|k| k.is_empty()).unwrap_or(true)
     }

@@ -24,6 +24,9 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// ... and stop being placeable after three missed heartbeats.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Token signing keys rotate every 30 days; a superseded key keeps verifying until every token
+/// it signed has expired.
+pub const DEFAULT_KEY_ROTATION_INTERVAL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// duet locator: places sessions on edges, signs participant tokens, and stores what must last.
 ///
@@ -51,6 +54,9 @@ pub struct LocatorArgs {
     /// Lifetime of participant tokens, e.g. 10m [default: 10m].
     #[arg(long, env = "DUET_TOKEN_TTL", value_name = "DURATION", value_parser = parse_duration)]
     pub token_ttl: Option<Duration>,
+    /// Age at which the token signing key is replaced by a new one, e.g. 30d [default: 30d].
+    #[arg(long, env = "DUET_KEY_ROTATION_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub key_rotation_interval: Option<Duration>,
     /// Heartbeat interval asked of edges [default: 1s].
     #[arg(long, env = "DUET_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_interval: Option<Duration>,
@@ -85,6 +91,8 @@ pub struct LocatorFile {
     #[serde(default, deserialize_with = "de_duration")]
     pub token_ttl: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
+    pub key_rotation_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
     pub heartbeat_interval: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     pub heartbeat_timeout: Option<Duration>,
@@ -115,6 +123,7 @@ pub struct LocatorConfig {
     /// `None`: generated once and kept in `<data_dir>/enrollment-secret`.
     pub enrollment_secret: Option<String>,
     pub token_ttl: Duration,
+    pub key_rotation_interval: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
     pub embedded_edge: Option<EmbeddedEdge>,
@@ -129,6 +138,7 @@ impl std::fmt::Debug for LocatorConfig {
             .field("database_url", &self.database_url.as_deref().map(crate::db::redact_url))
             .field("enrollment_secret", &self.enrollment_secret.as_ref().map(|_| "<redacted>"))
             .field("token_ttl", &self.token_ttl)
+            .field("key_rotation_interval", &self.key_rotation_interval)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("embedded_edge", &self.embedded_edge)
@@ -146,6 +156,7 @@ impl LocatorConfig {
             database_url: None,
             enrollment_secret: None,
             token_ttl: DEFAULT_TOKEN_TTL,
+            key_rotation_interval: DEFAULT_KEY_ROTATION_INTERVAL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             embedded_edge: None,
@@ -215,6 +226,9 @@ impl LocatorArgs {
         config.enrollment_secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?;
         if let Some(v) = self.token_ttl.or(file.token_ttl) {
             config.token_ttl = v;
+        }
+        if let Some(v) = self.key_rotation_interval.or(file.key_rotation_interval) {
+            config.key_rotation_interval = v;
         }
         if let Some(v) = self.heartbeat_interval.or(file.heartbeat_interval) {
             config.heartbeat_interval = v;

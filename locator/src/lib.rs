@@ -17,6 +17,7 @@ pub mod api;
 pub mod config;
 pub mod db;
 pub mod ids;
+pub mod keys;
 pub mod link;
 pub mod selector;
 pub mod tokens;
@@ -53,7 +54,8 @@ pub enum LocatorError {
 pub struct LocatorState {
     pub config: LocatorConfig,
     pub store: Store,
-    pub signer: Signer,
+    /// The current signer; replaced when the key set changes (see [`keys`]).
+    signer: std::sync::RwLock<Arc<Signer>>,
     /// The secret edges present to open a link.
     pub enrollment_secret: String,
     pub links: link::Registry,
@@ -61,6 +63,18 @@ pub struct LocatorState {
     pub shutdown: CancellationToken,
     /// Every task the locator spawns, so shutdown can wait for them.
     pub tasks: TaskTracker,
+}
+
+impl LocatorState {
+    /// The signer to use now (cheap: an `Arc` clone).
+    pub fn signer(&self) -> Arc<Signer> {
+        self.signer.read().map(|s| s.clone()).unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    fn set_signer(&self, signer: Signer) {
+        let mut guard = self.signer.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *guard = Arc::new(signer);
+    }
 }
 
 /// Listeners the locator serves on, bound by the caller.
@@ -168,12 +182,13 @@ pub async fn start(
     let state = Arc::new(LocatorState {
         config: config.clone(),
         store,
-        signer,
+        signer: std::sync::RwLock::new(Arc::new(signer)),
         enrollment_secret: secret.clone(),
         links: link::Registry::default(),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
     });
+    tasks.spawn(keys::run(state.clone()));
     let app = api::router(state.clone());
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {

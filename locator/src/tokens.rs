@@ -1,8 +1,11 @@
 //! Participant tokens: Ed25519-signed JWTs that edges verify locally.
 //!
 //! The signing key lives in the database so that restarts and every replica sign with the same
-//! key. The newest unretired key signs; every unretired key is sent to edges for verification, so
-//! a rotation (a new key inserted, the old one retired later) never invalidates a live token.
+//! key. The newest unretired key signs; every unretired key is sent to edges for verification.
+//! [`maintain`] rotates: once the newest key is older than the rotation interval a new one is
+//! inserted, and a superseded key is retired only when every token it signed has expired
+//! (token lifetime plus the edges' clock-skew leeway plus a margin), so a rotation never
+//! invalidates a live token.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,6 +101,49 @@ pub fn generate_key(now_ms: i64) -> Result<SigningKeyRecord, TokenError> {
         created_at: now_ms,
         retired_at: None,
     })
+}
+
+/// When keys rotate and retire.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPolicy {
+    /// A new key is made once the newest is this old.
+    pub rotate_after: Duration,
+    /// A superseded key verifies for this long after its successor appeared.
+    pub retire_after: Duration,
+}
+
+/// Margin beyond token lifetime and leeway before a superseded key is retired, for clock
+/// differences between locator replicas.
+const RETIRE_MARGIN: Duration = Duration::from_secs(30);
+
+impl KeyPolicy {
+    pub fn new(rotate_after: Duration, token_ttl: Duration) -> KeyPolicy {
+        let leeway = Duration::from_secs(duet_proto::token::EXPIRY_LEEWAY_SECS);
+        KeyPolicy { rotate_after, retire_after: token_ttl + leeway + RETIRE_MARGIN }
+    }
+}
+
+/// One rotation step at `now_ms`: inserts a new key if the newest is due, retires superseded keys
+/// whose tokens have all expired. Returns true if the key set changed. Safe to run on every
+/// replica: a race inserts two keys, both verify, and the newest signs everywhere.
+pub async fn maintain(store: &Store, now_ms: i64, policy: KeyPolicy) -> Result<bool, TokenError> {
+    let keys = store.signing_keys().await?;
+    let mut changed = false;
+    let rotate_ms = policy.rotate_after.as_millis() as i64;
+    if keys.first().is_none_or(|newest| now_ms - newest.created_at >= rotate_ms) {
+        store.insert_signing_key(&generate_key(now_ms)?).await?;
+        changed = true;
+        tracing::info!("signing key rotated");
+    }
+    let retire_ms = policy.retire_after.as_millis() as i64;
+    for pair in keys.windows(2) {
+        let (successor, older) = (&pair[0], &pair[1]);
+        if now_ms - successor.created_at >= retire_ms && store.retire_signing_key(&older.kid, now_ms).await? {
+            changed = true;
+            tracing::info!(kid = %older.kid, "signing key retired");
+        }
+    }
+    Ok(changed)
 }
 
 pub fn now_ms() -> i64 {

@@ -39,7 +39,7 @@ async fn bad_tokens_are_refused_with_their_close_codes() {
     let placed = cluster.client().create_session(&Default::default()).await.unwrap();
     let edge_id = placed.edge.id.clone();
     let url = placed.edge.url.clone();
-    let signer = &cluster.locator.state.signer;
+    let signer = cluster.locator.state.signer();
 
     // Expired beyond the 30 s leeway.
     let expired = signer.sign_until(claims(&placed.session_id, &edge_id), now() - 120).unwrap();
@@ -62,7 +62,7 @@ async fn bad_tokens_are_refused_with_their_close_codes() {
     let forged = forger.sign_until(claims(&placed.session_id, &edge_id), now() + 60).unwrap();
     assert_eq!(refused_with(&url, &forged).await, Some(4100));
     let mut impostor = rogue.clone();
-    impostor.kid = cluster.locator.state.signer.verifying_keys()[0].kid.clone();
+    impostor.kid = signer.verifying_keys()[0].kid.clone();
     let forger = Signer::from_records(&[impostor], Duration::from_secs(60)).unwrap();
     let forged = forger.sign_until(claims(&placed.session_id, &edge_id), now() + 60).unwrap();
     assert_eq!(refused_with(&url, &forged).await, Some(4100));
@@ -103,5 +103,39 @@ async fn keys_survive_an_edge_restart_without_the_locator() {
     assert_eq!(session.welcome.participant_id, 1);
     token.cancel();
     edge.wait().await;
+    cluster.shutdown().await;
+}
+
+/// Keys rotate on schedule; the new key reaches linked edges (and their disk cache) before it
+/// matters, and tokens signed with the previous key keep working.
+#[tokio::test]
+async fn rotated_keys_reach_edges_and_old_tokens_stay_valid() {
+    let mut cluster = Cluster::start_with(duet_testkit::ClusterOptions {
+        tweak_locator: Some(Box::new(|c| c.key_rotation_interval = Duration::from_secs(1))),
+        ..Default::default()
+    })
+    .await;
+    cluster.add_edge(|_| {}).await;
+    let before = cluster.client().create_session(&Default::default()).await.unwrap();
+    let first_kid = cluster.locator.state.signer().verifying_keys()[0].kid.clone();
+    let state = cluster.locator.state.clone();
+    let edge = cluster.edges[0].state.clone();
+    duet_testkit::wait_until("a rotated key known to the edge", Duration::from_secs(15), || {
+        let signing = state.signer().verifying_keys()[0].kid.clone();
+        let known = edge.keys.kids();
+        let first_kid = first_kid.clone();
+        async move { signing != first_kid && known.contains(&signing) && known.contains(&first_kid) }
+    })
+    .await;
+    let cache = std::fs::read_to_string(cluster.edge_config(0).data_dir.join("keys.json")).unwrap();
+    assert!(cache.contains(&first_kid));
+    // The token from before the rotation still admits its holder.
+    let s = duet_client::connect(&before.edge.url, &before.token).await.expect("pre-rotation token accepted");
+    assert_eq!(s.welcome.participant_id, 1);
+    // New tokens are signed with a newer key, which the edge accepts.
+    let after = cluster.client().join_session(&before.session_id, &Default::default()).await.unwrap();
+    let header = jsonwebtoken::decode_header(&after.token).unwrap();
+    assert_ne!(header.kid.as_deref(), Some(first_kid.as_str()));
+    duet_client::connect(&after.edge.url, &after.token).await.expect("post-rotation token accepted");
     cluster.shutdown().await;
 }

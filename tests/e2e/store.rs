@@ -43,6 +43,29 @@ pub async fn signing_keys(dialect: Dialect) {
     db.drop_db().await;
 }
 
+/// Rotation and retirement on schedule, driven by explicit clock values.
+pub async fn key_rotation(dialect: Dialect) {
+    use duet_locator::tokens::{maintain, KeyPolicy};
+    use std::time::Duration;
+    let Some((store, db)) = open(dialect).await else { return };
+    let policy = KeyPolicy { rotate_after: Duration::from_secs(100), retire_after: Duration::from_secs(50) };
+    assert!(maintain(&store, 1_000, policy).await.unwrap(), "first key made");
+    let first = store.signing_keys().await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(!maintain(&store, 50_000, policy).await.unwrap(), "not due yet");
+    assert!(maintain(&store, 101_000, policy).await.unwrap(), "rotated");
+    let both = store.signing_keys().await.unwrap();
+    assert_eq!(both.len(), 2);
+    assert_eq!((both[0].created_at, &both[1].kid), (101_000, &first[0].kid), "the new key signs, the old verifies");
+    assert!(!maintain(&store, 140_000, policy).await.unwrap(), "old key still covers live tokens");
+    assert!(maintain(&store, 151_000, policy).await.unwrap(), "old key retired");
+    let left = store.signing_keys().await.unwrap();
+    assert_eq!(left.iter().map(|k| &k.kid).collect::<Vec<_>>(), vec![&both[0].kid]);
+    assert!(!store.retire_signing_key(&first[0].kid, 160_000).await.unwrap(), "retiring twice changes nothing");
+    store.close().await;
+    db.drop_db().await;
+}
+
 pub async fn edges(dialect: Dialect) {
     let Some((store, db)) = open(dialect).await else { return };
     let reg = registration("edge-a");
@@ -144,6 +167,8 @@ macro_rules! suite {
             use super::*;
             #[tokio::test]
             async fn signing_keys() { super::signing_keys($value).await }
+            #[tokio::test]
+            async fn key_rotation() { super::key_rotation($value).await }
             #[tokio::test]
             async fn edges() { super::edges($value).await }
             #[tokio::test]

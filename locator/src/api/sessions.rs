@@ -120,7 +120,7 @@ fn answer(
         iat: 0,
         exp: 0,
     };
-    let (token, exp) = state.signer.sign(claims)?;
+    let (token, exp) = state.signer().sign(claims)?;
     let expires_at = time::OffsetDateTime::from_unix_timestamp(exp as i64)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

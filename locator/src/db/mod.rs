@@ -196,6 +196,13 @@ impl Store {
             .collect()
     }
 
+    /// Stops a key from verifying (and signing). Idempotent.
+    pub async fn retire_signing_key(&self, kid: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let sql = self.sql("UPDATE signing_keys SET retired_at = ? WHERE kid = ? AND retired_at IS NULL");
+        let done = sqlx::query(&sql).bind(now_ms).bind(kid).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     // ---- edges ----
 
     /// Records an edge that (re)registered over its link: health `up`, fresh heartbeat. The admin

@@ -18,7 +18,9 @@ use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
 use duet_proto::close::CloseCode;
 use duet_proto::codec::{self, CodecError};
-use duet_proto::link::{EdgeMessage, Hello, LocatorMessage, Welcome, LINK_MIN_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION};
+use duet_proto::link::{
+    Command, EdgeMessage, Hello, LocatorMessage, Welcome, LINK_MIN_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION,
+};
 use duet_ws::{Limits, Message, Writer};
 use subtle::ConstantTimeEq;
 
@@ -82,6 +84,20 @@ impl Registry {
 
     pub fn linked_edges(&self) -> Vec<String> {
         self.links.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Sends a command to every edge linked to this replica.
+    pub fn broadcast(&self, command: &Command) {
+        let handles: Vec<LinkHandle> = self.links.iter().map(|e| e.value().clone()).collect();
+        for h in handles {
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            match codec::encode_locator(&LocatorMessage::Command { id, command: command.clone() }) {
+                Ok(bytes) => {
+                    let _ = h.writer.send(bytes.into());
+                }
+                Err(e) => tracing::error!(error = %e, "could not encode command"),
+            }
+        }
     }
 }
 
@@ -213,7 +229,7 @@ async fn run(
     let welcome = Welcome {
         protocol_version: hello.protocol_version,
         locator_build: format!("duet-locator {}", env!("CARGO_PKG_VERSION")),
-        keys: state.signer.verifying_keys(),
+        keys: state.signer().verifying_keys(),
         heartbeat_interval_ms: u32::try_from(state.config.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
     };
     match codec::encode_locator(&LocatorMessage::Welcome(welcome)) {
