@@ -54,6 +54,9 @@ pub struct EdgeArgs {
     /// The locator to link to [default: http://127.0.0.1:8080].
     #[arg(long, env = "DUET_LOCATOR_URL", value_name = "URL")]
     pub locator_url: Option<String>,
+    /// Extra CA certificates (PEM) trusted for an https:// or wss:// locator URL, besides the system roots.
+    #[arg(long, env = "DUET_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Edge id [default: kept in <data-dir>/edge-id, generated on first start].
     #[arg(long, env = "DUET_EDGE_ID", value_name = "ID")]
     pub id: Option<String>,
@@ -96,6 +99,7 @@ pub struct EdgeFile {
     pub listen: Option<SocketAddr>,
     pub public_url: Option<String>,
     pub locator_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub id: Option<String>,
     pub region: Option<String>,
     pub data_dir: Option<PathBuf>,
@@ -129,6 +133,8 @@ pub struct EdgeConfig {
     /// `None`: `ws://` and the listener's bound address.
     pub public_url: Option<String>,
     pub locator_url: String,
+    /// Extra trusted CA certificates (PEM) for a TLS locator URL.
+    pub ca_file: Option<PathBuf>,
     pub enrollment_secret: String,
     pub data_dir: PathBuf,
     pub heartbeat_interval: Duration,
@@ -147,6 +153,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("region", &self.region)
             .field("public_url", &self.public_url)
             .field("locator_url", &self.locator_url)
+            .field("ca_file", &self.ca_file)
             .field("enrollment_secret", &"<redacted>")
             .field("data_dir", &self.data_dir)
             .field("heartbeat_interval", &self.heartbeat_interval)
@@ -168,6 +175,7 @@ impl EdgeConfig {
             region: "default".into(),
             public_url: None,
             locator_url: locator_url.into(),
+            ca_file: None,
             enrollment_secret: enrollment_secret.into(),
             data_dir,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
@@ -194,11 +202,15 @@ impl EdgeConfig {
                 });
             }
         }
-        if !(self.locator_url.starts_with("http://") || self.locator_url.starts_with("ws://")) {
+        if duet_ws::WsUrl::parse(&self.locator_url).is_err() {
             return Err(ConfigError::Invalid {
                 option: "locator_url",
-                reason: format!("{:?} must start with http:// or ws://", self.locator_url),
+                reason: format!("{:?} must be an http://, https://, ws:// or wss:// URL with a host", self.locator_url),
             });
+        }
+        if let Some(path) = &self.ca_file {
+            duet_ws::tls::read_pem_certs(path)
+                .map_err(|e| ConfigError::Invalid { option: "ca_file", reason: e.to_string() })?;
         }
         if self.enrollment_secret.len() < 16 {
             return Err(ConfigError::Invalid {
@@ -314,6 +326,7 @@ impl EdgeArgs {
         let locator_url = self.locator_url.or(file.locator_url).unwrap_or_else(|| DEFAULT_LOCATOR_URL.into());
         let mut config = EdgeConfig::new(locator_url, secret, data_dir);
         config.id = self.id.or(file.id);
+        config.ca_file = self.ca_file.or(file.ca_file);
         config.region = self.region.or(file.region).unwrap_or(config.region);
         config.public_url = self.public_url.or(file.public_url);
         if let Some(v) = self.heartbeat_interval.or(file.heartbeat_interval) {

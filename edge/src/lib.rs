@@ -52,6 +52,8 @@ pub enum EdgeError {
     Listener(std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(#[from] config::ConfigError),
+    #[error("tls: {0}")]
+    Tls(#[from] duet_ws::tls::TlsError),
 }
 
 /// Counters reported in heartbeats and metrics entries.
@@ -75,6 +77,8 @@ pub struct EdgeState {
     /// The URL clients use to reach this edge (the configured one or `ws://<bound address>`).
     pub public_url: String,
     pub keys: keys::KeyStore,
+    /// TLS settings for a `https://`/`wss://` locator URL (`None`: the system roots).
+    link_tls: Option<Arc<rustls::ClientConfig>>,
     /// Running sessions by id; each value reaches the session's actor.
     sessions: DashMap<String, SessionHandle>,
     /// Ended session ids and when they ended (Unix ms), so late joins are refused.
@@ -242,6 +246,10 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
     let local_addr = listener.local_addr().map_err(EdgeError::Listener)?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("ws://{local_addr}"));
     let keys = keys::KeyStore::load(config.data_dir.join("keys.json"));
+    let link_tls = match &config.ca_file {
+        Some(path) => Some(duet_ws::tls::client_config(&duet_ws::tls::read_pem_certs(path)?)?),
+        None => None,
+    };
     let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     let tasks = TaskTracker::new();
     let state = Arc::new(EdgeState {
@@ -249,6 +257,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         edge_id,
         public_url,
         keys,
+        link_tls,
         sessions: DashMap::new(),
         ended: DashMap::new(),
         next_generation: AtomicU64::new(1),

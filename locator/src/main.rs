@@ -27,6 +27,7 @@ fn main() -> ExitCode {
     }
     duet_edge::telemetry::init(log_format);
     tracing::info!(config = ?config, "starting duet-locator");
+    duet_ws::tls::install_default_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

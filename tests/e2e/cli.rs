@@ -50,6 +50,7 @@ async fn exits_ok(mut child: Child, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readme_run_command_and_two_terminal_clients() {
+    duet_testkit::init_tracing();
     let dir = tempfile::tempdir().unwrap();
     // The README's command with its defaults, except the ports (tests bind free ones).
     let (locator, mut locator_out) = spawn(

@@ -11,3 +11,4 @@ mod node;
 mod relay;
 mod store;
 mod support;
+mod tls;

@@ -104,8 +104,22 @@ pub struct LocatorClient {
 }
 
 impl LocatorClient {
+    /// A client for `http://` or `https://` locator URLs (system roots for TLS).
     pub fn new(base_url: &str) -> Self {
-        LocatorClient { base: base_url.trim_end_matches('/').to_owned(), http: reqwest::Client::new() }
+        Self::with_ca_certs(base_url, &[]).unwrap_or_else(|_| LocatorClient {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// A client that also trusts `certs` (DER) for `https://` locator URLs.
+    pub fn with_ca_certs(base_url: &str, certs: &[Vec<u8>]) -> Result<Self, ClientError> {
+        duet_ws::tls::install_default_provider();
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        for der in certs {
+            builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
+        }
+        Ok(LocatorClient { base: base_url.trim_end_matches('/').to_owned(), http: builder.build()? })
     }
 
     pub async fn create_session(&self, req: &PlacementRequest) -> Result<Placement, ClientError> {
@@ -247,8 +261,18 @@ pub async fn open_raw(edge_url: &str) -> Result<(SessionSender, mpsc::Receiver<R
 }
 
 /// Connects to a session on its edge: sends `join` with `token` and waits for `welcome`.
+/// `wss://` URLs are verified against the system roots.
 pub async fn connect(edge_url: &str, token: &str) -> Result<Session, ClientError> {
-    let mut reader = duet_ws::connect(edge_url, &[], client_limits()).await?;
+    connect_with_tls(edge_url, token, None).await
+}
+
+/// Like [`connect`], with a TLS configuration for `wss://` URLs (see `duet_ws::tls`).
+pub async fn connect_with_tls(
+    edge_url: &str,
+    token: &str,
+    tls: Option<std::sync::Arc<duet_ws::tls::ClientConfig>>,
+) -> Result<Session, ClientError> {
+    let mut reader = duet_ws::connect_with(edge_url, &[], client_limits(), tls).await?;
     let writer = reader.writer().clone();
     let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: token.to_owned() }.encode()?;
     writer.send(join)?;

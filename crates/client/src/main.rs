@@ -16,6 +16,9 @@ struct Args {
     /// The locator's URL.
     #[arg(long, env = "DUET_LOCATOR_URL", default_value = "http://127.0.0.1:8080", global = true)]
     locator: String,
+    /// Extra CA certificates (PEM) to trust for https:// and wss:// URLs, besides the system roots.
+    #[arg(long, env = "DUET_CA_FILE", global = true, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
     /// Your display name.
     #[arg(long, global = true)]
     name: Option<String>,
@@ -50,8 +53,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), duet_client::ClientError> {
-    let locator = LocatorClient::new(&args.locator);
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    duet_ws::tls::install_default_provider();
+    let (locator, tls) = match &args.ca_file {
+        Some(path) => {
+            let certs = duet_ws::tls::read_pem_certs(path)?;
+            let der: Vec<Vec<u8>> = certs.iter().map(|c| c.to_vec()).collect();
+            (LocatorClient::with_ca_certs(&args.locator, &der)?, Some(duet_ws::tls::client_config(&certs)?))
+        }
+        None => (LocatorClient::new(&args.locator), None),
+    };
     let user = args.name.clone().map(|name| User { id: name.to_lowercase().replace(' ', "-"), name });
     let placed = match &args.command {
         Command::Host { team } => {
@@ -64,7 +75,7 @@ async fn run(args: Args) -> Result<(), duet_client::ClientError> {
             locator.join_session(session, &PlacementRequest { team: None, user, region: None }).await?
         }
     };
-    let mut session = duet_client::connect(&placed.edge.url, &placed.token).await?;
+    let mut session = duet_client::connect_with_tls(&placed.edge.url, &placed.token, tls).await?;
     let mut names: HashMap<u32, String> =
         session.welcome.participants.iter().map(|p| (p.id, p.display_name.clone())).collect();
     let others: Vec<&str> = session
@@ -109,7 +120,7 @@ async fn run(args: Args) -> Result<(), duet_client::ClientError> {
                     if code == Some(1000) || !stdin_open {
                         return Ok(());
                     }
-                    return Err(duet_client::ClientError::Closed { code, reason });
+                    return Err(duet_client::ClientError::Closed { code, reason }.into());
                 }
                 None => return Ok(()),
             },

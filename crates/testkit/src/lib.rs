@@ -3,6 +3,8 @@
 //! Also: fresh databases for each SQL dialect, condition waits (never fixed sleeps), and paths of
 //! the built binaries for tests that run them as processes.
 
+pub mod tls;
+
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -17,8 +19,10 @@ use tokio_util::sync::CancellationToken;
 /// The enrollment secret test clusters use.
 pub const TEST_SECRET: &str = "test-enrollment-secret-0123456789";
 
-/// Installs a test log subscriber once (filter with `DUET_TEST_LOG`, e.g. `debug`).
+/// Installs the aws-lc-rs TLS provider and a test log subscriber, once (filter logs with
+/// `DUET_TEST_LOG`, e.g. `debug`).
 pub fn init_tracing() {
+    duet_ws::tls::install_default_provider();
     let filter = std::env::var("DUET_TEST_LOG").unwrap_or_else(|_| "warn".into());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))

@@ -26,6 +26,8 @@ use tokio::sync::mpsc;
 
 pub use fastwebsockets::Role;
 
+pub mod tls;
+
 /// An upgraded HTTP connection, the stream under every duet websocket.
 pub type UpgradedIo = TokioIo<Upgraded>;
 
@@ -355,11 +357,16 @@ pub enum ConnectError {
     Tcp { addr: String, source: std::io::Error },
     #[error("websocket handshake failed: {0}")]
     Handshake(WebSocketError),
+    #[error("tls: {0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("tls handshake with {host} failed: {source}")]
+    TlsHandshake { host: String, source: std::io::Error },
 }
 
-/// A parsed `ws://host:port/path` URL (TLS is terminated in front of duet in deployments).
+/// A parsed `ws://`, `wss://`, `http://` or `https://` URL.
 #[derive(Debug, Clone)]
 pub struct WsUrl {
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub path: String,
@@ -368,15 +375,14 @@ pub struct WsUrl {
 impl WsUrl {
     pub fn parse(url: &str) -> Result<WsUrl, ConnectError> {
         let bad = |reason| ConnectError::InvalidUrl { url: url.to_owned(), reason };
-        let rest = if let Some(r) = url.strip_prefix("ws://") {
-            r
-        } else if let Some(r) = url.strip_prefix("http://") {
-            r
-        } else if url.starts_with("wss://") || url.starts_with("https://") {
-            return Err(bad("TLS urls are not supported by this client yet; use ws://"));
+        let (tls, rest) = if let Some(r) = url.strip_prefix("ws://").or_else(|| url.strip_prefix("http://")) {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("wss://").or_else(|| url.strip_prefix("https://")) {
+            (true, r)
         } else {
-            return Err(bad("must start with ws:// or http://"));
+            return Err(bad("must start with ws://, wss://, http:// or https://"));
         };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -389,12 +395,12 @@ impl WsUrl {
                 Ok(port) => (h.to_owned(), port),
                 Err(_) => return Err(bad("invalid port")),
             },
-            _ => (authority.to_owned(), 80),
+            _ => (authority.to_owned(), default_port),
         };
         if host.is_empty() || host == "[]" {
             return Err(bad("missing host"));
         }
-        Ok(WsUrl { host, port, path: path.to_owned() })
+        Ok(WsUrl { tls, host, port, path: path.to_owned() })
     }
 
     fn authority(&self) -> String {
@@ -402,20 +408,59 @@ impl WsUrl {
     }
 }
 
-/// Opens a client websocket to `url`, with extra request headers (e.g. authorization).
+/// Opens a client websocket to `url`, with extra request headers (e.g. authorization). `wss://`
+/// URLs are verified against the system's trusted roots.
 pub async fn connect(
     url: &str,
     headers: &[(&str, &str)],
     limits: Limits,
 ) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
+    connect_with(url, headers, limits, None).await
+}
+
+/// Like [`connect`], with the TLS configuration to use for `wss://` (`None`: system roots).
+pub async fn connect_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    limits: Limits,
+    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
     let parsed = WsUrl::parse(url)?;
     let addr = parsed.authority();
     let tcp = TcpStream::connect(&addr).await.map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
     let _ = tcp.set_nodelay(true);
+    if !parsed.tls {
+        return handshake(url, &parsed, &addr, headers, limits, tcp).await;
+    }
+    let config = match tls_config {
+        Some(c) => c,
+        None => tls::default_client_config()?,
+    };
+    let name = parsed.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+    let server_name = rustls_pki_types::ServerName::try_from(name.clone())
+        .map_err(|_| ConnectError::InvalidUrl { url: url.to_owned(), reason: "invalid TLS server name" })?;
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|source| ConnectError::TlsHandshake { host: name, source })?;
+    handshake(url, &parsed, &addr, headers, limits, stream).await
+}
+
+async fn handshake<S>(
+    url: &str,
+    parsed: &WsUrl,
+    addr: &str,
+    headers: &[(&str, &str)],
+    limits: Limits,
+    stream: S,
+) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let mut req = hyper::Request::builder()
         .method("GET")
         .uri(&parsed.path)
-        .header(hyper::header::HOST, &addr)
+        .header(hyper::header::HOST, addr)
         .header(hyper::header::UPGRADE, "websocket")
         .header(hyper::header::CONNECTION, "upgrade")
         .header("Sec-WebSocket-Key", fastwebsockets::handshake::generate_key())
@@ -427,7 +472,7 @@ pub async fn connect(
         .body(Empty::<Bytes>::new())
         .map_err(|_| ConnectError::InvalidUrl { url: url.to_owned(), reason: "invalid header" })?;
     let (ws, _resp) =
-        fastwebsockets::handshake::client(&SpawnExecutor, req, tcp).await.map_err(ConnectError::Handshake)?;
+        fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await.map_err(ConnectError::Handshake)?;
     Ok(split(rebuffer(ws, Role::Client), limits))
 }
 
@@ -448,7 +493,9 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("localhost", 80, "/"));
         let u = WsUrl::parse("ws://[::1]:9/x").unwrap();
         assert_eq!((u.host.as_str(), u.port), ("[::1]", 9));
-        assert!(WsUrl::parse("wss://x").is_err());
+        let u = WsUrl::parse("wss://edge.example.com/v1").unwrap();
+        assert_eq!((u.tls, u.host.as_str(), u.port), (true, "edge.example.com", 443));
+        assert!(!WsUrl::parse("ws://h").unwrap().tls);
         assert!(WsUrl::parse("ftp://x").is_err());
         assert!(WsUrl::parse("ws://:80").is_err());
         assert!(WsUrl::parse("ws://h:99999").is_err());

@@ -93,8 +93,13 @@ fn send(writer: &Writer, msg: &EdgeMessage) -> Result<(), LinkError> {
 async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessage>) -> Result<(), LinkError> {
     let auth = format!("Bearer {}", state.config.enrollment_secret);
     let limits = Limits { max_message_bytes: LINK_MAX_MESSAGE, max_queued_bytes: LINK_MAX_MESSAGE * 2 };
-    let mut reader =
-        duet_ws::connect(&link_url(&state.config.locator_url), &[("authorization", &auth)], limits).await?;
+    let mut reader = duet_ws::connect_with(
+        &link_url(&state.config.locator_url),
+        &[("authorization", &auth)],
+        limits,
+        state.link_tls.clone(),
+    )
+    .await?;
     let writer = reader.writer().clone();
 
     let hello = Hello {
