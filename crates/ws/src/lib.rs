@@ -477,7 +477,7 @@ where
 }
 
 /// Re-wraps an upgraded websocket's stream in a `BufWriter` (reads pass straight through).
-pub fn rebuffer(ws: WebSocket<UpgradedIo>, role: Role) -> WebSocket<BufWriter<UpgradedIo>> {
+pub fn rebuffer<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocket<S>, role: Role) -> WebSocket<BufWriter<S>> {
     WebSocket::after_handshake(BufWriter::new(ws.into_inner()), role)
 }
 

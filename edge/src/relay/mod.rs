@@ -12,19 +12,24 @@ use std::sync::Arc;
 
 use duet_proto::close::CloseCode;
 use duet_proto::session::{ClientFrame, EdgeFrame, LeaveReason, Participant, Role, SESSION_PROTOCOL_VERSION};
-use duet_ws::{Message, ReadError, Reader, UpgradedIo};
+use duet_ws::{Message, ReadError, Reader};
 use fastwebsockets::WebSocket;
 use tokio::io::BufWriter;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
 use session::SessionCmd;
 
-type Conn = Reader<BufWriter<UpgradedIo>>;
+type Conn<S> = Reader<BufWriter<S>>;
 
-/// Serves one upgraded session websocket until it closes.
-pub async fn serve(state: Arc<EdgeState>, session_id: String, ws: WebSocket<UpgradedIo>) {
+/// Serves one upgraded session websocket until it closes. Generic over the stream so tests can
+/// drive it through an in-memory pipe on paused time.
+pub async fn serve<S>(state: Arc<EdgeState>, session_id: String, ws: WebSocket<S>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let reader = duet_ws::split(
         duet_ws::rebuffer(ws, duet_ws::Role::Server),
         duet_ws::Limits {
@@ -38,13 +43,13 @@ pub async fn serve(state: Arc<EdgeState>, session_id: String, ws: WebSocket<Upgr
     state.connections.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn close(conn: &Conn, code: CloseCode, detail: &str) {
+fn close<S: AsyncRead + AsyncWrite + Send + 'static>(conn: &Conn<S>, code: CloseCode, detail: &str) {
     tracing::debug!(code = code.code(), detail, "closing connection");
     conn.writer().close(code.code(), code.name());
 }
 
 /// Maps a read failure to the close code the client gets (none if the peer is already gone).
-fn read_failure(conn: &Conn, e: &ReadError) {
+fn read_failure<S: AsyncRead + AsyncWrite + Send + 'static>(conn: &Conn<S>, e: &ReadError) {
     match e {
         ReadError::TooLarge { .. } => close(conn, CloseCode::MessageTooLarge, "declared size over the limit"),
         ReadError::Protocol(err) => close(conn, CloseCode::MalformedFrame, &err.to_string()),
@@ -52,7 +57,10 @@ fn read_failure(conn: &Conn, e: &ReadError) {
     }
 }
 
-async fn run(state: Arc<EdgeState>, session_id: String, mut conn: Conn) {
+async fn run<S>(state: Arc<EdgeState>, session_id: String, mut conn: Conn<S>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     // ---- handshake: exactly one `join` within the timeout ----
     let first = tokio::select! {
         r = tokio::time::timeout(state.config.handshake_timeout, conn.next()) => r,
@@ -202,4 +210,46 @@ async fn join_session(
         }
     }
     Err(CloseCode::SessionEnded)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use duet_proto::close::CloseCode;
+    use duet_ws::{Limits, Message, Role};
+    use fastwebsockets::WebSocket;
+    use tokio_util::sync::CancellationToken;
+
+    /// The handshake timeout on paused time: a client that never sends `join` is closed with
+    /// 4004 exactly when the configured timeout has passed, not before. The connection runs
+    /// through an in-memory pipe, so no real time or socket is involved.
+    #[tokio::test(start_paused = true)]
+    async fn silent_clients_are_closed_at_the_handshake_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        // No locator listens here; the edge keeps retrying its link, which does not matter.
+        let mut config = crate::EdgeConfig::new("http://127.0.0.1:9", "0123456789abcdef0123", dir.path().into());
+        config.handshake_timeout = Duration::from_secs(10);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let edge = crate::start(config, listener, shutdown.clone()).await.unwrap();
+
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let state = edge.state.clone();
+        tokio::spawn(super::serve(state, "s_paused".into(), WebSocket::after_handshake(server_io, Role::Server)));
+        let limits = Limits { max_message_bytes: 1 << 16, max_queued_bytes: 1 << 16 };
+        let mut client = duet_ws::split(WebSocket::after_handshake(client_io, Role::Client), limits);
+
+        let started = tokio::time::Instant::now();
+        let message = client.next().await.unwrap();
+        let waited = started.elapsed();
+        match message {
+            Message::Close { code, .. } => assert_eq!(code, Some(CloseCode::HandshakeTimeout.code())),
+            other => panic!("expected a close, got {other:?}"),
+        }
+        assert!(waited >= Duration::from_secs(10), "closed early, after {waited:?}");
+        assert!(waited < Duration::from_secs(11), "closed late, after {waited:?}");
+        shutdown.cancel();
+        edge.wait().await;
+    }
 }
