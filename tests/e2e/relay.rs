@@ -15,13 +15,8 @@ const PER_SENDER: u64 = 1000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_senders_agree_on_one_order() {
     let cluster = Cluster::start().await;
-    let (placed, mut host) = host(&cluster, "Ada").await;
-    let (_, mut g1) = guest(&cluster, &placed.session_id, "Bo").await;
-    let (_, g2) = guest(&cluster, &placed.session_id, "Cy").await;
     // Everyone knows everyone before the burst starts.
-    assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
-    assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
-    assert!(matches!(next_frame(&mut g1).await, EdgeFrame::ParticipantJoined { .. }));
+    let (_, host, g1, g2) = trio(&cluster).await;
 
     let mut tasks = Vec::new();
     for mut s in [host, g1, g2] {
@@ -113,12 +108,7 @@ async fn welcome_lists_everyone_and_ping_is_answered() {
 #[tokio::test]
 async fn a_direct_message_reaches_only_its_target() {
     let cluster = Cluster::start().await;
-    let (placed, mut host) = host(&cluster, "Ada").await;
-    let (_, mut g1) = guest(&cluster, &placed.session_id, "Bo").await;
-    let (_, mut g2) = guest(&cluster, &placed.session_id, "Cy").await;
-    let _ = next_frame(&mut host).await;
-    let _ = next_frame(&mut host).await;
-    let _ = next_frame(&mut g1).await;
+    let (_, mut host, mut g1, mut g2) = trio(&cluster).await;
 
     g1.send(3, 5, &b"key for cy"[..]).unwrap();
     g1.send(EVERYONE, 6, &b"marker"[..]).unwrap();
@@ -160,12 +150,7 @@ async fn a_direct_message_reaches_only_its_target() {
 #[tokio::test]
 async fn leaving_is_seen_and_the_last_one_out_ends_the_session() {
     let cluster = Cluster::start().await;
-    let (placed, mut host) = host(&cluster, "Ada").await;
-    let (_, mut g1) = guest(&cluster, &placed.session_id, "Bo").await;
-    let (_, mut g2) = guest(&cluster, &placed.session_id, "Cy").await;
-    let _ = next_frame(&mut host).await;
-    let _ = next_frame(&mut host).await;
-    let _ = next_frame(&mut g1).await;
+    let (placed, mut host, mut g1, mut g2) = trio(&cluster).await;
 
     g1.leave().unwrap();
     assert_eq!(closed(&mut g1).await, Some(1000));

@@ -46,3 +46,16 @@ pub async fn closed(s: &mut Session) -> Option<u16> {
         }
     }
 }
+
+/// A host (Ada) and two guests (Bo, Cy) in one session, with the join announcements already
+/// consumed, so the next frame each one sees is new traffic.
+pub async fn trio(cluster: &Cluster) -> (Placement, Session, Session, Session) {
+    let (placed, mut host) = host(cluster, "Ada").await;
+    let (_, mut g1) = guest(cluster, &placed.session_id, "Bo").await;
+    let (_, g2) = guest(cluster, &placed.session_id, "Cy").await;
+    for _ in 0..2 {
+        assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
+    }
+    assert!(matches!(next_frame(&mut g1).await, EdgeFrame::ParticipantJoined { .. }));
+    (placed, host, g1, g2)
+}
