@@ -181,3 +181,18 @@ async fn no_edge_means_503() {
     );
     cluster.shutdown().await;
 }
+
+/// Session ids in the join path are never sliced or echoed unchecked: long and multi-byte ids
+/// get a plain 404.
+#[tokio::test]
+async fn odd_session_ids_in_the_join_path_get_404() {
+    let cluster = Cluster::start().await;
+    let http = reqwest::Client::new();
+    for id in [format!("a{}", "é".repeat(40)), "x".repeat(65), "%00".into(), "s_%F0%9F%92%A5".into()] {
+        let r = http.post(format!("{}/api/v1/sessions/{id}/join", cluster.url())).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{id}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    cluster.shutdown().await;
+}

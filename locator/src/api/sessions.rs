@@ -135,10 +135,19 @@ fn answer(
     })
 }
 
-fn participant(req: &PlacementRequest, role: Role, fallback_name: String) -> NewParticipant {
+/// The participant a request describes; without `user`, a made-up id and a name derived from it
+/// (`Host`, or `Guest` and the id's first four characters), so token and database agree.
+fn participant(req: &PlacementRequest, role: Role) -> NewParticipant {
     let (user_id, display_name) = match &req.user {
         Some(u) => (u.id.clone(), u.name.clone()),
-        None => (format!("anon-{}", crate::ids::random_id(10)), fallback_name),
+        None => {
+            let suffix = crate::ids::random_id(10);
+            let name = match role {
+                Role::Host => "Host".to_owned(),
+                Role::Guest => format!("Guest {}", &suffix[..4]),
+            };
+            (format!("anon-{suffix}"), name)
+        }
     };
     NewParticipant { role, user_id, display_name, created_at: now_ms() }
 }
@@ -155,7 +164,7 @@ pub async fn create(
         .ok_or(ApiError::NoEdgeAvailable)?
         .clone();
     let session_id = crate::ids::session_id();
-    let host = participant(&req, Role::Host, "Host".into());
+    let host = participant(&req, Role::Host);
     let new = NewSession {
         id: session_id.clone(),
         edge_id: edge.id.clone(),
@@ -177,7 +186,7 @@ pub async fn join(
 ) -> Result<Response, ApiError> {
     let req = parse_body(&headers, body)?;
     if session_id.len() > 64 {
-        return Err(ApiError::NotFound(format!("session {} does not exist", &session_id[..64])));
+        return Err(ApiError::NotFound("no session has an id that long".into()));
     }
     let session = state
         .store
@@ -191,16 +200,12 @@ pub async fn join(
         state.store.edge(&session.edge_id).await?.ok_or_else(|| {
             ApiError::Internal(format!("session {session_id} is on unknown edge {}", session.edge_id))
         })?;
-    let guest = participant(&req, Role::Guest, format!("Guest {}", session.participant_count + 1));
+    let guest = participant(&req, Role::Guest);
     let id = state
         .store
         .add_participant(&session_id, &guest)
         .await?
         .ok_or_else(|| ApiError::SessionEnded(format!("session {session_id} has ended")))?;
-    let mut guest = guest;
-    if req.user.is_none() {
-        guest.display_name = format!("Guest {}", id - 1);
-    }
     let body = answer(&state, &session_id, session.team, &edge, id, &guest)?;
     Ok((StatusCode::OK, Json(body)).into_response())
 }
