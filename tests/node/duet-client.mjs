@@ -38,7 +38,7 @@ export const ROLE = Object.freeze({ host: 1, guest: 2 });
 export const LEFT_REASON = Object.freeze({ left: 0, disconnected: 1, removed: 2 });
 /** `error.code` values (§2, bullet on `error`). */
 export const ERROR_CODE = Object.freeze({ unknown_recipient: 1, sent_to_self: 2 });
-/** Close codes of §2 "Close codes" that a client meets most. */
+/** The session close codes of §2 "Close codes" (the 46xx link codes are not for clients). */
 export const CLOSE = Object.freeze({
   normal: 1000,
   malformed: 4000,
@@ -48,8 +48,17 @@ export const CLOSE = Object.freeze({
   handshake_timeout: 4004,
   unexpected_frame: 4005,
   text_frame: 4006,
+  token_invalid: 4100,
+  token_expired: 4101,
+  token_other_session: 4102,
+  token_other_edge: 4103,
+  keys_unavailable: 4104,
   session_ended: 4200,
   replaced: 4201,
+  edge_at_capacity: 4202,
+  slow_reader: 4300,
+  edge_shutting_down: 4400,
+  internal_error: 4500,
 });
 
 /**
