@@ -56,20 +56,6 @@ pub enum EdgeError {
     Tls(#[from] duet_ws::tls::TlsError),
 }
 
-/// Counters reported in heartbeats and metrics entries.
-#[derive(Default)]
-pub struct Metrics {
-    pub messages_relayed: AtomicU64,
-    pub bytes_relayed: AtomicU64,
-}
-
-impl Metrics {
-    pub fn record_message(&self, bytes: usize) {
-        self.messages_relayed.fetch_add(1, Ordering::Relaxed);
-        self.bytes_relayed.fetch_add(bytes as u64, Ordering::Relaxed);
-    }
-}
-
 /// State shared by every task of one edge.
 pub struct EdgeState {
     pub config: EdgeConfig,
@@ -87,7 +73,6 @@ pub struct EdgeState {
     next_conn: AtomicU64,
     /// Open client websockets (counted from upgrade to close).
     pub connections: AtomicUsize,
-    pub metrics: Metrics,
     /// Events for the locator; the link task drains it.
     link_tx: mpsc::Sender<EdgeMessage>,
     /// True while the link to the locator is up.
@@ -263,7 +248,6 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         next_generation: AtomicU64::new(1),
         next_conn: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
-        metrics: Metrics::default(),
         link_tx,
         linked: AtomicBool::new(false),
         link_attempts: AtomicU64::new(0),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use duet_locator::db::Health;
 use duet_proto::codec;
 use duet_proto::link::*;
-use duet_testkit::{wait_until, Cluster, TEST_SECRET};
+use duet_testkit::{wait_for_edge_health, wait_until, Cluster, TEST_SECRET};
 use duet_ws::{Limits, Message};
 
 const LIMITS: Limits = Limits { max_message_bytes: 1 << 20, max_queued_bytes: 1 << 20 };
@@ -108,11 +108,7 @@ async fn an_edge_started_first_registers_when_the_locator_arrives() {
         .await
         .unwrap();
     let store = locator.state.store.clone();
-    wait_until("the early edge registered", Duration::from_secs(20), || {
-        let store = store.clone();
-        async move { matches!(store.edge("early").await, Ok(Some(e)) if e.health == Health::Up) }
-    })
-    .await;
+    wait_for_edge_health(&store, "early", Health::Up, Duration::from_secs(20)).await;
     let state = edge.state.clone();
     wait_until("the early edge got keys", Duration::from_secs(5), || {
         let ready = state.is_ready();
@@ -129,11 +125,7 @@ async fn an_edge_started_first_registers_when_the_locator_arrives() {
     token.cancel();
     edge.wait().await;
     // The locator notices the link went away.
-    wait_until("link loss recorded", Duration::from_secs(10), || {
-        let store = store.clone();
-        async move { matches!(store.edge("early").await, Ok(Some(e)) if e.health == Health::LinkLost) }
-    })
-    .await;
+    wait_for_edge_health(&store, "early", Health::LinkLost, Duration::from_secs(10)).await;
     shutdown.cancel();
     locator.wait().await;
 }

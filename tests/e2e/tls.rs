@@ -6,7 +6,7 @@ use std::time::Duration;
 use duet_locator::db::Health;
 use duet_proto::session::{EdgeFrame, EVERYONE};
 use duet_testkit::tls::{TestCa, TlsProxy};
-use duet_testkit::{wait_until, Cluster, ClusterOptions};
+use duet_testkit::{wait_for_edge_health, Cluster, ClusterOptions};
 
 use crate::support::*;
 
@@ -24,12 +24,7 @@ async fn sessions_and_links_work_through_tls_with_a_private_ca() {
     config.public_url = Some(edge_proxy.wss_url());
     let token = cluster.shutdown.child_token();
     let edge = duet_edge::start(config, edge_listener, token.clone()).await.unwrap();
-    let store = cluster.locator.state.store.clone();
-    wait_until("the edge linked over TLS", Duration::from_secs(15), || {
-        let store = store.clone();
-        async move { matches!(store.edge("edge-0").await, Ok(Some(e)) if e.health == Health::Up) }
-    })
-    .await;
+    wait_for_edge_health(&cluster.locator.state.store, "edge-0", Health::Up, Duration::from_secs(15)).await;
 
     let locator = duet_client::LocatorClient::with_ca_certs(&locator_proxy.https_url(), &[ca.ca_der.to_vec()]).unwrap();
     let placed = locator.create_session(&user("Ada")).await.unwrap();

@@ -48,6 +48,16 @@ where
     }
 }
 
+/// Waits until the store records `edge_id` with `health` (registration, link loss, ...).
+pub async fn wait_for_edge_health(store: &duet_locator::db::Store, edge_id: &str, health: Health, timeout: Duration) {
+    wait_until(&format!("edge {edge_id} {}", health.as_str()), timeout, || {
+        let store = store.clone();
+        let edge_id = edge_id.to_owned();
+        async move { matches!(store.edge(&edge_id).await, Ok(Some(e)) if e.health == health) }
+    })
+    .await;
+}
+
 /// Environment variables naming the PostgreSQL and MySQL servers for tests.
 pub const ENV_TEST_POSTGRES_URL: &str = "DUET_TEST_POSTGRES_URL";
 pub const ENV_TEST_MYSQL_URL: &str = "DUET_TEST_MYSQL_URL";
@@ -184,13 +194,7 @@ impl Cluster {
         let token = self.shutdown.child_token();
         let edge = duet_edge::start(config, listener, token.clone()).await.expect("edge starts");
         let edge_id = id.unwrap_or_else(|| edge.state.edge_id.clone());
-        let store = self.locator.state.store.clone();
-        wait_until(&format!("edge {edge_id} registered"), Duration::from_secs(15), || {
-            let store = store.clone();
-            let edge_id = edge_id.clone();
-            async move { matches!(store.edge(&edge_id).await, Ok(Some(e)) if e.health == Health::Up) }
-        })
-        .await;
+        wait_for_edge_health(&self.locator.state.store, &edge_id, Health::Up, Duration::from_secs(15)).await;
         let state = edge.state.clone();
         wait_until("edge has verification keys", Duration::from_secs(15), || {
             let ready = state.is_ready();

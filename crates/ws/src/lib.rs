@@ -259,78 +259,41 @@ where
 }
 
 async fn write_loop<S>(
-    write: fastwebsockets::WebSocketWrite<WriteHalf<S>>,
+    mut write: fastwebsockets::WebSocketWrite<WriteHalf<S>>,
     mut rx: mpsc::UnboundedReceiver<Outbound>,
     queued: Arc<AtomicUsize>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // Rebuild the write half over a buffered stream so many small frames share one syscall.
-    let mut write = write;
-    let mut buffered = BufferedWrite::new();
+    // The stream under the write half is a `BufWriter` (see `rebuffer`): frames accumulate there
+    // and are flushed once the queue is empty, so a burst becomes few syscalls.
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(out) = next.take() {
             let done = match out {
                 Outbound::Data(bytes) => {
-                    let len = bytes.len();
-                    let r = buffered.push(&mut write, Frame::binary(Payload::Borrowed(&bytes))).await;
-                    queued.fetch_sub(len, Ordering::AcqRel);
+                    let r = write.write_frame(Frame::binary(Payload::Borrowed(&bytes))).await;
+                    queued.fetch_sub(bytes.len(), Ordering::AcqRel);
                     r.is_err()
                 }
-                Outbound::Text(bytes) => {
-                    buffered.push(&mut write, Frame::text(Payload::Borrowed(&bytes))).await.is_err()
-                }
+                Outbound::Text(bytes) => write.write_frame(Frame::text(Payload::Borrowed(&bytes))).await.is_err(),
                 Outbound::Control(opcode, payload) => {
                     let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
-                    let close = opcode == OpCode::Close;
-                    buffered.push(&mut write, frame).await.is_err() || close
+                    write.write_frame(frame).await.is_err() || opcode == OpCode::Close
                 }
                 Outbound::Close(code, reason) => {
-                    let _ = buffered.push(&mut write, Frame::close(code, reason.as_bytes())).await;
+                    let _ = write.write_frame(Frame::close(code, reason.as_bytes())).await;
                     true
                 }
             };
             if done {
-                let _ = buffered.flush(&mut write).await;
+                let _ = write.flush().await;
                 return;
             }
             next = rx.try_recv().ok();
         }
-        if buffered.flush(&mut write).await.is_err() {
+        if write.flush().await.is_err() {
             return;
-        }
-    }
-}
-
-/// Counts frames written since the last flush; fastwebsockets writes each frame straight to the
-/// stream, so batching happens in the `BufWriter` that the split write half wraps.
-struct BufferedWrite {
-    pending: bool,
-}
-
-impl BufferedWrite {
-    fn new() -> Self {
-        BufferedWrite { pending: false }
-    }
-
-    async fn push<S: AsyncWrite + Unpin>(
-        &mut self,
-        write: &mut fastwebsockets::WebSocketWrite<S>,
-        frame: Frame<'_>,
-    ) -> Result<(), WebSocketError> {
-        self.pending = true;
-        write.write_frame(frame).await
-    }
-
-    async fn flush<S: AsyncWrite + Unpin>(
-        &mut self,
-        write: &mut fastwebsockets::WebSocketWrite<S>,
-    ) -> Result<(), WebSocketError> {
-        if std::mem::take(&mut self.pending) {
-            write.flush().await
-        } else {
-            Ok(())
         }
     }
 }

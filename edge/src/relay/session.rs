@@ -164,9 +164,10 @@ impl Session {
     }
 
     fn relay(&mut self, from: ParticipantId, conn: ConnId, message_id: u64, to: ParticipantId, payload: Bytes) {
-        let Some(sender) = self.members.get(&from).filter(|m| m.conn == conn) else {
+        // A stale connection of a replaced participant cannot speak for it.
+        if self.members.get(&from).is_none_or(|m| m.conn != conn) {
             return;
-        };
+        }
         if to == from {
             let err = EdgeFrame::Error {
                 code: error_code::SELF_ADDRESSED,
@@ -183,10 +184,8 @@ impl Session {
             self.deliver_one(from, err);
             return;
         }
-        let _ = sender;
         self.seq += 1;
         let seq = self.seq;
-        self.state.metrics.record_message(payload.len());
         let frame = EdgeFrame::Message { seq, from, to, payload };
         if to == EVERYONE {
             self.broadcast(frame, Some(from));

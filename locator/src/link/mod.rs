@@ -78,14 +78,6 @@ impl Registry {
         self.links.remove_if(edge_id, |_, h| h.link_id == link_id);
     }
 
-    pub fn get(&self, edge_id: &str) -> Option<LinkHandle> {
-        self.links.get(edge_id).map(|h| h.clone())
-    }
-
-    pub fn linked_edges(&self) -> Vec<String> {
-        self.links.iter().map(|e| e.key().clone()).collect()
-    }
-
     /// Sends a command to every edge linked to this replica.
     pub fn broadcast(&self, command: &Command) {
         let handles: Vec<LinkHandle> = self.links.iter().map(|e| e.value().clone()).collect();
