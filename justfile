@@ -24,3 +24,11 @@ ci:
 # Regenerate the golden protocol fixtures after a deliberate protocol change.
 bless:
     DUET_BLESS=1 cargo test -p duet-proto --test golden
+
+# Placement benchmark on SQLite and PostgreSQL; writes docs/benchmarks.md (`just bench --db sqlite`).
+bench *args:
+    scripts/bench {{args}}
+
+# One short benchmark run that checks everything works and writes nothing (what CI runs).
+bench-smoke:
+    scripts/bench --smoke

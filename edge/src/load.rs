@@ -3,7 +3,9 @@
 //! Lag is measured by a timer that asks to wake every 100 ms and records how late it woke; the
 //! worst value since the last heartbeat is reported, because one long stall is what hurts
 //! interactive traffic. CPU is this process's user+system time from `/proc/self/stat` (Linux; 0
-//! elsewhere) over wall time, in cores.
+//! elsewhere) over wall time, divided by the cores the process may use
+//! (`available_parallelism`, which follows CPU affinity and cgroup quotas), so 1.0 means every
+//! core it may use is busy and the locator can compare edges of different sizes.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,7 +31,8 @@ impl LoadSampler {
         self.max_lag_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
-    /// CPU in cores since the previous call, and the worst lag since then (which resets).
+    /// CPU share (0.0-1.0 of the usable cores) since the previous call, and the worst lag since
+    /// then (which resets).
     pub fn read(&self) -> (f32, u32) {
         let lag = self.max_lag_ms.swap(0, Ordering::Relaxed);
         let cpu = match (cpu_ticks(), self.last_cpu.lock()) {
@@ -38,7 +41,8 @@ impl LoadSampler {
                 let cores = match *last {
                     Some((t0, i0)) if now > i0 => {
                         let secs = now.duration_since(i0).as_secs_f64();
-                        (ticks.saturating_sub(t0) as f64 / CLOCK_TICKS_PER_SEC / secs) as f32
+                        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                        (ticks.saturating_sub(t0) as f64 / CLOCK_TICKS_PER_SEC / secs / cores) as f32
                     }
                     _ => 0.0,
                 };

@@ -10,10 +10,14 @@ use clap::Parser;
 use duet_edge::config::{de_duration, parse_duration, read_secret, read_toml, ConfigError, Env, LogFormat};
 use serde::Deserialize;
 
+use crate::client_addr::TrustedProxies;
+
 pub const ENV_DATABASE_URL: &str = "DUET_DATABASE_URL";
 pub const ENV_DATABASE_URL_FILE: &str = "DUET_DATABASE_URL_FILE";
 pub const ENV_ENROLLMENT_SECRET: &str = duet_edge::config::ENV_ENROLLMENT_SECRET;
 pub const ENV_ENROLLMENT_SECRET_FILE: &str = duet_edge::config::ENV_ENROLLMENT_SECRET_FILE;
+pub const ENV_ADMIN_TOKEN: &str = "DUET_ADMIN_TOKEN";
+pub const ENV_ADMIN_TOKEN_FILE: &str = "DUET_ADMIN_TOKEN_FILE";
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Tokens live 10 minutes: long enough to connect after placement on a slow network, short
@@ -26,6 +30,13 @@ pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Token signing keys rotate every 30 days; a superseded key keeps verifying until every token
 /// it signed has expired.
+/// Clients no rule or GeoIP places land here.
+pub const DEFAULT_REGION: &str = "default";
+/// An edge using more than 85% of its cores is demoted: it still takes sessions when its region
+/// has nothing better, but the headroom left is for the sessions it already carries.
+pub const DEFAULT_PLACEMENT_CPU_LIMIT: f32 = 0.85;
+/// An event loop 100 ms late is felt by users typing together; such an edge is demoted.
+pub const DEFAULT_PLACEMENT_LAG_LIMIT: Duration = Duration::from_millis(100);
 pub const DEFAULT_KEY_ROTATION_INTERVAL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// duet locator: places sessions on edges, signs participant tokens, and stores what must last.
@@ -78,9 +89,28 @@ pub struct LocatorArgs {
     /// Time connections get to close on shutdown [default: 10s].
     #[arg(long, env = "DUET_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Region of clients that no CIDR rule, country or continent rule places [default: default].
+    #[arg(long, env = "DUET_DEFAULT_REGION", value_name = "REGION")]
+    pub default_region: Option<String>,
+    /// MaxMind GeoIP2/GeoLite2 Country or City database (.mmdb) for placing clients by address.
+    #[arg(long, env = "DUET_GEOIP_DATABASE", value_name = "FILE")]
+    pub geoip_database: Option<PathBuf>,
+    /// Proxies whose X-Forwarded-For / Forwarded headers are believed: comma-separated CIDRs or
+    /// addresses, e.g. 10.0.0.0/8,fd00::/8 [default: none].
+    #[arg(long, env = "DUET_TRUSTED_PROXIES", value_name = "CIDRS")]
+    pub trusted_proxies: Option<String>,
+    /// CPU share (0.0-1.0 of an edge's cores) above which an edge is demoted [default: 0.85].
+    #[arg(long, env = "DUET_PLACEMENT_CPU_LIMIT", value_name = "SHARE")]
+    pub placement_cpu_limit: Option<f32>,
+    /// Event-loop lag above which an edge is demoted [default: 100ms].
+    #[arg(long, env = "DUET_PLACEMENT_LAG_LIMIT", value_name = "DURATION", value_parser = parse_duration)]
+    pub placement_lag_limit: Option<Duration>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Admin commands: they call the admin API of a running locator instead of starting one.
+    #[command(subcommand)]
+    pub command: Option<crate::cli::Command>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -102,6 +132,12 @@ pub struct LocatorFile {
     pub edge_region: Option<String>,
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_timeout: Option<Duration>,
+    pub default_region: Option<String>,
+    pub geoip_database: Option<PathBuf>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub placement_cpu_limit: Option<f32>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub placement_lag_limit: Option<Duration>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -128,6 +164,13 @@ pub struct LocatorConfig {
     pub heartbeat_timeout: Duration,
     pub embedded_edge: Option<EmbeddedEdge>,
     pub shutdown_timeout: Duration,
+    /// `None`: generated once and kept in `<data_dir>/admin-token`.
+    pub admin_token: Option<String>,
+    pub default_region: String,
+    pub geoip_database: Option<PathBuf>,
+    pub trusted_proxies: TrustedProxies,
+    pub placement_cpu_limit: f32,
+    pub placement_lag_limit: Duration,
 }
 
 impl std::fmt::Debug for LocatorConfig {
@@ -143,6 +186,12 @@ impl std::fmt::Debug for LocatorConfig {
             .field("heartbeat_timeout", &self.heartbeat_timeout)
             .field("embedded_edge", &self.embedded_edge)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
+            .field("default_region", &self.default_region)
+            .field("geoip_database", &self.geoip_database)
+            .field("trusted_proxies", &self.trusted_proxies.nets())
+            .field("placement_cpu_limit", &self.placement_cpu_limit)
+            .field("placement_lag_limit", &self.placement_lag_limit)
             .finish()
     }
 }
@@ -161,6 +210,12 @@ impl LocatorConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             embedded_edge: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            admin_token: None,
+            default_region: DEFAULT_REGION.into(),
+            geoip_database: None,
+            trusted_proxies: TrustedProxies::default(),
+            placement_cpu_limit: DEFAULT_PLACEMENT_CPU_LIMIT,
+            placement_lag_limit: DEFAULT_PLACEMENT_LAG_LIMIT,
         }
     }
 
@@ -196,6 +251,22 @@ impl LocatorConfig {
                 reason: "must be longer than heartbeat_interval".into(),
             });
         }
+        if let Some(t) = &self.admin_token {
+            if t.len() < 16 {
+                return Err(ConfigError::Invalid { option: "admin_token", reason: "must be at least 16 characters".into() });
+            }
+        }
+        crate::geo::validate_region_name(&self.default_region)
+            .map_err(|e| ConfigError::Invalid { option: "default_region", reason: e.to_string() })?;
+        if !(self.placement_cpu_limit > 0.0 && self.placement_cpu_limit <= 1.0) {
+            return Err(ConfigError::Invalid {
+                option: "placement_cpu_limit",
+                reason: format!("{} must be a share of the cores, above 0 and at most 1", self.placement_cpu_limit),
+            });
+        }
+        if self.placement_lag_limit < Duration::from_millis(1) {
+            return Err(ConfigError::Invalid { option: "placement_lag_limit", reason: "must be at least 1ms".into() });
+        }
         if let Some(edge) = &self.embedded_edge {
             duet_edge::config::validate_region(&edge.region)?;
             if let Some(url) = &edge.public_url {
@@ -224,6 +295,22 @@ impl LocatorArgs {
         }
         config.database_url = read_secret(env, ENV_DATABASE_URL, ENV_DATABASE_URL_FILE)?;
         config.enrollment_secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?;
+        config.admin_token = read_secret(env, ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE)?;
+        if let Some(v) = self.default_region.or(file.default_region) {
+            config.default_region = v;
+        }
+        config.geoip_database = self.geoip_database.or(file.geoip_database);
+        let proxies = self.trusted_proxies.or(file.trusted_proxies.map(|list| list.join(",")));
+        if let Some(list) = proxies {
+            config.trusted_proxies = TrustedProxies::parse_list(&list)
+                .map_err(|reason| ConfigError::Invalid { option: "trusted_proxies", reason })?;
+        }
+        if let Some(v) = self.placement_cpu_limit.or(file.placement_cpu_limit) {
+            config.placement_cpu_limit = v;
+        }
+        if let Some(v) = self.placement_lag_limit.or(file.placement_lag_limit) {
+            config.placement_lag_limit = v;
+        }
         if let Some(v) = self.token_ttl.or(file.token_ttl) {
             config.token_ttl = v;
         }

@@ -4,8 +4,13 @@
 //! Layout:
 //! - [`config`]: options, layering and validation.
 //! - [`api`]: the public HTTP surface, one file per area, and the one JSON error shape.
+//! - [`admin`]: the admin API (bearer token): edges, regions and rules, placement dry runs.
+//! - [`cli`]: the admin subcommands of `duet-locator`, which call the admin API.
 //! - [`link`]: the edges' websockets and the registry of links this replica holds.
-//! - [`selector`]: choosing an edge for a new session.
+//! - [`client_addr`]: the client's address, through trusted proxies.
+//! - [`geo`]: a client's region: CIDR rules, GeoIP country and continent rules, default.
+//! - [`selector`]: choosing an edge for a new session: filters, tiers, regions, score.
+//! - [`placement`]: in-memory snapshots, reservations and batched commits around the selector.
 //! - [`tokens`]: Ed25519 JWTs with the signing key kept in the database.
 //! - [`db`]: the store (SQLite, PostgreSQL, MySQL/MariaDB) and its migrations.
 //!
@@ -13,12 +18,17 @@
 //! Everything another replica must know lives in the database; memory holds only the links this
 //! process happens to serve.
 
+pub mod admin;
 pub mod api;
+pub mod cli;
+pub mod client_addr;
 pub mod config;
 pub mod db;
+pub mod geo;
 pub mod ids;
 pub mod keys;
 pub mod link;
+pub mod placement;
 pub mod selector;
 pub mod tokens;
 
@@ -48,6 +58,8 @@ pub enum LocatorError {
     Edge(#[from] duet_edge::EdgeError),
     #[error("invalid configuration: {0}")]
     Config(#[from] duet_edge::config::ConfigError),
+    #[error("geoip_database: {0}")]
+    GeoIp(#[from] geo::GeoError),
 }
 
 /// State shared by the locator's tasks.
@@ -58,7 +70,13 @@ pub struct LocatorState {
     signer: std::sync::RwLock<Arc<Signer>>,
     /// The secret edges present to open a link.
     pub enrollment_secret: String,
+    /// The token admins present to the admin API (compared in constant time).
+    pub admin_token: admin::AdminToken,
     pub links: link::Registry,
+    /// Edges, rules and reservations in memory for fast placement.
+    pub placer: placement::Placer,
+    /// Commits placements in batches.
+    pub recorder: placement::recorder::Recorder,
     /// Cancelled on shutdown: readiness turns false, links and the listener close.
     pub shutdown: CancellationToken,
     /// Every task the locator spawns, so shutdown can wait for them.
@@ -148,6 +166,25 @@ fn enrollment_secret(config: &LocatorConfig) -> Result<String, LocatorError> {
     Ok(secret)
 }
 
+/// The admin token: configured, or generated once into `<data_dir>/admin-token` (mode 0600),
+/// where the admin CLI on the same machine finds it.
+fn admin_token(config: &LocatorConfig) -> Result<String, LocatorError> {
+    if let Some(t) = &config.admin_token {
+        return Ok(t.clone());
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let t = text.trim().to_owned();
+        if t.len() >= 16 {
+            return Ok(t);
+        }
+    }
+    let token = ids::random_id(40);
+    write_private(&path, &token).map_err(|source| LocatorError::DataDir { path: path.clone(), source })?;
+    tracing::info!(path = %path.display(), "generated an admin token");
+    Ok(token)
+}
+
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     #[cfg(unix)]
     {
@@ -177,18 +214,43 @@ pub async fn start(
     tracing::info!(database = %db::redact_url(&url), dialect = store.dialect().name(), "database ready");
     let signer = Signer::load_or_create(&store, config.token_ttl).await?;
     let secret = enrollment_secret(&config)?;
+    let admin_token = admin::AdminToken::new(&admin_token(&config)?);
+    let geoip = match &config.geoip_database {
+        Some(path) => {
+            let db = geo::GeoIp::open(path)?;
+            tracing::info!(path = %path.display(), database_type = db.database_type(), "geoip database loaded");
+            Some(Arc::new(db))
+        }
+        None => None,
+    };
+    let limits = selector::Limits {
+        heartbeat_timeout: config.heartbeat_timeout,
+        cpu_limit: config.placement_cpu_limit,
+        lag_limit: config.placement_lag_limit,
+    };
+    // Reservations hold for two heartbeat intervals and fade over two more (see
+    // placement::reservations for the reasoning).
+    let hold = config.heartbeat_interval * 2;
+    let placer = placement::Placer::new(limits, config.default_region.clone(), geoip, hold, hold);
+    placer.refresh_edges(&store).await?;
+    placer.refresh_rules(&store).await?;
     let local_addr = listeners.api.local_addr().map_err(LocatorError::Listener)?;
     let tasks = TaskTracker::new();
+    let recorder = placement::recorder::Recorder::start(store.clone(), &tasks, shutdown.clone());
     let state = Arc::new(LocatorState {
         config: config.clone(),
         store,
         signer: std::sync::RwLock::new(Arc::new(signer)),
         enrollment_secret: secret.clone(),
+        admin_token,
         links: link::Registry::default(),
+        placer,
+        recorder,
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
     });
     tasks.spawn(keys::run(state.clone()));
+    tasks.spawn(placement::run(state.clone()));
     let app = api::router(state.clone());
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {

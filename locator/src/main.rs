@@ -1,4 +1,5 @@
 //! `duet-locator`: parse the configuration (exit 64 if it is bad), bind, run until SIGTERM.
+//! With a subcommand (`regions ...`, `edges ...`, ...) it is the admin CLI instead.
 
 use std::process::ExitCode;
 
@@ -12,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 const EXIT_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
-    let args = LocatorArgs::parse();
+    let mut args = LocatorArgs::parse();
+    if let Some(command) = args.command.take() {
+        return duet_locator::cli::run(command, &ProcessEnv);
+    }
     let check_only = args.check_config;
     let (config, log_format) = match args.resolve(&ProcessEnv) {
         Ok(x) => x,
@@ -21,6 +25,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(path) = &config.geoip_database {
+        // Checked here too so that --check-config and a bad file exit 64 before anything starts.
+        if let Err(e) = duet_locator::geo::GeoIp::open(path) {
+            eprintln!("duet-locator: configuration error: geoip_database: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    }
     if check_only {
         println!("configuration ok\n{config:#?}");
         return ExitCode::SUCCESS;

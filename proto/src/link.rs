@@ -92,7 +92,8 @@ pub struct Capacity {
 /// An edge's load at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Load {
-    /// CPU used by the edge process over the last interval, in cores (1.0 = one core busy).
+    /// CPU used by the edge process over the last interval, as a share of the cores it may use
+    /// (0.0 idle, 1.0 every usable core busy).
     pub cpu: f32,
     /// How late the edge's event loop ran a timer over the last interval, in milliseconds.
     pub loop_lag_ms: u32,

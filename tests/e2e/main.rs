@@ -8,6 +8,7 @@ mod bad_input;
 mod cli;
 mod link;
 mod node;
+mod placement;
 mod relay;
 mod store;
 mod support;

@@ -59,3 +59,58 @@ pub async fn trio(cluster: &Cluster) -> (Placement, Session, Session, Session) {
     assert!(matches!(next_frame(&mut g1).await, EdgeFrame::ParticipantJoined { .. }));
     (placed, host, g1, g2)
 }
+
+/// A client of the admin API with the test admin token.
+pub struct Admin {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Admin {
+    pub fn new(cluster: &Cluster) -> Admin {
+        Admin::at(&cluster.url(), duet_testkit::TEST_ADMIN_TOKEN)
+    }
+
+    pub fn at(locator_url: &str, token: &str) -> Admin {
+        Admin { http: reqwest::Client::new(), base: format!("{locator_url}/api/v1/admin"), token: token.into() }
+    }
+
+    /// Sends a request; answers (status, JSON body or `null`).
+    pub async fn call(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("admin request");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, if text.is_empty() { serde_json::Value::Null } else { serde_json::from_str(&text).unwrap() })
+    }
+
+    /// Like [`Admin::call`], failing the test unless the status is 2xx.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let (status, value) = self.call(method, path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {value}");
+        value
+    }
+
+    pub async fn add_rule(&self, kind: &str, matcher: &str, region: &str) -> i64 {
+        let rule = serde_json::json!({ "kind": kind, "match": matcher, "region": region });
+        self.ok("POST", "/regions/rules", Some(rule)).await["id"].as_i64().unwrap()
+    }
+}
+
+/// Creates a session as a client behind the locator's trusted proxy at `forwarded_for`;
+/// answers the whole JSON answer.
+pub async fn place_from(cluster: &Cluster, forwarded_for: &str) -> serde_json::Value {
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/sessions", cluster.url()))
+        .header("x-forwarded-for", forwarded_for)
+        .send()
+        .await
+        .expect("create session");
+    assert_eq!(res.status().as_u16(), 201, "placement from {forwarded_for}");
+    res.json().await.unwrap()
+}

@@ -3,7 +3,10 @@
 //! Also: fresh databases for each SQL dialect, condition waits (never fixed sleeps), and paths of
 //! the built binaries for tests that run them as processes.
 
+pub mod scripted_edge;
 pub mod tls;
+
+pub use scripted_edge::ScriptedEdge;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -18,6 +21,25 @@ use tokio_util::sync::CancellationToken;
 
 /// The enrollment secret test clusters use.
 pub const TEST_SECRET: &str = "test-enrollment-secret-0123456789";
+/// The admin token test clusters use.
+pub const TEST_ADMIN_TOKEN: &str = "test-admin-token-0123456789abcdef";
+
+/// Names the directory of MaxMind's test databases (`GeoIP2-Country-Test.mmdb`, ...).
+pub const ENV_GEOIP_TESTDATA: &str = "DUET_GEOIP_TESTDATA";
+
+/// A MaxMind test database: from `DUET_GEOIP_TESTDATA`, else the first `shared/testdata/geoip`
+/// beside the checkout or one of its parents. Panics with the variable to set when missing.
+pub fn geoip_test_database(name: &str) -> PathBuf {
+    let dir = std::env::var_os(ENV_GEOIP_TESTDATA).map(PathBuf::from).or_else(|| {
+        let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        workspace.ancestors().map(|a| a.join("shared/testdata/geoip")).find(|d| d.is_dir())
+    });
+    let path = dir.map(|d| d.join(name));
+    match path {
+        Some(p) if p.is_file() => p,
+        _ => panic!("MaxMind test database {name} not found: set {ENV_GEOIP_TESTDATA} to its directory"),
+    }
+}
 
 /// Installs the aws-lc-rs TLS provider and a test log subscriber, once (filter logs with
 /// `DUET_TEST_LOG`, e.g. `debug`).
@@ -166,6 +188,7 @@ impl Cluster {
         let mut config = LocatorConfig::new(dir.path().join("locator"));
         config.database_url = options.database_url;
         config.enrollment_secret = Some(TEST_SECRET.into());
+        config.admin_token = Some(TEST_ADMIN_TOKEN.into());
         config.shutdown_timeout = Duration::from_secs(5);
         if let Some(tweak) = options.tweak_locator {
             tweak(&mut config);

@@ -1,6 +1,8 @@
 //! The locator's public HTTP surface: the placement API (`/api/v1/sessions`), health
-//! (`/livez`, `/readyz`) and the edges' link endpoint (`/link/v1`). One file per area.
+//! (`/livez`, `/readyz`), the edges' link endpoint (`/link/v1`) and the admin API
+//! (`/api/v1/admin`, in [`crate::admin`]). One file per area.
 
+pub mod body;
 pub mod error;
 pub mod health;
 pub mod sessions;
@@ -23,6 +25,7 @@ pub fn router(state: Arc<LocatorState>) -> Router {
         .route("/api/v1/sessions", post(sessions::create))
         .route("/api/v1/sessions/{session_id}/join", post(sessions::join))
         .route(duet_proto::link::LINK_PATH, get(crate::link::accept))
+        .nest("/api/v1/admin", crate::admin::router(state.clone()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))

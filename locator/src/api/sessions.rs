@@ -1,11 +1,12 @@
 //! `POST /api/v1/sessions` (start a session as host) and `POST /api/v1/sessions/{id}/join`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use duet_proto::session::Role;
@@ -13,8 +14,9 @@ use duet_proto::token::Claims;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
-use super::{ApiError, MAX_BODY_BYTES};
-use crate::db::{EdgeRecord, NewParticipant, NewSession};
+use super::ApiError;
+use crate::db::{EdgeRecord, NewParticipant, NewSession, PlacementRecord};
+use crate::placement::recorder::RecordError;
 use crate::tokens::now_ms;
 use crate::LocatorState;
 
@@ -43,6 +45,19 @@ pub struct PlacementAnswer {
     pub token: String,
     /// RFC 3339, UTC.
     pub expires_at: String,
+    /// On creation: the region the client was placed in and the one that serves it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<RegionInfo>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RegionInfo {
+    /// The client's region (rules, GeoIP, default, or the request's `region`).
+    pub wanted: String,
+    /// The region of the edge that serves the session.
+    pub served: String,
+    /// True when `served` differs from `wanted` (the wanted region had no available edge).
+    pub fallback: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,27 +78,9 @@ fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Parses the optional JSON body: empty is `{}`; anything else must be JSON.
+/// Parses and checks the optional JSON body of both endpoints.
 fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<PlacementRequest, ApiError> {
-    let body = body.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge(MAX_BODY_BYTES)
-        } else {
-            ApiError::BadRequest(format!("could not read the request body: {rejection}"))
-        }
-    })?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(PlacementRequest::default());
-    }
-    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim();
-        if !mime.eq_ignore_ascii_case("application/json") {
-            return Err(ApiError::UnsupportedMediaType(format!("content type {mime:?} is not application/json")));
-        }
-    }
-    let req: PlacementRequest =
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?;
+    let req: PlacementRequest = super::body::parse_json(headers, body)?;
     if let Some(team) = &req.team {
         check_len("team", team, 128)?;
     }
@@ -92,7 +89,7 @@ fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Resul
         check_len("user.name", &user.name, 256)?;
     }
     if let Some(region) = &req.region {
-        check_len("region", region, 64)?;
+        crate::geo::validate_region_name(region).map_err(|e| ApiError::BadRequest(format!("`region`: {e}")))?;
     }
     Ok(req)
 }
@@ -129,9 +126,14 @@ fn answer(
         session_id: session_id.to_owned(),
         participant_id,
         role: participant.role.as_str().to_owned(),
-        edge: EdgeInfo { id: edge.id.clone(), region: edge.region.clone(), url: session_url(edge, session_id) },
+        edge: EdgeInfo {
+            id: edge.id.clone(),
+            region: edge.effective_region().to_owned(),
+            url: session_url(edge, session_id),
+        },
         token,
         expires_at,
+        region: None,
     })
 }
 
@@ -154,27 +156,50 @@ fn participant(req: &PlacementRequest, role: Role) -> NewParticipant {
 
 pub async fn create(
     State(state): State<Arc<LocatorState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let req = parse_body(&headers, body)?;
+    let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    let decision = state.placer.place(Some(client_ip), req.region.as_deref(), true);
+    let Some(edge) = decision.edge else {
+        tracing::warn!(client.ip = %client_ip, region = %decision.explanation.wanted_region, "no edge available");
+        return Err(ApiError::NoEdgeAvailable);
+    };
+    let explanation = decision.explanation;
     let now = now_ms();
-    let edges = state.store.edges().await?;
-    let edge = crate::selector::choose(&edges, now, state.config.heartbeat_timeout, req.region.as_deref())
-        .ok_or(ApiError::NoEdgeAvailable)?
-        .clone();
     let session_id = crate::ids::session_id();
     let host = participant(&req, Role::Host);
-    let new = NewSession {
-        id: session_id.clone(),
-        edge_id: edge.id.clone(),
-        team: req.team.clone(),
-        region_hint: req.region.clone(),
-        created_at: now,
+    let body = answer(&state, &session_id, req.team.clone(), &edge, 1, &host)?;
+    let body = PlacementAnswer {
+        region: Some(RegionInfo {
+            wanted: explanation.wanted_region.clone(),
+            served: edge.effective_region().to_owned(),
+            fallback: explanation.fallback,
+        }),
+        ..body
     };
-    state.store.create_session(&new, &host).await?;
-    let body = answer(&state, &session_id, req.team, &edge, 1, &host)?;
-    tracing::info!(session.id = %session_id, edge.id = %edge.id, "session placed");
+    let record = PlacementRecord {
+        session: NewSession {
+            id: session_id.clone(),
+            edge_id: edge.id.clone(),
+            team: req.team,
+            region_hint: req.region,
+            created_at: now,
+        },
+        host,
+        client_ip: Some(client_ip.to_string()),
+        wanted_region: explanation.wanted_region.clone(),
+        served_region: edge.effective_region().to_owned(),
+        explanation: serde_json::to_vec(&explanation)
+            .map_err(|e| ApiError::Internal(format!("explanation not serializable: {e}")))?,
+    };
+    state.recorder.record(record).await.map_err(|e| match e {
+        RecordError::Closed => ApiError::NotReady,
+        RecordError::Store(e) => ApiError::Internal(format!("store: {e}")),
+    })?;
+    tracing::debug!(session.id = %session_id, edge.id = %edge.id, region = %explanation.wanted_region, "session placed");
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 

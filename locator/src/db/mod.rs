@@ -410,9 +410,191 @@ impl Store {
         let done = sqlx::query(&sql).bind(now_ms).bind(reason).bind(id).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0)
     }
+
+    /// Sets an edge's admin state. Returns false if the edge is unknown.
+    pub async fn set_admin_state(&self, edge_id: &str, state: AdminState) -> Result<bool, StoreError> {
+        let sql = self.sql("UPDATE edges SET admin_state = ? WHERE id = ?");
+        let done = sqlx::query(&sql).bind(state.as_str()).bind(edge_id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0 || self.edge(edge_id).await?.is_some())
+    }
+
+    /// Moves an edge to another region (`None`: back to the region it reports). Returns false if
+    /// the edge is unknown.
+    pub async fn set_region_override(&self, edge_id: &str, region: Option<&str>) -> Result<bool, StoreError> {
+        let sql = self.sql("UPDATE edges SET region_override = ? WHERE id = ?");
+        let done = sqlx::query(&sql).bind(region).bind(edge_id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0 || self.edge(edge_id).await?.is_some())
+    }
+
+    // ---- regions ----
+
+    /// Every region rule, oldest first.
+    pub async fn region_rules(&self) -> Result<Vec<RegionRuleRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, kind, matcher, region, created_at FROM region_rules ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rule_from_row).collect()
+    }
+
+    /// Adds a rule. `Err(existing)` when a rule with the same kind and matcher exists (the
+    /// unique key decides, so two replicas cannot both add it).
+    pub async fn insert_region_rule(
+        &self,
+        kind: &str,
+        matcher: &str,
+        region: &str,
+        now_ms: i64,
+    ) -> Result<Result<RegionRuleRecord, RegionRuleRecord>, StoreError> {
+        let sql = self.sql("INSERT INTO region_rules (kind, matcher, region, created_at) VALUES (?, ?, ?, ?)");
+        let inserted = sqlx::query(&sql).bind(kind).bind(matcher).bind(region).bind(now_ms).execute(&self.pool).await;
+        let sql = self.sql("SELECT id, kind, matcher, region, created_at FROM region_rules WHERE kind = ? AND matcher = ?");
+        let existing = sqlx::query(&sql).bind(kind).bind(matcher).fetch_optional(&self.pool).await?;
+        match (inserted, existing) {
+            (Ok(_), Some(row)) => Ok(Ok(rule_from_row(&row)?)),
+            (Err(_), Some(row)) => Ok(Err(rule_from_row(&row)?)),
+            (Err(e), None) => Err(e.into()),
+            (Ok(_), None) => Err(StoreError::Corrupt(format!("rule {kind} {matcher} vanished after insert"))),
+        }
+    }
+
+    /// Removes a rule; false if there was none with that id.
+    pub async fn delete_region_rule(&self, id: i64) -> Result<bool, StoreError> {
+        let sql = self.sql("DELETE FROM region_rules WHERE id = ?");
+        Ok(sqlx::query(&sql).bind(id).execute(&self.pool).await?.rows_affected() > 0)
+    }
+
+    pub async fn region_fallbacks(&self) -> Result<Vec<RegionFallback>, StoreError> {
+        let rows =
+            sqlx::query("SELECT region, fallback FROM region_fallbacks ORDER BY region").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let list: String = r.try_get("fallback")?;
+                Ok(RegionFallback {
+                    region: r.try_get("region")?,
+                    fallback: list.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+                })
+            })
+            .collect()
+    }
+
+    /// Sets the fallback order of a region; an empty list removes it.
+    pub async fn set_region_fallback(&self, region: &str, fallback: &[String], now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql("DELETE FROM region_fallbacks WHERE region = ?");
+        sqlx::query(&sql).bind(region).execute(&mut *tx).await?;
+        if !fallback.is_empty() {
+            let sql = self.sql("INSERT INTO region_fallbacks (region, fallback, updated_at) VALUES (?, ?, ?)");
+            sqlx::query(&sql).bind(region).bind(fallback.join(",")).bind(now_ms).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- placements ----
+
+    /// Commits a batch of placements in one transaction: each session, its host and its
+    /// explanation. All or nothing.
+    pub async fn record_placements(&self, batch: &[PlacementRecord]) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in batch.chunks(PLACEMENT_ROWS_PER_STATEMENT) {
+            let sql = self.sql(&multi_row_insert(
+                "sessions (id, edge_id, team, region_hint, created_at, participant_count)",
+                "(?, ?, ?, ?, ?, 1)",
+                chunk.len(),
+            ))
+            .into_owned();
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q.bind(&p.session.id).bind(&p.session.edge_id).bind(&p.session.team);
+                q = q.bind(&p.session.region_hint).bind(p.session.created_at);
+            }
+            q.execute(&mut *tx).await?;
+
+            let sql = self.sql(&multi_row_insert(
+                "participants (session_id, participant_id, role, user_id, display_name, created_at)",
+                "(?, 1, ?, ?, ?, ?)",
+                chunk.len(),
+            ))
+            .into_owned();
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q.bind(&p.session.id).bind(p.host.role.as_str()).bind(&p.host.user_id);
+                q = q.bind(&p.host.display_name).bind(p.host.created_at);
+            }
+            q.execute(&mut *tx).await?;
+
+            let sql = self.sql(&multi_row_insert(
+                "placements (session_id, client_ip, wanted_region, served_region, edge_id, explanation, created_at)",
+                "(?, ?, ?, ?, ?, ?, ?)",
+                chunk.len(),
+            ))
+            .into_owned();
+            let mut q = sqlx::query(&sql);
+            for p in chunk {
+                q = q.bind(&p.session.id).bind(&p.client_ip).bind(&p.wanted_region).bind(&p.served_region);
+                q = q.bind(&p.session.edge_id).bind(&p.explanation).bind(p.session.created_at);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored explanation of a session's placement.
+    pub async fn placement(&self, session_id: &str) -> Result<Option<PlacementRow>, StoreError> {
+        let sql = self.sql(
+            "SELECT session_id, client_ip, wanted_region, served_region, edge_id, explanation, created_at \
+             FROM placements WHERE session_id = ?",
+        );
+        let row = sqlx::query(&sql).bind(session_id).fetch_optional(&self.pool).await?;
+        row.map(|r| {
+            Ok(PlacementRow {
+                session_id: r.try_get("session_id")?,
+                client_ip: r.try_get("client_ip")?,
+                wanted_region: r.try_get("wanted_region")?,
+                served_region: r.try_get("served_region")?,
+                edge_id: r.try_get("edge_id")?,
+                explanation: r.try_get("explanation")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
 }
 
-const EDGE_COLUMNS: &str = "id, region, public_url, build, max_connections, max_sessions, admin_state, health, \
+/// Rows per multi-row `INSERT` in [`Store::record_placements`]: 7 parameters a row keeps a
+/// statement under SQLite's 32,766 and PostgreSQL's and MySQL's 65,535 bound parameters.
+const PLACEMENT_ROWS_PER_STATEMENT: usize = 512;
+
+/// `INSERT INTO <table_and_columns> VALUES <row>, <row>, ...` with `rows` copies of `row`.
+fn multi_row_insert(table_and_columns: &str, row: &str, rows: usize) -> String {
+    let mut sql = String::with_capacity(table_and_columns.len() + 20 + rows * (row.len() + 2));
+    sql.push_str("INSERT INTO ");
+    sql.push_str(table_and_columns);
+    sql.push_str(" VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(row);
+    }
+    sql
+}
+
+fn rule_from_row(row: &AnyRow) -> Result<RegionRuleRecord, StoreError> {
+    Ok(RegionRuleRecord {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        matcher: row.try_get("matcher")?,
+        region: row.try_get("region")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const EDGE_COLUMNS: &str = "id, region, region_override, public_url, build, max_connections, max_sessions, admin_state, health, \
      cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at";
 
 const SESSION_COLUMNS: &str =
@@ -430,6 +612,7 @@ fn edge_from_row(row: &AnyRow) -> Result<EdgeRecord, StoreError> {
     Ok(EdgeRecord {
         id: row.try_get("id")?,
         region: row.try_get("region")?,
+        region_override: row.try_get("region_override")?,
         public_url: row.try_get("public_url")?,
         build: row.try_get("build")?,
         max_connections: u32_col(row, "max_connections")?,

@@ -87,7 +87,10 @@ impl Health {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EdgeRecord {
     pub id: String,
+    /// The region the edge reports (its configuration).
     pub region: String,
+    /// The region an admin moved it to, which wins over the reported one.
+    pub region_override: Option<String>,
     pub public_url: String,
     pub build: String,
     pub max_connections: u32,
@@ -98,6 +101,55 @@ pub struct EdgeRecord {
     pub registered_at: i64,
     pub last_heartbeat_at: i64,
     pub health_changed_at: i64,
+}
+
+impl EdgeRecord {
+    /// The region placement uses: the admin's override, else the edge's own.
+    pub fn effective_region(&self) -> &str {
+        self.region_override.as_deref().unwrap_or(&self.region)
+    }
+}
+
+/// A client-to-region rule as stored (`kind` is `cidr`, `country` or `continent`; `matcher` is
+/// normalized before it is stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionRuleRecord {
+    pub id: i64,
+    pub kind: String,
+    pub matcher: String,
+    pub region: String,
+    pub created_at: i64,
+}
+
+/// The regions tried, in order, when `region` has no available edge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionFallback {
+    pub region: String,
+    pub fallback: Vec<String>,
+}
+
+/// One placement: the session, its host and why it went where it went, committed together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRecord {
+    pub session: NewSession,
+    pub host: NewParticipant,
+    pub client_ip: Option<String>,
+    pub wanted_region: String,
+    pub served_region: String,
+    /// The explanation as JSON.
+    pub explanation: Vec<u8>,
+}
+
+/// A stored placement explanation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacementRow {
+    pub session_id: String,
+    pub client_ip: Option<String>,
+    pub wanted_region: String,
+    pub served_region: String,
+    pub edge_id: String,
+    pub explanation: Vec<u8>,
+    pub created_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -193,6 +193,7 @@ async fn serve(state: Arc<LocatorState>, ws: fastwebsockets::WebSocket<duet_ws::
     if let Err(e) = state.store.set_edge_health(&edge_id, Health::LinkLost, now_ms()).await {
         tracing::warn!(edge.id = %edge_id, error = %e, "could not record link loss");
     }
+    refresh_placement(&state).await;
     tracing::info!(edge.id = %edge_id, "link down");
 }
 
@@ -218,6 +219,7 @@ async fn run(
         return;
     }
     reconcile(&state, &hello).await;
+    refresh_placement(&state).await;
     let welcome = Welcome {
         protocol_version: hello.protocol_version,
         locator_build: format!("duet-locator {}", env!("CARGO_PKG_VERSION")),
@@ -267,7 +269,13 @@ async fn run(
         };
         let now = now_ms();
         let result = match msg {
-            EdgeMessage::Heartbeat(hb) => state.store.record_heartbeat(&hello.edge_id, &hb.load, now).await.map(|_| ()),
+            EdgeMessage::Heartbeat(hb) => {
+                let stored = state.store.record_heartbeat(&hello.edge_id, &hb.load, now).await.map(|_| ());
+                if stored.is_ok() {
+                    state.placer.note_heartbeat(&hello.edge_id, &hb.load, now);
+                }
+                stored
+            }
             EdgeMessage::SessionOpened { session_id } => {
                 state.store.mark_session_started(&session_id, now).await.map(|_| ())
             }
@@ -288,6 +296,13 @@ async fn run(
         if let Err(e) = result {
             tracing::warn!(error = %e, "could not store link message");
         }
+    }
+}
+
+/// Placement sees a registration or a link loss at once rather than at its next refresh.
+async fn refresh_placement(state: &LocatorState) {
+    if let Err(e) = state.placer.refresh_edges(&state.store).await {
+        tracing::warn!(error = %e, "could not refresh edges for placement");
     }
 }
 

@@ -1,0 +1,86 @@
+//! duet's load generator: benchmark scenarios that run the real release binaries as processes on
+//! loopback and measure them from outside, the way clients see them.
+//!
+//! # Layout
+//!
+//! - [`placement`]: the `placement` scenario (`POST /api/v1/sessions` throughput and latency).
+//! - [`procs`]: CPU pinning, free ports, the locator and edge processes and their teardown.
+//! - [`database`]: the database each run gets (a SQLite file, or a fresh PostgreSQL database).
+//! - [`http`]: a minimal HTTP/1.1 keep-alive client on hyper's connection API.
+//! - [`drive`]: the load shapes every scenario uses: closed loop and open loop.
+//! - [`stats`]: histograms, medians and the formatting of figures.
+//! - [`report`]: the machine description and the generated sections of `docs/benchmarks.md`.
+//!
+//! Pinning: the load generator pins itself (all its threads) to its own CPUs with
+//! `taskset -a -p` before its runtime starts, and starts the servers under `taskset -c`, so that
+//! the two never compete for a core. The runtime is single-threaded, since one core is what it
+//! gets; the open loop adds one mostly sleeping thread that times the sends.
+
+mod database;
+mod drive;
+mod http;
+mod placement;
+mod procs;
+mod report;
+mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status after SIGINT or SIGTERM, as a shell reports a process killed by SIGINT.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// duet load generator: runs the real duet binaries on loopback and measures them.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Placements per second and latency of `POST /api/v1/sessions` with edges registered.
+    Placement(placement::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let pinning = match &cli.scenario {
+        Scenario::Placement(args) => args.pinning.clone(),
+    };
+    if let Err(e) = procs::pin_self(&pinning) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let run = async {
+            match cli.scenario {
+                Scenario::Placement(args) => placement::run(args).await,
+            }
+        };
+        tokio::select! {
+            result = run => match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            },
+            // Leaving `run` unfinished drops it: the process guards kill the servers and the
+            // database guard drops the benchmark database.
+            signal = procs::interrupted() => {
+                eprintln!("interrupted by {signal}: stopping the servers");
+                ExitCode::from(EXIT_INTERRUPTED)
+            }
+        }
+    })
+}

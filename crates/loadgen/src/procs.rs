@@ -1,0 +1,369 @@
+//! The processes a benchmark runs: the load generator's own CPU pinning, the `duet-locator` and
+//! `duet-edge` binaries started under `taskset`, readiness polling and teardown.
+//!
+//! Guarantees: every server is a child with `kill_on_drop`, held by a [`Cluster`], so it is
+//! killed however the run ends (success, error, Ctrl-C or SIGTERM dropping the run). Servers
+//! listen on 127.0.0.1 only. Their output goes to log files in the cluster's temporary
+//! directory, and the last lines are quoted when a server exits early or never becomes ready.
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use hyper::StatusCode;
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+use crate::http;
+
+/// Interval between two readiness checks of a starting server.
+const READY_POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Time a killed server gets to be reaped before teardown stops waiting for it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Log lines quoted when a server fails.
+const LOG_TAIL_LINES: usize = 20;
+/// Kernel clock ticks per second for `/proc` CPU times; 100 on every mainstream Linux build.
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+/// Length of the enrollment secret generated for each cluster (the locator wants at least 16).
+const SECRET_LEN: usize = 32;
+
+/// Which CPUs the servers and the load generator run on (`taskset` CPU lists).
+#[derive(Debug, Clone, clap::Args)]
+pub struct Pinning {
+    /// CPUs of the locator and the edges, as a taskset CPU list.
+    #[arg(long, value_name = "CPUS", default_value = "0")]
+    pub server_cpus: String,
+    /// CPUs of the load generator itself, as a taskset CPU list.
+    #[arg(long, value_name = "CPUS", default_value = "1")]
+    pub loadgen_cpus: String,
+}
+
+impl Pinning {
+    /// One line for reports.
+    pub fn describe(&self, edges: usize) -> String {
+        format!(
+            "locator and {edges} edges on CPU {} (`taskset -c {}`), load generator on CPU {} (pins itself with `taskset -a -p -c {}`)",
+            self.server_cpus, self.server_cpus, self.loadgen_cpus, self.loadgen_cpus
+        )
+    }
+}
+
+fn require_taskset() -> anyhow::Result<()> {
+    match std::process::Command::new("taskset").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("taskset not found: install util-linux (`apt-get install util-linux`) or run `scripts/bench`")
+        }
+        Err(e) => bail!("cannot run taskset: {e}"),
+    }
+}
+
+/// Pins this process, all its threads, to the load generator's CPUs. Called before the runtime
+/// starts, so the threads it creates later inherit the mask too.
+pub fn pin_self(pinning: &Pinning) -> anyhow::Result<()> {
+    require_taskset()?;
+    let pid = std::process::id().to_string();
+    let out = std::process::Command::new("taskset")
+        .args(["-a", "-p", "-c", &pinning.loadgen_cpus, &pid])
+        .stdout(Stdio::null())
+        .output()
+        .context("running taskset")?;
+    if !out.status.success() {
+        bail!(
+            "cannot pin the load generator to CPU {} (--loadgen-cpus): {}",
+            pinning.loadgen_cpus,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+pub async fn interrupted() -> &'static str {
+    let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return "SIGINT";
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
+/// A free port on 127.0.0.1: bound, read and released. Another process could take it before the
+/// server binds it; the server then exits and the run fails with its log.
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn random_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), SECRET_LEN)
+}
+
+/// The release binaries a run starts.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub locator: PathBuf,
+    pub edge: PathBuf,
+}
+
+impl Binaries {
+    /// From `dir`, or else the directory of this executable (`target/release`).
+    pub fn find(dir: Option<&Path>) -> anyhow::Result<Binaries> {
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => {
+                let exe = std::env::current_exe().context("locating this executable")?;
+                exe.parent().context("this executable has no directory")?.to_path_buf()
+            }
+        };
+        let find = |name: &str| {
+            let path = dir.join(name);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                bail!(
+                    "{} not found: run `cargo build --release -p duet-locator -p duet-edge` or pass --bin-dir",
+                    path.display()
+                )
+            }
+        };
+        Ok(Binaries { locator: find("duet-locator")?, edge: find("duet-edge")? })
+    }
+}
+
+/// One server process.
+pub struct Server {
+    /// For messages: `duet-locator`, `edge bench-edge-3`.
+    name: String,
+    child: Child,
+    /// Its stdout and stderr.
+    log: PathBuf,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `bin` under `taskset -c cpus`, with no `DUET_*` or `RUST_LOG` variable inherited
+    /// from this environment besides those in `env`.
+    fn spawn(
+        name: String,
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        cpus: &str,
+        log: PathBuf,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Server> {
+        let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let err = out.try_clone()?;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(cpus).arg(bin).args(args);
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("DUET_") || key == "RUST_LOG" {
+                cmd.env_remove(key.as_ref());
+            }
+        }
+        cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
+        let child = cmd.spawn().with_context(|| format!("starting {name} ({})", bin.display()))?;
+        Ok(Server { name, child, log, addr })
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
+        if tail.is_empty() {
+            "(its log is empty)".to_owned()
+        } else {
+            format!("its last log lines:\n{tail}")
+        }
+    }
+
+    fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// An error if the process has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        match self.exited() {
+            Some(status) => bail!("{} exited ({status}); {}", self.name, self.log_tail()),
+            None => Ok(()),
+        }
+    }
+
+    /// Polls `GET /readyz` until it answers 200, the process exits or `deadline` passes.
+    async fn wait_ready(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            self.check_alive()?;
+            let last = match http::get_status(self.addr, "/readyz").await {
+                Ok(StatusCode::OK) => return Ok(()),
+                Ok(status) => format!("answered {status}"),
+                Err(e) => format!("{e}"),
+            };
+            if Instant::now() >= deadline {
+                bail!("{} not ready in time: /readyz {last}; {}", self.name, self.log_tail());
+            }
+            tokio::time::sleep(READY_POLL_INTERVAL).await;
+        }
+    }
+
+    /// User+system CPU time so far, from `/proc/<pid>/stat`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time_of(&format!("/proc/{}/stat", self.child.id()?))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await;
+    }
+}
+
+/// User+system CPU time of this process so far.
+pub fn own_cpu_time() -> Option<Duration> {
+    cpu_time_of("/proc/self/stat")
+}
+
+/// User+system CPU time so far of every process whose command name is `comm` (`postgres`: the
+/// database server, which is not ours and not pinned). Processes that exited are not counted.
+pub fn cpu_time_of_named(comm: &str) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    let stat_paths = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .map(|e| e.path().join("stat"));
+    let wanted = format!("({comm})");
+    stat_paths
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .filter(|stat| stat.split_ascii_whitespace().nth(1) == Some(wanted.as_str()))
+        .filter_map(|stat| cpu_time_from_stat(&stat))
+        .sum()
+}
+
+fn cpu_time_of(stat_path: &str) -> Option<Duration> {
+    cpu_time_from_stat(&std::fs::read_to_string(stat_path).ok()?)
+}
+
+fn cpu_time_from_stat(stat: &str) -> Option<Duration> {
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS_PER_SEC))
+}
+
+/// What a cluster is started with.
+pub struct ClusterSpec<'a> {
+    pub bins: &'a Binaries,
+    pub pinning: &'a Pinning,
+    /// `DUET_DATABASE_URL`; `None`: the locator's default SQLite file in its data directory.
+    pub database_url: Option<&'a str>,
+    pub edges: usize,
+    /// How long the locator and all edges have, together, to become ready.
+    pub startup_timeout: Duration,
+}
+
+/// A locator without embedded edge, and edges linked to it, each a process. Fields drop in
+/// order: the servers are killed before their directory is removed.
+pub struct Cluster {
+    pub locator: Server,
+    pub edges: Vec<Server>,
+    /// Data directories and logs of every server.
+    _dir: TempDir,
+}
+
+impl Cluster {
+    /// Starts the locator, waits until it is ready, starts the edges and waits until each is
+    /// ready (registered with the locator and holding its token keys).
+    pub async fn start(spec: ClusterSpec<'_>) -> anyhow::Result<Cluster> {
+        let deadline = Instant::now() + spec.startup_timeout;
+        let dir = tempfile::Builder::new().prefix("duet-bench-").tempdir().context("creating a temporary directory")?;
+        let secret = random_secret();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let listen = addr.to_string();
+        let data_dir = dir.path().join("locator");
+        let data_dir_str = data_dir.to_string_lossy().into_owned();
+        let mut env = vec![
+            ("DUET_EMBEDDED_EDGE", "false"),
+            ("DUET_LISTEN", listen.as_str()),
+            ("DUET_DATA_DIR", data_dir_str.as_str()),
+            ("DUET_ENROLLMENT_SECRET", secret.as_str()),
+            ("DUET_LOG", "warn"),
+        ];
+        if let Some(url) = spec.database_url {
+            env.push(("DUET_DATABASE_URL", url));
+        }
+        let mut locator = Server::spawn(
+            "duet-locator".to_owned(),
+            &spec.bins.locator,
+            &[],
+            &env,
+            &spec.pinning.server_cpus,
+            dir.path().join("locator.log"),
+            addr,
+        )?;
+        locator.wait_ready(deadline).await?;
+
+        let locator_url = format!("http://{addr}");
+        let mut edges = Vec::with_capacity(spec.edges);
+        for n in 1..=spec.edges {
+            let id = format!("bench-edge-{n}");
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+            let args = [
+                "--locator-url".to_owned(),
+                locator_url.clone(),
+                "--listen".to_owned(),
+                addr.to_string(),
+                "--id".to_owned(),
+                id.clone(),
+                "--data-dir".to_owned(),
+                dir.path().join(format!("edge-{n}")).to_string_lossy().into_owned(),
+            ];
+            let env = [("DUET_ENROLLMENT_SECRET", secret.as_str()), ("DUET_LOG", "warn")];
+            let log = dir.path().join(format!("edge-{n}.log"));
+            edges.push(Server::spawn(
+                format!("edge {id}"),
+                &spec.bins.edge,
+                &args,
+                &env,
+                &spec.pinning.server_cpus,
+                log,
+                addr,
+            )?);
+        }
+        let mut cluster = Cluster { locator, edges, _dir: dir };
+        for edge in &mut cluster.edges {
+            edge.wait_ready(deadline).await?;
+        }
+        cluster.locator.check_alive()?;
+        Ok(cluster)
+    }
+
+    /// An error naming the first server that has exited.
+    pub fn check_alive(&mut self) -> anyhow::Result<()> {
+        self.locator.check_alive()?;
+        self.edges.iter_mut().try_for_each(Server::check_alive)
+    }
+
+    /// CPU time used so far by the locator and by all edges together.
+    pub fn cpu_times(&self) -> (Option<Duration>, Option<Duration>) {
+        let edges = self.edges.iter().map(Server::cpu_time).sum::<Option<Duration>>();
+        (self.locator.cpu_time(), edges)
+    }
+
+    /// Kills every server and waits until they are gone.
+    pub async fn stop(self) {
+        let Cluster { locator, edges, _dir } = self;
+        for edge in edges {
+            edge.stop().await;
+        }
+        locator.stop().await;
+    }
+}

@@ -1,0 +1,142 @@
+//! What a published result says besides its figures (the machine, the revision, the date, the
+//! command), and the generated sections of `docs/benchmarks.md`.
+//!
+//! Each scenario owns one section between `<!-- bench:<scenario>:begin -->` and
+//! `<!-- bench:<scenario>:end -->`; a run replaces what is between its markers and leaves the
+//! rest of the file as it was. A file without the markers gets the section appended.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+
+/// The machine and the code a run measured.
+pub struct Provenance {
+    pub cpu_model: String,
+    /// CPUs online (this process is pinned to fewer).
+    pub cpus: usize,
+    /// `git rev-parse --short HEAD`, marked when the working tree has uncommitted changes.
+    pub revision: String,
+    /// UTC, `2025-01-31 14:05 UTC`.
+    pub date: String,
+    /// This process's arguments, shell-quoted where needed.
+    pub command: String,
+}
+
+impl Provenance {
+    pub fn collect() -> Provenance {
+        Provenance {
+            cpu_model: cpu_model().unwrap_or_else(|| "unknown".to_owned()),
+            cpus: online_cpus(),
+            revision: revision(),
+            date: date(),
+            command: std::env::args().map(|a| shell_quote(&a)).collect::<Vec<_>>().join(" "),
+        }
+    }
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    info.lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, model)| model.trim().to_owned())
+}
+
+fn online_cpus() -> usize {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    info.lines().filter(|l| l.starts_with("processor")).count()
+}
+
+fn git(args: &[&str]) -> Option<std::process::Output> {
+    std::process::Command::new("git").args(args).stderr(std::process::Stdio::null()).output().ok()
+}
+
+fn revision() -> String {
+    let Some(out) = git(&["rev-parse", "--short", "HEAD"]).filter(|o| o.status.success()) else {
+        return "unknown".to_owned();
+    };
+    let rev = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    if dirty {
+        format!("{rev} with uncommitted changes")
+    } else {
+        rev
+    }
+}
+
+fn date() -> String {
+    let Ok(format) = time::format_description::parse_borrowed::<2>("[year]-[month]-[day] [hour]:[minute] UTC") else {
+        return "unknown".to_owned();
+    };
+    time::OffsetDateTime::now_utc().format(&format).unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn shell_quote(arg: &str) -> String {
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,@".contains(c));
+    if plain {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+fn markers(scenario: &str) -> (String, String) {
+    (format!("<!-- bench:{scenario}:begin -->"), format!("<!-- bench:{scenario}:end -->"))
+}
+
+/// `document` with the section of `scenario` replaced by `body` (appended when absent).
+fn replace_section(document: &str, scenario: &str, body: &str) -> anyhow::Result<String> {
+    let (begin, end) = markers(scenario);
+    let section = format!("{begin}\n{}\n{end}", body.trim_end());
+    match (document.find(&begin), document.find(&end)) {
+        (Some(b), Some(e)) if b < e => Ok(format!("{}{section}{}", &document[..b], &document[e + end.len()..])),
+        (None, None) => {
+            let sep = if document.is_empty() || document.ends_with("\n\n") {
+                ""
+            } else if document.ends_with('\n') {
+                "\n"
+            } else {
+                "\n\n"
+            };
+            Ok(format!("{document}{sep}{section}\n"))
+        }
+        _ => bail!("the markers {begin} and {end} are missing one of the pair or out of order"),
+    }
+}
+
+/// Rewrites `scenario`'s section of the Markdown file at `path` (created when missing).
+pub fn write_section(path: &Path, scenario: &str, body: &str) -> anyhow::Result<()> {
+    let document = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let updated = replace_section(&document, scenario, body).with_context(|| format!("in {}", path.display()))?;
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_only_its_section() {
+        let doc = "# B\n\nintro\n\n<!-- bench:placement:begin -->\nold\n<!-- bench:placement:end -->\n\nafter\n";
+        let out = replace_section(doc, "placement", "new\n").unwrap();
+        assert_eq!(out, "# B\n\nintro\n\n<!-- bench:placement:begin -->\nnew\n<!-- bench:placement:end -->\n\nafter\n");
+    }
+
+    #[test]
+    fn appends_a_missing_section() {
+        let out = replace_section("# B\n", "placement", "new").unwrap();
+        assert_eq!(out, "# B\n\n<!-- bench:placement:begin -->\nnew\n<!-- bench:placement:end -->\n");
+        assert!(replace_section("<!-- bench:placement:end -->", "placement", "x").is_err());
+    }
+
+    #[test]
+    fn quotes_arguments_for_the_shell() {
+        assert_eq!(shell_quote("--db"), "--db");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}

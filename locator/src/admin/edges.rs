@@ -1,0 +1,139 @@
+//! `GET /edges`, `POST /edges/{id}/suspend`, `POST /edges/{id}/resume`,
+//! `PUT /edges/{id}/region`: the edges as placement sees them, and the admin's levers on them.
+//!
+//! Suspend is soft: a suspended edge keeps its sessions and gets new ones only when no other
+//! edge is available. Changes are written to SQL (every replica follows within its edge refresh)
+//! and applied to this replica's placement at once.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+
+use super::rfc3339_ms;
+use crate::api::ApiError;
+use crate::db::{AdminState, EdgeRecord, Load};
+use crate::LocatorState;
+
+#[derive(Debug, Serialize)]
+pub struct EdgeView {
+    pub id: String,
+    /// The region placement uses (the override if set, else the reported one).
+    pub region: String,
+    pub reported_region: String,
+    pub region_override: Option<String>,
+    pub public_url: String,
+    pub build: String,
+    pub admin_state: &'static str,
+    pub health: &'static str,
+    /// Whether the edge may take a new session now (ignoring its region and tier).
+    pub available: bool,
+    pub load: Load,
+    pub capacity: Capacity,
+    /// Sessions this replica placed there recently that heartbeats may not show yet.
+    pub reserved_sessions: f64,
+    pub last_heartbeat_at: String,
+    pub registered_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Capacity {
+    pub max_connections: u32,
+    pub max_sessions: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EdgeList {
+    pub edges: Vec<EdgeView>,
+}
+
+fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
+    let reserved = state.placer.reserved(&e.id);
+    let limits = crate::selector::Limits {
+        heartbeat_timeout: state.config.heartbeat_timeout,
+        cpu_limit: state.config.placement_cpu_limit,
+        lag_limit: state.config.placement_lag_limit,
+    };
+    let input = crate::selector::Input { edge: e, reserved };
+    let report = crate::selector::select(&[input], e.effective_region(), &[], &limits, crate::tokens::now_ms());
+    EdgeView {
+        id: e.id.clone(),
+        region: e.effective_region().to_owned(),
+        reported_region: e.region.clone(),
+        region_override: e.region_override.clone(),
+        public_url: e.public_url.clone(),
+        build: e.build.clone(),
+        admin_state: e.admin_state.as_str(),
+        health: e.health.as_str(),
+        available: report.candidates[0].filtered.is_none(),
+        load: e.load,
+        capacity: Capacity { max_connections: e.max_connections, max_sessions: e.max_sessions },
+        reserved_sessions: reserved,
+        last_heartbeat_at: rfc3339_ms(e.last_heartbeat_at),
+        registered_at: rfc3339_ms(e.registered_at),
+    }
+}
+
+/// Re-reads the edges so this replica places by the change at once, then answers `id`'s view.
+async fn changed(state: &LocatorState, id: &str) -> Result<Json<EdgeView>, ApiError> {
+    state.placer.refresh_edges(&state.store).await?;
+    let edge = state.store.edge(id).await?.ok_or_else(|| unknown(id))?;
+    Ok(Json(view(state, &edge)))
+}
+
+fn unknown(id: &str) -> ApiError {
+    ApiError::NotFound(format!("no edge has id {id:?}"))
+}
+
+pub async fn list(State(state): State<Arc<LocatorState>>) -> Result<Json<EdgeList>, ApiError> {
+    let edges = state.store.edges().await?;
+    Ok(Json(EdgeList { edges: edges.iter().map(|e| view(&state, e)).collect() }))
+}
+
+async fn set_state(state: Arc<LocatorState>, id: String, admin_state: AdminState) -> Result<Json<EdgeView>, ApiError> {
+    if !state.store.set_admin_state(&id, admin_state).await? {
+        return Err(unknown(&id));
+    }
+    tracing::info!(edge.id = %id, admin_state = admin_state.as_str(), "edge admin state changed");
+    changed(&state, &id).await
+}
+
+pub async fn suspend(
+    State(state): State<Arc<LocatorState>>,
+    Path(id): Path<String>,
+) -> Result<Json<EdgeView>, ApiError> {
+    set_state(state, id, AdminState::Suspended).await
+}
+
+pub async fn resume(State(state): State<Arc<LocatorState>>, Path(id): Path<String>) -> Result<Json<EdgeView>, ApiError> {
+    set_state(state, id, AdminState::Active).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionBody {
+    /// The region to move the edge to; `null` (or absent) clears the override.
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+pub async fn set_region(
+    State(state): State<Arc<LocatorState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EdgeView>, ApiError> {
+    let body: RegionBody = super::json_body(&headers, body)?;
+    if let Some(region) = &body.region {
+        crate::geo::validate_region_name(region).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    }
+    if !state.store.set_region_override(&id, body.region.as_deref()).await? {
+        return Err(unknown(&id));
+    }
+    tracing::info!(edge.id = %id, region = ?body.region, "edge region override changed");
+    changed(&state, &id).await
+}

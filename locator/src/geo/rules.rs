@@ -1,0 +1,295 @@
+//! Validation and normalization of region rules and region names.
+//!
+//! Every rule is normalized before it is stored, so that one network or code has exactly one
+//! spelling (the database refuses a second rule with the same kind and matcher, which only works
+//! if `10.0.0.0/8` and `::ffff:10.0.0.0/104`, or `gb` and `GB`, are the same text). Errors say
+//! what is wrong with the input and, where there is an obvious fix, what was probably meant.
+
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::countries;
+use super::RuleKind;
+
+/// Continent codes as GeoIP databases use them: Africa, Antarctica, Asia, Europe, North America,
+/// Oceania, South America.
+pub const CONTINENT_CODES: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+/// Region names are at most this long: they are identifiers (`eu-west`, `home.lab`), and they
+/// travel in every placement answer and explanation.
+pub const MAX_REGION_NAME: usize = 64;
+
+/// Inputs are echoed in error messages up to this many characters, so that a megabyte of garbage
+/// does not come back as a megabyte of error.
+const MAX_ECHOED_CHARS: usize = 64;
+
+/// Why a rule or region name is refused. The messages are meant for the admin who typed it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("the match of a {kind} rule is empty")]
+    Empty { kind: RuleKind },
+    #[error("`{input}` is not a valid CIDR: {reason}")]
+    InvalidCidr { input: String, reason: String },
+    #[error("`{input}` is a single address, not a network: write {suggestion} to match only this address")]
+    BareAddress { input: String, suggestion: String },
+    #[error("`{input}` is not a network address: host bits are set (did you mean {network}?)")]
+    HostBitsSet { input: String, network: String },
+    #[error("`{input}` is not an ISO 3166-1 alpha-2 country code")]
+    UnknownCountry { input: String },
+    #[error("`{input}` is not a continent code (one of AF, AN, AS, EU, NA, OC, SA)")]
+    UnknownContinent { input: String },
+    #[error("a region name cannot be empty")]
+    EmptyRegionName,
+    #[error("a region name is at most {MAX_REGION_NAME} bytes long, `{name}` has {len}")]
+    RegionNameTooLong { name: String, len: usize },
+    #[error(
+        "`{name}` is not a valid region name: {found:?} is not allowed (use ASCII letters, digits, '-', '_', '.')"
+    )]
+    InvalidRegionName { name: String, found: char },
+}
+
+/// Validates and normalizes a rule's matcher.
+///
+/// - CIDR: the canonical `ipnet` text (lowercase, compressed IPv6); an IPv4-mapped IPv6 network
+///   (`::ffff:10.0.0.0/104`) becomes the IPv4 network (`10.0.0.0/8`), because clients with
+///   IPv4-mapped addresses are matched as IPv4. A bare address is refused (the fix is to add
+///   `/32` or `/128`), and so is a network with host bits set.
+/// - country: uppercase ISO 3166-1 alpha-2 code ([`countries`]); lowercase input is accepted.
+/// - continent: uppercase, one of [`CONTINENT_CODES`]; lowercase input is accepted.
+///
+/// Surrounding whitespace is ignored.
+pub fn normalize_matcher(kind: RuleKind, matcher: &str) -> Result<String, RuleError> {
+    let text = matcher.trim();
+    if text.is_empty() {
+        return Err(RuleError::Empty { kind });
+    }
+    match kind {
+        RuleKind::Cidr => parse_cidr(text).map(|net| net.to_string()),
+        RuleKind::Country => {
+            let code = text.to_ascii_uppercase();
+            if countries::is_country_code(&code) {
+                Ok(code)
+            } else {
+                Err(RuleError::UnknownCountry { input: echoed(text) })
+            }
+        }
+        RuleKind::Continent => {
+            let code = text.to_ascii_uppercase();
+            if CONTINENT_CODES.contains(&code.as_str()) {
+                Ok(code)
+            } else {
+                Err(RuleError::UnknownContinent { input: echoed(text) })
+            }
+        }
+    }
+}
+
+/// Parses a CIDR network with the checks of [`normalize_matcher`]: a prefix length is required,
+/// host bits must be clear, and IPv4-mapped IPv6 networks are answered as IPv4.
+pub fn parse_cidr(input: &str) -> Result<IpNet, RuleError> {
+    let text = input.trim();
+    if text.is_empty() {
+        return Err(RuleError::Empty { kind: RuleKind::Cidr });
+    }
+    let invalid = |reason: String| RuleError::InvalidCidr { input: echoed(text), reason };
+    let Some((addr, len)) = text.split_once('/') else {
+        return Err(match text.parse::<IpAddr>() {
+            Ok(ip) => {
+                let ip = ip.to_canonical();
+                let suggestion = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
+                RuleError::BareAddress { input: echoed(text), suggestion }
+            }
+            Err(_) => invalid("expected an address and a prefix length, like 10.0.0.0/8".into()),
+        });
+    };
+    let addr: IpAddr =
+        addr.parse().map_err(|_| invalid(format!("`{}` is not an IPv4 or IPv6 address", echoed(addr))))?;
+    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len.parse::<u8>() {
+        // `u8` parsing accepts a leading `+`; a prefix length is digits only.
+        Ok(n) if n <= max && len.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => return Err(invalid(format!("the prefix length `{}` is not a number from 0 to {max}", echoed(len)))),
+    };
+    let net = match addr {
+        IpAddr::V4(a) => Ipv4Net::new(a, len).map(IpNet::V4),
+        IpAddr::V6(a) => Ipv6Net::new(a, len).map(IpNet::V6),
+    }
+    .map_err(|e| invalid(e.to_string()))?;
+    let net = unmap(net);
+    let network = net.trunc();
+    if network != net {
+        return Err(RuleError::HostBitsSet { input: echoed(text), network: network.to_string() });
+    }
+    Ok(net)
+}
+
+/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it covers; other networks as they
+/// are. (A shorter IPv6 network such as `::/0` stays IPv6 and does not match IPv4 clients.)
+pub(crate) fn unmap(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, n.prefix_len() - 96).map(IpNet::V4).unwrap_or(net),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
+/// Region names: 1 to [`MAX_REGION_NAME`] bytes of ASCII letters, digits, `-`, `_` and `.`.
+pub fn validate_region_name(name: &str) -> Result<(), RuleError> {
+    if name.is_empty() {
+        return Err(RuleError::EmptyRegionName);
+    }
+    if name.len() > MAX_REGION_NAME {
+        return Err(RuleError::RegionNameTooLong { name: echoed(name), len: name.len() });
+    }
+    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        Some(found) => Err(RuleError::InvalidRegionName { name: name.to_owned(), found }),
+        None => Ok(()),
+    }
+}
+
+/// `input` as it appears in an error message: at most [`MAX_ECHOED_CHARS`] characters.
+fn echoed(input: &str) -> String {
+    match input.char_indices().nth(MAX_ECHOED_CHARS) {
+        Some((cut, _)) => format!("{}…", &input[..cut]),
+        None => input.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Result<String, String> {
+        normalize_matcher(RuleKind::Cidr, s).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn cidrs_are_normalized() {
+        let cases = [
+            ("10.0.0.0/8", "10.0.0.0/8"),
+            ("  192.168.1.0/24 ", "192.168.1.0/24"),
+            ("0.0.0.0/0", "0.0.0.0/0"),
+            ("203.0.113.7/32", "203.0.113.7/32"),
+            ("10.0.0.0/08", "10.0.0.0/8"),
+            ("2001:DB8::/32", "2001:db8::/32"),
+            ("2001:0db8:0000:0000:0000:0000:0000:0000/48", "2001:db8::/48"),
+            ("2001:db8::1/128", "2001:db8::1/128"),
+            ("::/0", "::/0"),
+            // IPv4-mapped IPv6 networks are the IPv4 networks they cover.
+            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
+            ("::FFFF:a00:0/104", "10.0.0.0/8"),
+            ("::ffff:0.0.0.0/96", "0.0.0.0/0"),
+            ("::ffff:203.0.113.7/128", "203.0.113.7/32"),
+            // Shorter than /96, or outside ::ffff:0:0/96, it stays an IPv6 network.
+            ("::/64", "::/64"),
+            ("64:ff9b::/96", "64:ff9b::/96"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(cidr(input).as_deref(), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn bad_cidrs_say_what_is_wrong() {
+        let cases = [
+            ("10.1.2.3/8", "`10.1.2.3/8` is not a network address: host bits are set (did you mean 10.0.0.0/8?)"),
+            (
+                "2001:db8::1/32",
+                "`2001:db8::1/32` is not a network address: host bits are set (did you mean 2001:db8::/32?)",
+            ),
+            (
+                "::ffff:10.1.2.3/104",
+                "`::ffff:10.1.2.3/104` is not a network address: host bits are set (did you mean 10.0.0.0/8?)",
+            ),
+            ("10.0.0.0/33", "`10.0.0.0/33` is not a valid CIDR: the prefix length `33` is not a number from 0 to 32"),
+            (
+                "10.0.0.0/999",
+                "`10.0.0.0/999` is not a valid CIDR: the prefix length `999` is not a number from 0 to 32",
+            ),
+            (
+                "2001:db8::/129",
+                "`2001:db8::/129` is not a valid CIDR: the prefix length `129` is not a number from 0 to 128",
+            ),
+            ("10.0.0.0/", "`10.0.0.0/` is not a valid CIDR: the prefix length `` is not a number from 0 to 32"),
+            ("10.0.0.0/+8", "`10.0.0.0/+8` is not a valid CIDR: the prefix length `+8` is not a number from 0 to 32"),
+            ("10.0.0.0/-1", "`10.0.0.0/-1` is not a valid CIDR: the prefix length `-1` is not a number from 0 to 32"),
+            (
+                "10.0.0.0/8/8",
+                "`10.0.0.0/8/8` is not a valid CIDR: the prefix length `8/8` is not a number from 0 to 32",
+            ),
+            ("10.0.0/8", "`10.0.0/8` is not a valid CIDR: `10.0.0` is not an IPv4 or IPv6 address"),
+            ("banana/8", "`banana/8` is not a valid CIDR: `banana` is not an IPv4 or IPv6 address"),
+            ("banana", "`banana` is not a valid CIDR: expected an address and a prefix length, like 10.0.0.0/8"),
+            ("10.1.2.3", "`10.1.2.3` is a single address, not a network: write 10.1.2.3/32 to match only this address"),
+            (
+                "2001:DB8::1",
+                "`2001:DB8::1` is a single address, not a network: write 2001:db8::1/128 to match only this address",
+            ),
+            (
+                "::ffff:10.1.2.3",
+                "`::ffff:10.1.2.3` is a single address, not a network: write 10.1.2.3/32 to match only this address",
+            ),
+            ("fe80::1%eth0/64", "`fe80::1%eth0/64` is not a valid CIDR: `fe80::1%eth0` is not an IPv4 or IPv6 address"),
+            ("   ", "the match of a cidr rule is empty"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(cidr(input).unwrap_err(), want, "{input}");
+        }
+        let long = "1".repeat(1000);
+        let e = cidr(&long).unwrap_err();
+        assert!(e.len() < 200 && e.contains('…'), "a long input is shortened in the message: {e}");
+    }
+
+    #[test]
+    fn countries_are_uppercased_and_checked() {
+        for (input, want) in [("GB", "GB"), ("gb", "GB"), ("Se", "SE"), (" us ", "US"), ("xk", "XK")] {
+            assert_eq!(normalize_matcher(RuleKind::Country, input).as_deref(), Ok(want), "{input}");
+        }
+        for input in ["XX", "UK", "EU", "GBR", "G", "1A", "ÄÖ"] {
+            let e = normalize_matcher(RuleKind::Country, input).unwrap_err();
+            assert_eq!(e, RuleError::UnknownCountry { input: input.into() });
+            assert_eq!(e.to_string(), format!("`{input}` is not an ISO 3166-1 alpha-2 country code"));
+        }
+        assert_eq!(normalize_matcher(RuleKind::Country, ""), Err(RuleError::Empty { kind: RuleKind::Country }));
+    }
+
+    #[test]
+    fn continents_are_uppercased_and_checked() {
+        for code in CONTINENT_CODES {
+            assert_eq!(normalize_matcher(RuleKind::Continent, code).as_deref(), Ok(code));
+            assert_eq!(normalize_matcher(RuleKind::Continent, &code.to_lowercase()).as_deref(), Ok(code));
+        }
+        for input in ["EUR", "Europe", "AM", "XX", "E"] {
+            let e = normalize_matcher(RuleKind::Continent, input).unwrap_err();
+            assert_eq!(e.to_string(), format!("`{input}` is not a continent code (one of AF, AN, AS, EU, NA, OC, SA)"));
+        }
+        assert_eq!(
+            normalize_matcher(RuleKind::Continent, "").unwrap_err().to_string(),
+            "the match of a continent rule is empty"
+        );
+    }
+
+    #[test]
+    fn region_names() {
+        for name in ["eu", "eu-west-1", "home.lab", "A_B", "0", &"x".repeat(MAX_REGION_NAME)] {
+            assert_eq!(validate_region_name(name), Ok(()), "{name}");
+        }
+        let msg = |name: &str| validate_region_name(name).unwrap_err().to_string();
+        assert_eq!(msg(""), "a region name cannot be empty");
+        assert_eq!(
+            msg("eu west"),
+            "`eu west` is not a valid region name: ' ' is not allowed (use ASCII letters, digits, '-', '_', '.')"
+        );
+        assert!(msg("eu/west").contains("'/' is not allowed"));
+        assert!(msg("région").contains("'é' is not allowed"));
+        let long = "x".repeat(MAX_REGION_NAME + 1);
+        assert_eq!(
+            validate_region_name(&long),
+            Err(RuleError::RegionNameTooLong { name: format!("{}…", "x".repeat(64)), len: 65 })
+        );
+        assert!(msg(&long).starts_with("a region name is at most 64 bytes long"));
+    }
+}
