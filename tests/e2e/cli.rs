@@ -120,6 +120,17 @@ async fn check_config_and_bad_config() {
     let bad = Command::new(binary("duet-locator")).args(["--token-ttl", "1s"]).output().await.unwrap();
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("token_ttl"), "{}", String::from_utf8_lossy(&bad.stderr));
+    for (args, env, needle) in [
+        (vec!["--check-config"], ("DUET_GEOIP_DATABASE", "/nonexistent/geo.mmdb"), "/nonexistent/geo.mmdb"),
+        (vec!["--check-config"], ("DUET_TRUSTED_PROXIES", "10.0.0.0/8,bogus"), "bogus"),
+        (vec!["--check-config", "--placement-cpu-limit", "1.5"], ("X", ""), "placement_cpu_limit"),
+        (vec!["--check-config", "--default-region", "eu west"], ("X", ""), "default_region"),
+    ] {
+        let bad = Command::new(binary("duet-locator")).args(&args).env(env.0, env.1).output().await.unwrap();
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(64), "{args:?} {env:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
     let bad = Command::new(binary("duet-edge"))
         .env_remove("DUET_ENROLLMENT_SECRET")
         .env_remove("DUET_ENROLLMENT_SECRET_FILE")
@@ -141,6 +152,11 @@ async fn check_config_and_bad_config() {
         "--edge-listen",
         "--check-config",
         "DUET_DATABASE_URL",
+        "--geoip-database",
+        "--trusted-proxies",
+        "--default-region",
+        "regions",
+        "edges",
     ] {
         assert!(help.contains(option), "--help does not mention {option}");
     }
@@ -187,4 +203,80 @@ async fn a_separate_edge_process_joins_the_locator() {
         Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
         exits_ok(child, "process").await;
     }
+}
+
+/// Runs `duet-locator <args>` as the admin CLI against `url` with `token`; answers (exit code,
+/// stdout, stderr).
+async fn admin_cli(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("duet-locator"))
+        .args(args)
+        .args(["--url", url])
+        .env("DUET_ADMIN_TOKEN", token)
+        .env_remove("DUET_ADMIN_TOKEN_FILE")
+        .env_remove("DUET_LOCATOR_URL")
+        .output()
+        .await
+        .expect("run the admin cli");
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code().unwrap_or(-1), text(out.stdout), text(out.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli_manages_regions_and_edges() {
+    let cluster = duet_testkit::Cluster::start().await;
+    let url = cluster.url();
+    let token = duet_testkit::TEST_ADMIN_TOKEN;
+    let cli = |args: &'static [&'static str]| admin_cli(&url, token, args);
+
+    let (code, out, err) = cli(&["regions", "add-cidr", "10.20.0.0/16", "eu"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, _) = cli(&["regions", "add-country", "se", "eu"]).await;
+    assert_eq!(code, 0);
+    let (code, _, _) = cli(&["regions", "fallback", "eu", "default"]).await;
+    assert_eq!(code, 0);
+    let (code, out, _) = cli(&["regions", "list"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("10.20.0.0/16") && out.contains("SE"), "{out}");
+    let table_line = out.lines().find(|l| l.contains("10.20.0.0/16")).unwrap();
+    assert!(table_line.contains("cidr") && table_line.contains("eu"), "{table_line}");
+
+    let (code, out, _) = cli(&["regions", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let json: serde_json::Value = serde_json::from_str(&out).expect("--json prints JSON");
+    assert_eq!(json["rules"].as_array().unwrap().len(), 2);
+    let eu = json["regions"].as_array().unwrap().iter().find(|r| r["name"] == "eu").unwrap().clone();
+    assert_eq!(eu["fallback"], serde_json::json!(["default"]));
+
+    // Errors: a clear message and a non-zero exit, and nothing changes.
+    let (code, _, err) = cli(&["regions", "add-cidr", "10.20.0.1/16", "eu"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("10.20.0.0/16"), "says what was meant: {err}");
+    let (code, _, err) = cli(&["regions", "add-cidr", "10.20.0.0/16", "us"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("conflict"), "{err}");
+    let (code, _, err) = admin_cli(&url, "wrong-token-wrong-token", &["edges", "list"]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("401"), "{err}");
+    let (code, _, err) = admin_cli("http://127.0.0.1:9", token, &["edges", "list"]).await;
+    assert_eq!(code, 69, "unreachable locator: {err}");
+
+    // Edges: suspend shows in the list, resume undoes it.
+    let (code, out, _) = cli(&["edges", "suspend", "edge-0"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("suspended"), "{out}");
+    let (_, out, _) = cli(&["edges", "list", "--json"]).await;
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["edges"][0]["admin_state"], "suspended");
+    let (code, _, _) = cli(&["edges", "resume", "edge-0"]).await;
+    assert_eq!(code, 0);
+    let (code, _, _) = cli(&["edges", "suspend", "no-such-edge"]).await;
+    assert_eq!(code, 1);
+    let (code, out, _) = cli(&["regions", "set-edge", "edge-0", "eu"]).await;
+    assert_eq!(code, 0, "{out}");
+
+    // A dry run from the CLI: an office address lands on edge-0, now in eu.
+    let (code, out, _) = cli(&["placement", "explain", "10.20.1.2"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("edge-0") && out.contains("eu"), "{out}");
+    cluster.shutdown().await;
 }
