@@ -253,7 +253,10 @@ impl LocatorConfig {
         }
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {
-                return Err(ConfigError::Invalid { option: "admin_token", reason: "must be at least 16 characters".into() });
+                return Err(ConfigError::Invalid {
+                    option: "admin_token",
+                    reason: "must be at least 16 characters".into(),
+                });
             }
         }
         crate::geo::validate_region_name(&self.default_region)

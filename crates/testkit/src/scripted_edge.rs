@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duet_proto::codec;
-use duet_proto::link::{Capacity, EdgeMessage, Heartbeat, Hello, Load, LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION};
+use duet_proto::link::{
+    Capacity, EdgeMessage, Heartbeat, Hello, Load, LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION,
+};
 use duet_ws::{Limits, Message};
 use tokio_util::sync::CancellationToken;
 

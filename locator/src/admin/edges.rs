@@ -109,7 +109,10 @@ pub async fn suspend(
     set_state(state, id, AdminState::Suspended).await
 }
 
-pub async fn resume(State(state): State<Arc<LocatorState>>, Path(id): Path<String>) -> Result<Json<EdgeView>, ApiError> {
+pub async fn resume(
+    State(state): State<Arc<LocatorState>>,
+    Path(id): Path<String>,
+) -> Result<Json<EdgeView>, ApiError> {
     set_state(state, id, AdminState::Active).await
 }
 

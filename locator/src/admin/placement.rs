@@ -32,9 +32,11 @@ pub async fn dry_run(
 ) -> Result<Json<Explanation>, ApiError> {
     let req: DryRun = super::json_body(&headers, body)?;
     let ip = match &req.client_ip {
-        Some(s) => Some(s.trim().parse::<IpAddr>().map_err(|_| {
-            ApiError::BadRequest(format!("`client_ip` {s:?} is not an IPv4 or IPv6 address"))
-        })?),
+        Some(s) => Some(
+            s.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| ApiError::BadRequest(format!("`client_ip` {s:?} is not an IPv4 or IPv6 address")))?,
+        ),
         None => None,
     };
     if let Some(region) = &req.region {

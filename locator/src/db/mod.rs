@@ -447,7 +447,8 @@ impl Store {
     ) -> Result<Result<RegionRuleRecord, RegionRuleRecord>, StoreError> {
         let sql = self.sql("INSERT INTO region_rules (kind, matcher, region, created_at) VALUES (?, ?, ?, ?)");
         let inserted = sqlx::query(&sql).bind(kind).bind(matcher).bind(region).bind(now_ms).execute(&self.pool).await;
-        let sql = self.sql("SELECT id, kind, matcher, region, created_at FROM region_rules WHERE kind = ? AND matcher = ?");
+        let sql =
+            self.sql("SELECT id, kind, matcher, region, created_at FROM region_rules WHERE kind = ? AND matcher = ?");
         let existing = sqlx::query(&sql).bind(kind).bind(matcher).fetch_optional(&self.pool).await?;
         match (inserted, existing) {
             (Ok(_), Some(row)) => Ok(Ok(rule_from_row(&row)?)),
@@ -500,12 +501,13 @@ impl Store {
         }
         let mut tx = self.pool.begin().await?;
         for chunk in batch.chunks(PLACEMENT_ROWS_PER_STATEMENT) {
-            let sql = self.sql(&multi_row_insert(
-                "sessions (id, edge_id, team, region_hint, created_at, participant_count)",
-                "(?, ?, ?, ?, ?, 1)",
-                chunk.len(),
-            ))
-            .into_owned();
+            let sql = self
+                .sql(&multi_row_insert(
+                    "sessions (id, edge_id, team, region_hint, created_at, participant_count)",
+                    "(?, ?, ?, ?, ?, 1)",
+                    chunk.len(),
+                ))
+                .into_owned();
             let mut q = sqlx::query(&sql);
             for p in chunk {
                 q = q.bind(&p.session.id).bind(&p.session.edge_id).bind(&p.session.team);
@@ -513,12 +515,13 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
 
-            let sql = self.sql(&multi_row_insert(
-                "participants (session_id, participant_id, role, user_id, display_name, created_at)",
-                "(?, 1, ?, ?, ?, ?)",
-                chunk.len(),
-            ))
-            .into_owned();
+            let sql = self
+                .sql(&multi_row_insert(
+                    "participants (session_id, participant_id, role, user_id, display_name, created_at)",
+                    "(?, 1, ?, ?, ?, ?)",
+                    chunk.len(),
+                ))
+                .into_owned();
             let mut q = sqlx::query(&sql);
             for p in chunk {
                 q = q.bind(&p.session.id).bind(p.host.role.as_str()).bind(&p.host.user_id);
@@ -594,7 +597,8 @@ fn rule_from_row(row: &AnyRow) -> Result<RegionRuleRecord, StoreError> {
     })
 }
 
-const EDGE_COLUMNS: &str = "id, region, region_override, public_url, build, max_connections, max_sessions, admin_state, health, \
+const EDGE_COLUMNS: &str =
+    "id, region, region_override, public_url, build, max_connections, max_sessions, admin_state, health, \
      cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at";
 
 const SESSION_COLUMNS: &str =

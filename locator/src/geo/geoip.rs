@@ -148,10 +148,10 @@ mod tests {
     #[test]
     fn opens_country_and_city_databases() {
         for (file, kind) in [
-            (COUNTRY_TEST, "GeoIP2-Country"),
-            (CITY_TEST, "GeoIP2-City"),
-            (testdata::GEOLITE_COUNTRY_TEST, "GeoLite2-Country"),
-            (testdata::GEOLITE_CITY_TEST, "GeoLite2-City"),
+            (&*COUNTRY_TEST, "GeoIP2-Country"),
+            (&*CITY_TEST, "GeoIP2-City"),
+            (&*testdata::GEOLITE_COUNTRY_TEST, "GeoLite2-Country"),
+            (&*testdata::GEOLITE_CITY_TEST, "GeoLite2-City"),
         ] {
             let db = GeoIp::open(Path::new(file)).unwrap();
             assert_eq!(db.database_type(), kind);
@@ -163,8 +163,8 @@ mod tests {
 
     #[test]
     fn looks_up_country_and_continent() {
-        let country = GeoIp::open(Path::new(COUNTRY_TEST)).unwrap();
-        let city = GeoIp::open(Path::new(CITY_TEST)).unwrap();
+        let country = GeoIp::open(Path::new(&*COUNTRY_TEST)).unwrap();
+        let city = GeoIp::open(Path::new(&*CITY_TEST)).unwrap();
         for a in ADDRESSES {
             let ip: IpAddr = a.ip.parse().unwrap();
             assert_eq!(country.lookup(ip), info(a.country, a.continent), "{} in the Country database", a.ip);
@@ -174,14 +174,14 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_addresses_are_looked_up_as_ipv4() {
-        let db = GeoIp::open(Path::new(COUNTRY_TEST)).unwrap();
+        let db = GeoIp::open(Path::new(&*COUNTRY_TEST)).unwrap();
         let mapped: IpAddr = "::ffff:81.2.69.142".parse().unwrap();
         assert_eq!(db.lookup(mapped), info(Some("GB"), Some("EU")));
     }
 
     #[test]
     fn private_and_unknown_addresses_are_unknown() {
-        let db = GeoIp::open(Path::new(COUNTRY_TEST)).unwrap();
+        let db = GeoIp::open(Path::new(&*COUNTRY_TEST)).unwrap();
         for ip in ["10.0.0.1", "192.168.1.1", "127.0.0.1", "fc00::1", "::1", "192.0.2.10", "214.1.1.1"] {
             assert_eq!(db.lookup(ip.parse().unwrap()), GeoInfo::default(), "{ip}");
         }
@@ -223,7 +223,7 @@ mod tests {
         std::fs::write(&empty, b"").unwrap();
         // A real database cut in half loses its metadata (which is at the end).
         let truncated = dir.path().join("truncated.mmdb");
-        let whole = std::fs::read(COUNTRY_TEST).unwrap();
+        let whole = std::fs::read(&*COUNTRY_TEST).unwrap();
         std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
         for path in [garbage, empty, truncated] {
             let e = GeoIp::open(&path).unwrap_err();
@@ -235,7 +235,7 @@ mod tests {
 
     #[test]
     fn an_asn_database_is_the_wrong_type() {
-        let e = GeoIp::open(Path::new(ASN_TEST)).unwrap_err();
+        let e = GeoIp::open(Path::new(&*ASN_TEST)).unwrap_err();
         assert!(matches!(&e, GeoError::WrongType { database_type, .. } if database_type == "GeoLite2-ASN"), "{e:?}");
         let msg = e.to_string();
         assert!(msg.contains("GeoLite2-ASN-Test.mmdb") && msg.contains("has no country data"), "{msg}");

@@ -295,7 +295,7 @@ mod tests {
     }
 
     fn country_db() -> Option<Arc<GeoIp>> {
-        Some(Arc::new(GeoIp::open(Path::new(COUNTRY_TEST)).unwrap()))
+        Some(Arc::new(GeoIp::open(Path::new(&*COUNTRY_TEST)).unwrap()))
     }
 
     fn region(r: &Resolver, ip: &str) -> (String, RegionSource) {
@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn a_city_database_works_the_same() {
-        let city = Some(Arc::new(GeoIp::open(Path::new(CITY_TEST)).unwrap()));
+        let city = Some(Arc::new(GeoIp::open(Path::new(&*CITY_TEST)).unwrap()));
         let mut rules = geo_rules();
         rules.push(rule(8, RuleKind::Continent, "OC", "oceania"));
         let r = Resolver::new(&rules, "home".into(), city);

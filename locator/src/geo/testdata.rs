@@ -3,17 +3,26 @@
 //! The databases are MaxMind's published test data (`shared/testdata/geoip`, see its README).
 //! The addresses were read from the databases by iterating their networks, not guessed.
 
-macro_rules! geoip_test_file {
-    ($name:literal) => {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/testdata/geoip/", $name)
-    };
+use std::sync::LazyLock;
+
+/// The directory of the test databases: `DUET_GEOIP_TESTDATA`, else the first
+/// `shared/testdata/geoip` beside the checkout or one of its parents.
+fn geoip_test_file(name: &str) -> String {
+    let dir = std::env::var_os("DUET_GEOIP_TESTDATA").map(std::path::PathBuf::from).or_else(|| {
+        let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        manifest.ancestors().map(|a| a.join("shared/testdata/geoip")).find(|d| d.is_dir())
+    });
+    match dir {
+        Some(d) => d.join(name).display().to_string(),
+        None => panic!("MaxMind test databases not found: set DUET_GEOIP_TESTDATA to their directory"),
+    }
 }
 
-pub const COUNTRY_TEST: &str = geoip_test_file!("GeoIP2-Country-Test.mmdb");
-pub const CITY_TEST: &str = geoip_test_file!("GeoIP2-City-Test.mmdb");
-pub const GEOLITE_COUNTRY_TEST: &str = geoip_test_file!("GeoLite2-Country-Test.mmdb");
-pub const GEOLITE_CITY_TEST: &str = geoip_test_file!("GeoLite2-City-Test.mmdb");
-pub const ASN_TEST: &str = geoip_test_file!("GeoLite2-ASN-Test.mmdb");
+pub static COUNTRY_TEST: LazyLock<String> = LazyLock::new(|| geoip_test_file("GeoIP2-Country-Test.mmdb"));
+pub static CITY_TEST: LazyLock<String> = LazyLock::new(|| geoip_test_file("GeoIP2-City-Test.mmdb"));
+pub static GEOLITE_COUNTRY_TEST: LazyLock<String> = LazyLock::new(|| geoip_test_file("GeoLite2-Country-Test.mmdb"));
+pub static GEOLITE_CITY_TEST: LazyLock<String> = LazyLock::new(|| geoip_test_file("GeoLite2-City-Test.mmdb"));
+pub static ASN_TEST: LazyLock<String> = LazyLock::new(|| geoip_test_file("GeoLite2-ASN-Test.mmdb"));
 
 /// An address and what GeoIP2-Country-Test.mmdb and GeoIP2-City-Test.mmdb say about it.
 pub struct Known {

@@ -129,10 +129,7 @@ impl Placer {
     /// Re-reads the edges from SQL.
     pub async fn refresh_edges(&self, store: &Store) -> Result<(), StoreError> {
         let edges = store.edges().await?;
-        self.reservations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain_edges(|id| edges.iter().any(|e| e.id == id));
+        self.reservations.lock().unwrap_or_else(|p| p.into_inner()).retain_edges(|id| edges.iter().any(|e| e.id == id));
         write(&self.edges, Arc::new(edges));
         Ok(())
     }

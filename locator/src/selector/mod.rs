@@ -188,7 +188,10 @@ pub fn select(inputs: &[Input<'_>], wanted: &str, fallback: &[String], limits: &
                 ca.tier
                     .cmp(&cb.tier)
                     .then(ca.score.unwrap_or(f64::MAX).total_cmp(&cb.score.unwrap_or(f64::MAX)))
-                    .then((f64::from(ca.sessions) + ca.reserved_sessions).total_cmp(&(f64::from(cb.sessions) + cb.reserved_sessions)))
+                    .then(
+                        (f64::from(ca.sessions) + ca.reserved_sessions)
+                            .total_cmp(&(f64::from(cb.sessions) + cb.reserved_sessions)),
+                    )
                     .then(ca.edge.cmp(&cb.edge))
             })
     };
