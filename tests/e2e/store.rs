@@ -161,6 +161,98 @@ pub async fn sessions_and_participants(dialect: Dialect) {
     db.drop_db().await;
 }
 
+pub async fn edge_admin_fields(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    store.upsert_edge(&registration("edge-a"), 1_000).await.unwrap();
+    assert!(store.set_admin_state("edge-a", AdminState::Suspended).await.unwrap());
+    assert!(store.set_admin_state("edge-a", AdminState::Suspended).await.unwrap(), "unchanged still known");
+    assert!(!store.set_admin_state("nope", AdminState::Suspended).await.unwrap());
+    assert!(store.set_region_override("edge-a", Some("us")).await.unwrap());
+    assert!(!store.set_region_override("nope", Some("us")).await.unwrap());
+    // Re-registration keeps what the admin set.
+    store.upsert_edge(&registration("edge-a"), 2_000).await.unwrap();
+    let e = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((e.admin_state, e.region.as_str(), e.effective_region()), (AdminState::Suspended, "eu", "us"));
+    store.set_region_override("edge-a", None).await.unwrap();
+    assert_eq!(store.edge("edge-a").await.unwrap().unwrap().effective_region(), "eu");
+    store.close().await;
+    db.drop_db().await;
+}
+
+pub async fn region_rules_and_fallbacks(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    assert!(store.region_rules().await.unwrap().is_empty());
+    let a = store.insert_region_rule("cidr", "10.0.0.0/8", "eu", 1_000).await.unwrap().unwrap();
+    let b = store.insert_region_rule("country", "GB", "uk", 2_000).await.unwrap().unwrap();
+    assert!(b.id > a.id);
+    let dup = store.insert_region_rule("cidr", "10.0.0.0/8", "us", 3_000).await.unwrap().unwrap_err();
+    assert_eq!(dup, a, "the existing rule is answered, not replaced");
+    let rules = store.region_rules().await.unwrap();
+    assert_eq!(rules, vec![a.clone(), b.clone()]);
+    assert_eq!((rules[0].kind.as_str(), rules[0].matcher.as_str(), rules[0].created_at), ("cidr", "10.0.0.0/8", 1_000));
+    assert!(store.delete_region_rule(a.id).await.unwrap());
+    assert!(!store.delete_region_rule(a.id).await.unwrap());
+    assert_eq!(store.region_rules().await.unwrap(), vec![b]);
+
+    store.set_region_fallback("uk", &["eu".into(), "us".into()], 5).await.unwrap();
+    store.set_region_fallback("ap", &["us".into()], 5).await.unwrap();
+    store.set_region_fallback("uk", &["us".into(), "eu".into()], 6).await.unwrap();
+    let f = store.region_fallbacks().await.unwrap();
+    assert_eq!(
+        f,
+        vec![
+            RegionFallback { region: "ap".into(), fallback: vec!["us".into()] },
+            RegionFallback { region: "uk".into(), fallback: vec!["us".into(), "eu".into()] },
+        ]
+    );
+    store.set_region_fallback("ap", &[], 7).await.unwrap();
+    assert_eq!(store.region_fallbacks().await.unwrap().len(), 1, "an empty order removes it");
+    store.close().await;
+    db.drop_db().await;
+}
+
+pub async fn placements_in_batches(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let record = |i: usize| PlacementRecord {
+        session: NewSession {
+            id: format!("s_{i}"),
+            edge_id: "edge-a".into(),
+            team: (i % 2 == 0).then(|| "t".to_owned()),
+            region_hint: None,
+            created_at: i as i64,
+        },
+        host: person(Role::Host, &format!("h{i}")),
+        client_ip: Some("2001:db8::1".into()),
+        wanted_region: "uk".into(),
+        served_region: "eu".into(),
+        explanation: format!("{{\"n\":{i}}}").into_bytes(),
+    };
+    // More than one multi-row statement's worth, in one transaction.
+    let batch: Vec<PlacementRecord> = (0..1_100).map(record).collect();
+    store.record_placements(&batch).await.unwrap();
+    store.record_placements(&[]).await.unwrap();
+    assert_eq!(store.live_sessions_on("edge-a").await.unwrap().len(), 1_100);
+    let s = store.session("s_1099").await.unwrap().unwrap();
+    assert_eq!((s.participant_count, s.created_at, s.team), (1, 1_099, None));
+    let host = &store.participants("s_1099").await.unwrap()[0];
+    assert_eq!((host.participant_id, host.role, host.user_id.as_str()), (1, Role::Host, "h1099"));
+    let p = store.placement("s_7").await.unwrap().unwrap();
+    assert_eq!(p.explanation, br#"{"n":7}"#.to_vec());
+    assert_eq!(
+        (p.client_ip.as_deref(), p.wanted_region.as_str(), p.served_region.as_str()),
+        (Some("2001:db8::1"), "uk", "eu")
+    );
+    // A joining guest continues the host's numbering.
+    assert_eq!(store.add_participant("s_7", &person(Role::Guest, "g")).await.unwrap(), Some(2));
+    // All or nothing: a batch with a duplicate id stores none of its placements.
+    let bad = vec![record(5_000), record(5)];
+    assert!(store.record_placements(&bad).await.is_err());
+    assert!(store.session("s_5000").await.unwrap().is_none());
+    assert!(store.placement("nope").await.unwrap().is_none());
+    store.close().await;
+    db.drop_db().await;
+}
+
 macro_rules! suite {
     ($($dialect:ident => $value:expr),* $(,)?) => {$(
         mod $dialect {
@@ -173,6 +265,12 @@ macro_rules! suite {
             async fn edges() { super::edges($value).await }
             #[tokio::test]
             async fn sessions_and_participants() { super::sessions_and_participants($value).await }
+            #[tokio::test]
+            async fn edge_admin_fields() { super::edge_admin_fields($value).await }
+            #[tokio::test]
+            async fn region_rules_and_fallbacks() { super::region_rules_and_fallbacks($value).await }
+            #[tokio::test]
+            async fn placements_in_batches() { super::placements_in_batches($value).await }
         }
     )*};
 }

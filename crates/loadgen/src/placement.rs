@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::database::{BenchDatabase, DbKind, DEFAULT_POSTGRES_URL, ENV_POSTGRES_URL};
 use crate::drive::{self, OpenLoop, PhaseResult, REQUEST_TIMEOUT};
 use crate::http::{Connection, RequestSpec};
-use crate::procs::{self, Binaries, Cluster, ClusterSpec, Pinning};
+use crate::procs::{self, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning};
 use crate::report::{self, Provenance};
 use crate::stats::{fmt_count, fmt_duration, fmt_millis, fmt_ms, Latency, Spread};
 
@@ -144,50 +144,68 @@ impl Phases {
 
 /// CPU time used so far by each party; `None` where it could not be read.
 struct CpuTimes {
+    at: Instant,
     locator: Option<Duration>,
     edges: Option<Duration>,
     loadgen: Option<Duration>,
     /// PostgreSQL runs only.
     postgres: Option<Duration>,
+    machine: Option<MachineCpu>,
 }
 
 impl CpuTimes {
     fn sample(cluster: &Cluster, db: DbKind) -> CpuTimes {
         let (locator, edges) = cluster.cpu_times();
         CpuTimes {
+            at: Instant::now(),
             locator,
             edges,
             loadgen: procs::own_cpu_time(),
             postgres: (db == DbKind::Postgres).then(|| procs::cpu_time_of_named(POSTGRES_COMMAND)),
+            machine: procs::machine_cpu(),
         }
     }
 
-    /// The CPU used since `before`, as shares of one core over `elapsed`.
-    fn shares_since(&self, before: &CpuTimes, elapsed: Duration) -> CpuShares {
-        let share = |now: Option<Duration>, then: Option<Duration>| {
-            Some(now?.saturating_sub(then?).as_secs_f64() / elapsed.as_secs_f64().max(f64::EPSILON))
-        };
+    /// The CPU used since `before`, as shares of one core.
+    fn shares_since(&self, before: &CpuTimes) -> CpuShares {
+        let elapsed = self.at.saturating_duration_since(before.at).as_secs_f64().max(f64::EPSILON);
+        let used = |now: Option<Duration>, then: Option<Duration>| Some(now?.saturating_sub(then?));
+        let share = |d: Option<Duration>| d.map(|d| d.as_secs_f64() / elapsed);
+        let locator = used(self.locator, before.locator);
+        let edges = used(self.edges, before.edges);
+        let loadgen = used(self.loadgen, before.loadgen);
+        let postgres = used(self.postgres, before.postgres);
+        let busy = used(self.machine.map(|m| m.busy), before.machine.map(|m| m.busy));
+        // Everything the machine did besides the parties measured: other builds, services.
+        let ours = [locator, edges, loadgen, postgres.or(Some(Duration::ZERO))].into_iter().sum::<Option<Duration>>();
+        let others = busy.zip(ours).map(|(busy, ours)| busy.saturating_sub(ours));
         CpuShares {
-            locator: share(self.locator, before.locator),
-            edges: share(self.edges, before.edges),
-            loadgen: share(self.loadgen, before.loadgen),
-            postgres: share(self.postgres, before.postgres),
+            locator: share(locator),
+            edges: share(edges),
+            loadgen: share(loadgen),
+            postgres: share(postgres),
+            others: share(others),
+            steal: share(used(self.machine.map(|m| m.steal), before.machine.map(|m| m.steal))),
         }
     }
 }
 
 /// CPU used during the closed loop, as a share of one core (1.0 = one core fully busy).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct CpuShares {
     locator: Option<f64>,
     edges: Option<f64>,
     loadgen: Option<f64>,
     /// The PostgreSQL server's processes (PostgreSQL runs only; not pinned).
     postgres: Option<f64>,
+    /// Every other process on the machine.
+    others: Option<f64>,
+    /// CPU time the hypervisor gave to other virtual machines.
+    steal: Option<f64>,
 }
 
 impl CpuShares {
-    /// `locator 97%, edges 2%, load generator 15%[, PostgreSQL server 40%]`.
+    /// `locator 97%, edges 2%, load generator 15%[, PostgreSQL server 40%]; other processes 3%, steal 0%`.
     fn describe(&self) -> String {
         let mut out = format!(
             "locator {}, edges {}, load generator {}",
@@ -198,6 +216,7 @@ impl CpuShares {
         if self.postgres.is_some() {
             out.push_str(&format!(", PostgreSQL server {}", fmt_share(self.postgres)));
         }
+        out.push_str(&format!("; other processes {}, steal {}", fmt_share(self.others), fmt_share(self.steal)));
         out
     }
 }
@@ -205,9 +224,10 @@ impl CpuShares {
 /// The figures of one run.
 struct RunFigures {
     closed: PhaseResult,
-    cpu: CpuShares,
+    closed_cpu: CpuShares,
     rate: f64,
     open: PhaseResult,
+    open_cpu: CpuShares,
 }
 
 impl RunFigures {
@@ -306,7 +326,8 @@ async fn measure_once(args: &Args, bins: &Binaries, db: DbKind, phases: Phases) 
     eprintln!("    closed loop: {} on {} connections", fmt_duration(phases.closed), args.connections);
     let before = CpuTimes::sample(&cluster, db);
     let closed = drive::closed_loop(addr, &spec, args.connections, phases.closed).await?;
-    let cpu = CpuTimes::sample(&cluster, db).shares_since(&before, closed.elapsed);
+    let after_closed = CpuTimes::sample(&cluster, db);
+    let closed_cpu = after_closed.shares_since(&before);
     closed.ensure_few_errors("closed loop")?;
     cluster.check_alive()?;
 
@@ -323,12 +344,13 @@ async fn measure_once(args: &Args, bins: &Binaries, db: DbKind, phases: Phases) 
         },
     )
     .await?;
+    let open_cpu = CpuTimes::sample(&cluster, db).shares_since(&after_closed);
     open.ensure_few_errors("open loop")?;
     cluster.check_alive()?;
 
     cluster.stop().await;
     drop(database);
-    Ok(RunFigures { closed, cpu, rate, open })
+    Ok(RunFigures { closed, closed_cpu, rate, open, open_cpu })
 }
 
 /// Retries one placement until it is answered 201: edges are ready before the locator has
@@ -364,10 +386,10 @@ fn print_run(db: DbKind, n: usize, of: usize, f: &RunFigures) {
         fmt_count(f.closed.throughput()),
         f.closed.connections,
         f.closed.error_summary(),
-        f.cpu.describe(),
+        f.closed_cpu.describe(),
     );
     println!(
-        "{db} run {n}/{of}: open loop at {}/s on up to {} connections: p50 {}, p99 {}, p99.9 {}, max {} (errors: {}; send lag p99 {})",
+        "{db} run {n}/{of}: open loop at {}/s on up to {} connections: p50 {}, p99 {}, p99.9 {}, max {} (errors: {}; send lag p99 {}; CPU: {})",
         fmt_count(f.rate),
         f.open.connections,
         fmt_ms(l.p50 as f64),
@@ -376,6 +398,7 @@ fn print_run(db: DbKind, n: usize, of: usize, f: &RunFigures) {
         fmt_ms(l.max as f64),
         f.open.error_summary(),
         fmt_ms(f.send_lag_p99() as f64),
+        f.open_cpu.describe(),
     );
 }
 
@@ -387,6 +410,19 @@ fn spread(runs: &[RunFigures], pick: impl Fn(&RunFigures) -> f64) -> Spread {
 fn spread_opt(runs: &[RunFigures], pick: impl Fn(&RunFigures) -> Option<f64>) -> Option<Spread> {
     let values: Option<Vec<f64>> = runs.iter().map(pick).collect();
     Spread::of(values?)
+}
+
+/// The median of each CPU share over the runs.
+fn median_cpu(runs: &[RunFigures], pick: fn(&RunFigures) -> &CpuShares) -> CpuShares {
+    let median = |field: fn(&CpuShares) -> Option<f64>| spread_opt(runs, |r| field(pick(r))).map(|s| s.median);
+    CpuShares {
+        locator: median(|c| c.locator),
+        edges: median(|c| c.edges),
+        loadgen: median(|c| c.loadgen),
+        postgres: median(|c| c.postgres),
+        others: median(|c| c.others),
+        steal: median(|c| c.steal),
+    }
 }
 
 fn verdict(throughput: &Spread, p99: &Spread) -> String {
@@ -411,7 +447,8 @@ fn render(args: &Args, phases: Phases, p: &Provenance, results: &[(DbKind, Vec<R
         "| database | placements/s, median (min–max) | open-loop rate (/s) | p50 (ms) | p99 (ms) | p99.9 (ms) | max (ms) | target met? |\n",
     );
     out.push_str("|---|---|---|---|---|---|---|---|\n");
-    let mut cpu_notes = Vec::new();
+    let mut closed_cpu_notes = Vec::new();
+    let mut open_cpu_notes = Vec::new();
     let mut lag_notes = Vec::new();
     for (db, runs) in results {
         let throughput = spread(runs, |r| r.closed.throughput());
@@ -430,14 +467,8 @@ fn render(args: &Args, phases: Phases, p: &Provenance, results: &[(DbKind, Vec<R
             p999.format(fmt_millis),
             max.format(fmt_millis),
         ));
-        let median = |pick: fn(&CpuShares) -> Option<f64>| spread_opt(runs, |r| pick(&r.cpu)).map(|s| s.median);
-        let cpu = CpuShares {
-            locator: median(|c| c.locator),
-            edges: median(|c| c.edges),
-            loadgen: median(|c| c.loadgen),
-            postgres: median(|c| c.postgres),
-        };
-        cpu_notes.push(format!("{db}: {}", cpu.describe()));
+        closed_cpu_notes.push(format!("{db}: {}", median_cpu(runs, |r| &r.closed_cpu).describe()));
+        open_cpu_notes.push(format!("{db}: {}", median_cpu(runs, |r| &r.open_cpu).describe()));
         let lag = spread(runs, |r| r.send_lag_p99() as f64);
         lag_notes.push(format!("{db}: {} ms", lag.format(fmt_millis)));
     }
@@ -463,7 +494,11 @@ fn render(args: &Args, phases: Phases, p: &Provenance, results: &[(DbKind, Vec<R
         fmt_duration(phases.open),
         args.max_open_connections,
     ));
-    out.push_str(&format!("- CPU during the closed loop, share of one core (median): {}.\n", cpu_notes.join("; ")));
+    out.push_str(&format!(
+        "- CPU during the closed loop, share of one core (median): {}.\n",
+        closed_cpu_notes.join(". ")
+    ));
+    out.push_str(&format!("- CPU during the open loop, likewise: {}.\n", open_cpu_notes.join(". ")));
     out.push_str(&format!(
         "- Open loop, how late the generator sent (p99, included in the latencies above): {}.\n",
         lag_notes.join("; ")

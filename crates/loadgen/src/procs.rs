@@ -229,6 +229,25 @@ pub fn own_cpu_time() -> Option<Duration> {
     cpu_time_of("/proc/self/stat")
 }
 
+/// The whole machine's CPU time so far, from the first line of `/proc/stat`.
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    /// User, nice and system time of all CPUs: every process, ours included.
+    pub busy: Duration,
+    /// Time the hypervisor gave the machine's virtual CPUs to someone else.
+    pub steal: Duration,
+}
+
+pub fn machine_cpu() -> Option<MachineCpu> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line.split_ascii_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
+    // user nice system idle iowait irq softirq steal ...
+    let at = |i: usize| ticks.get(i).copied();
+    let secs = |t: u64| Duration::from_secs_f64(t as f64 / CLOCK_TICKS_PER_SEC);
+    Some(MachineCpu { busy: secs(at(0)? + at(1)? + at(2)?), steal: secs(at(7)?) })
+}
+
 /// User+system CPU time so far of every process whose command name is `comm` (`postgres`: the
 /// database server, which is not ours and not pinned). Processes that exited are not counted.
 pub fn cpu_time_of_named(comm: &str) -> Duration {
