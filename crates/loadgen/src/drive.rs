@@ -188,7 +188,7 @@ struct Pool {
     /// Connections not in use. A std mutex: held only to push or pop, never across an await.
     idle: Mutex<Vec<Connection>>,
     /// One permit per connection in use, at most `max_connections`.
-    permits: Arc<Semaphore>,
+    permits: Semaphore,
     /// Connections open now and at most so far.
     counts: Mutex<ConnectionCounts>,
 }
@@ -236,7 +236,7 @@ pub async fn open_loop(addr: SocketAddr, spec: &RequestSpec, params: OpenLoop) -
     let pool = Arc::new(Pool {
         addr,
         idle: Mutex::new(Vec::new()),
-        permits: Arc::new(Semaphore::new(params.max_connections)),
+        permits: Semaphore::new(params.max_connections),
         counts: Mutex::default(),
     });
     for _ in 0..params.initial_connections.min(params.max_connections) {
