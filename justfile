@@ -1,4 +1,4 @@
-# duet's recipes; CI runs `.ci/run`, which is `fmt-check`, `clippy` and `test` in that order.
+# duet's recipes; CI runs `.ci/run`, which is `fmt-check`, `clippy`, `test` and `bench-smoke` in that order.
 
 # Run duet on one machine: the locator with an embedded edge on SQLite.
 run:
