@@ -217,7 +217,7 @@ pub async fn placements_in_batches(dialect: Dialect) {
         session: NewSession {
             id: format!("s_{i}"),
             edge_id: "edge-a".into(),
-            team: (i % 2 == 0).then(|| "t".to_owned()),
+            team: i.is_multiple_of(2).then(|| "t".to_owned()),
             region_hint: None,
             created_at: i as i64,
         },
