@@ -53,13 +53,9 @@ pub struct EdgeList {
 
 fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
     let reserved = state.placer.reserved(&e.id);
-    let limits = crate::selector::Limits {
-        heartbeat_timeout: state.config.heartbeat_timeout,
-        cpu_limit: state.config.placement_cpu_limit,
-        lag_limit: state.config.placement_lag_limit,
-    };
     let input = crate::selector::Input { edge: e, reserved };
-    let report = crate::selector::select(&[input], e.effective_region(), &[], &limits, crate::tokens::now_ms());
+    let limits = state.placer.limits();
+    let report = crate::selector::select(&[input], e.effective_region(), &[], limits, crate::tokens::now_ms());
     EdgeView {
         id: e.id.clone(),
         region: e.effective_region().to_owned(),

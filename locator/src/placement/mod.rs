@@ -126,6 +126,11 @@ impl Placer {
         &self.default_region
     }
 
+    /// The limits edges are filtered and demoted by.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     /// Re-reads the edges from SQL.
     pub async fn refresh_edges(&self, store: &Store) -> Result<(), StoreError> {
         let edges = store.edges().await?;
