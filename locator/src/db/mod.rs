@@ -566,8 +566,7 @@ impl Store {
 const PLACEMENT_ROWS_PER_STATEMENT: usize = 512;
 
 const SESSIONS_INSERT: &str = "sessions (id, edge_id, team, region_hint, created_at, participant_count)";
-const PARTICIPANTS_INSERT: &str =
-    "participants (session_id, participant_id, role, user_id, display_name, created_at)";
+const PARTICIPANTS_INSERT: &str = "participants (session_id, participant_id, role, user_id, display_name, created_at)";
 const PLACEMENTS_INSERT: &str =
     "placements (session_id, client_ip, wanted_region, served_region, edge_id, explanation, created_at)";
 
