@@ -126,7 +126,7 @@ pub async fn set_region(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EdgeView>, ApiError> {
-    let body: RegionBody = super::json_body(&headers, body)?;
+    let body: RegionBody = crate::api::body::parse_json(&headers, body)?;
     if let Some(region) = &body.region {
         crate::geo::validate_region_name(region).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     }

@@ -86,14 +86,6 @@ pub fn rfc3339_ms(ms: i64) -> String {
     t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
-/// Parses an optional JSON body of an admin request (empty: `T::default()`).
-pub fn json_body<T: serde::de::DeserializeOwned + Default>(
-    headers: &axum::http::HeaderMap,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<T, ApiError> {
-    crate::api::body::parse_json(headers, body)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ pub async fn dry_run(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Explanation>, ApiError> {
-    let req: DryRun = super::json_body(&headers, body)?;
+    let req: DryRun = crate::api::body::parse_json(&headers, body)?;
     let ip = match &req.client_ip {
         Some(s) => Some(
             s.trim()

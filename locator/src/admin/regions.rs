@@ -111,7 +111,7 @@ pub async fn add_rule(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let rule: NewRule = super::json_body(&headers, body)?;
+    let rule: NewRule = crate::api::body::parse_json(&headers, body)?;
     let kind = RuleKind::parse(&rule.kind).ok_or_else(|| {
         ApiError::BadRequest(format!("`kind` {:?} is not one of cidr, country, continent", rule.kind))
     })?;
@@ -161,7 +161,7 @@ pub async fn set_fallback(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<FallbackView>, ApiError> {
-    let body: FallbackBody = super::json_body(&headers, body)?;
+    let body: FallbackBody = crate::api::body::parse_json(&headers, body)?;
     geo::validate_region_name(&region).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if body.fallback.len() > MAX_FALLBACK_REGIONS {
         return Err(ApiError::BadRequest(format!("at most {MAX_FALLBACK_REGIONS} fallback regions")));
