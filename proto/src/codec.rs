@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::link::{EdgeMessage, Hello, LocatorMessage};
+use crate::outbox::OutboxEntry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -33,6 +34,15 @@ pub fn encode_locator(msg: &LocatorMessage) -> Result<Vec<u8>, CodecError> {
 }
 
 pub fn decode_locator(bytes: &[u8]) -> Result<LocatorMessage, CodecError> {
+    postcard::from_bytes(bytes).map_err(CodecError::Decode)
+}
+
+/// Encodes one outbox entry for the edge's durable store.
+pub fn encode_entry(entry: &OutboxEntry) -> Result<Vec<u8>, CodecError> {
+    postcard::to_stdvec(entry).map_err(CodecError::Encode)
+}
+
+pub fn decode_entry(bytes: &[u8]) -> Result<OutboxEntry, CodecError> {
     postcard::from_bytes(bytes).map_err(CodecError::Decode)
 }
 
@@ -79,6 +89,7 @@ mod tests {
             build: "duet 0.1.0".into(),
             live_sessions: vec![],
             load: Load::default(),
+            outbox_id: 7,
         }
     }
 

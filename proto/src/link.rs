@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::outbox::OutboxEntry;
 
 /// The link protocol version this build speaks.
-pub const LINK_PROTOCOL_VERSION: u16 = 1;
-/// The oldest link protocol version a locator of this build accepts (the previous one, once
-/// there is one).
-pub const LINK_MIN_PROTOCOL_VERSION: u16 = if LINK_PROTOCOL_VERSION > 1 { LINK_PROTOCOL_VERSION - 1 } else { 1 };
+pub const LINK_PROTOCOL_VERSION: u16 = 2;
+/// The oldest link protocol version a locator of this build accepts. Normally the previous one;
+/// version 1 was never released (its outbox was never acknowledged), so 2 is the first.
+pub const LINK_MIN_PROTOCOL_VERSION: u16 = 2;
 
 /// The path on the locator's public listener where edges open their link.
 pub const LINK_PATH: &str = "/link/v1";
@@ -64,6 +64,9 @@ pub enum LocatorMessage {
     OutboxAck {
         up_to: u64,
     },
+    /// The locator received and stored a heartbeat: the edge learns the link carries traffic in
+    /// both directions, so a link that is up but black-holed is noticed by both sides.
+    HeartbeatAck,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +83,10 @@ pub struct Hello {
     pub live_sessions: Vec<String>,
     /// The edge's current load, so it is placeable before its first heartbeat.
     pub load: Load,
+    /// A random number chosen when the edge's outbox file was created. Sequence numbers restart
+    /// at 1 with a new outbox (a wiped data directory under the same edge id), so the locator
+    /// stores entries once per (edge id, outbox id, sequence number), not per (edge id, sequence).
+    pub outbox_id: u64,
 }
 
 /// What an edge is configured to carry (0: unlimited).
@@ -104,6 +111,23 @@ pub struct Load {
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub load: Load,
+    pub outbox: OutboxStatus,
+}
+
+/// The state of an edge's outbox, exported on every heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct OutboxStatus {
+    /// Entries written but not yet acknowledged by a locator.
+    pub depth: u64,
+    /// Age of the oldest unacknowledged entry in milliseconds (0 when empty).
+    pub oldest_age_ms: u64,
+    /// The highest sequence number written so far.
+    pub last_seq: u64,
+    /// Audit entries dropped because the outbox was full, since the edge started (each drop is
+    /// also recorded as an `outbox_overflow` audit entry once there is room).
+    pub dropped_audit: u64,
+    /// Metrics entries dropped because the outbox was full, since the edge started.
+    pub dropped_metrics: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +138,10 @@ pub struct Welcome {
     /// Keys that verify participant tokens. Edges cache them on disk.
     pub keys: Vec<VerifyingKey>,
     pub heartbeat_interval_ms: u32,
+    /// This link's epoch: it grows by one each time the edge registers. The locator applies a
+    /// link's session events only while its epoch is the edge's newest, so a stale link (one a
+    /// replica has not yet noticed is gone) cannot override what a newer one reported.
+    pub link_epoch: u64,
 }
 
 /// An Ed25519 public key that verifies tokens whose header names `kid`.

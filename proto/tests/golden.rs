@@ -72,7 +72,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "link-hello",
             codec::encode_edge(&EdgeMessage::Hello(Hello {
-                protocol_version: 1,
+                protocol_version: 2,
                 edge_id: "e1".into(),
                 region: "eu".into(),
                 public_url: "ws://h:1".into(),
@@ -80,6 +80,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                 build: "0.1.0".into(),
                 live_sessions: vec!["s1".into()],
                 load: Load { cpu: 0.5, loop_lag_ms: 2, connections: 3, sessions: 1 },
+                outbox_id: 0x1234_5678_9abc_def0,
             }))
             .unwrap(),
         ),
@@ -87,6 +88,13 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             "link-heartbeat",
             codec::encode_edge(&EdgeMessage::Heartbeat(Heartbeat {
                 load: Load { cpu: 0.25, loop_lag_ms: 1, connections: 300, sessions: 2 },
+                outbox: OutboxStatus {
+                    depth: 3,
+                    oldest_age_ms: 250,
+                    last_seq: 17,
+                    dropped_audit: 0,
+                    dropped_metrics: 0,
+                },
             }))
             .unwrap(),
         ),
@@ -118,11 +126,45 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "link-welcome",
             codec::encode_locator(&LocatorMessage::Welcome(Welcome {
-                protocol_version: 1,
+                protocol_version: 2,
                 locator_build: "0.1.0".into(),
                 keys: vec![VerifyingKey { kid: "k1".into(), public_key: vec![7; 32] }],
                 heartbeat_interval_ms: 1000,
+                link_epoch: 4,
             }))
+            .unwrap(),
+        ),
+        ("link-outbox-ack", codec::encode_locator(&LocatorMessage::OutboxAck { up_to: 17 }).unwrap()),
+        ("link-heartbeat-ack", codec::encode_locator(&LocatorMessage::HeartbeatAck).unwrap()),
+        (
+            "link-outbox-metrics",
+            codec::encode_edge(&EdgeMessage::Outbox {
+                entries: vec![
+                    SequencedEntry {
+                        seq: 2,
+                        entry: OutboxEntry::Metrics(MetricsEntry::Usage(UsageMetrics {
+                            at_ms: 1_700_000_060_000,
+                            interval_ms: 60_000,
+                            connections: 4,
+                            sessions: 2,
+                            messages_relayed: 120,
+                            bytes_relayed: 4096,
+                        })),
+                    },
+                    SequencedEntry {
+                        seq: 3,
+                        entry: OutboxEntry::Metrics(MetricsEntry::SessionSummary(SessionSummary {
+                            at_ms: 1_700_000_061_000,
+                            session_id: "s1".into(),
+                            started_at_ms: 1_700_000_000_000,
+                            participants: 2,
+                            messages_relayed: 100,
+                            bytes_relayed: 2048,
+                            end_reason: "empty".into(),
+                        })),
+                    },
+                ],
+            })
             .unwrap(),
         ),
         ("link-refused", codec::encode_locator(&LocatorMessage::Refused { code: 4601, reason: "dup".into() }).unwrap()),

@@ -21,6 +21,7 @@ fn hello(edge_id: &str, version: u16) -> Vec<u8> {
         build: "test".into(),
         live_sessions: vec![],
         load: Load::default(),
+        outbox_id: 1,
     }))
     .unwrap()
 }

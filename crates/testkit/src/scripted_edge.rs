@@ -47,6 +47,7 @@ impl ScriptedEdge {
             build: "scripted".into(),
             live_sessions: vec![],
             load,
+            outbox_id: 1,
         });
         writer.send(codec::encode_edge(&hello).expect("encode").into()).expect("send hello");
         match tokio::time::timeout(Duration::from_secs(10), reader.next()).await {
@@ -65,7 +66,7 @@ impl ScriptedEdge {
                 tokio::select! {
                     _ = tick.tick() => {
                         let load = *beat_load.lock().expect("load lock");
-                        let hb = codec::encode_edge(&EdgeMessage::Heartbeat(Heartbeat { load })).expect("encode");
+                        let hb = codec::encode_edge(&EdgeMessage::Heartbeat(Heartbeat { load, outbox: Default::default() })).expect("encode");
                         if writer.send(hb.into()).is_err() {
                             return;
                         }

@@ -111,6 +111,7 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
         build: format!("duet-edge {}", env!("CARGO_PKG_VERSION")),
         live_sessions: state.live_sessions(),
         load: state.current_load(),
+        outbox_id: 0,
     };
     send(&writer, &EdgeMessage::Hello(hello))?;
 
@@ -163,7 +164,7 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
-                send(&writer, &EdgeMessage::Heartbeat(Heartbeat { load: state.current_load() }))?;
+                send(&writer, &EdgeMessage::Heartbeat(Heartbeat { load: state.current_load(), outbox: Default::default() }))?;
             }
             Some(event) = events.recv() => send(&writer, &event)?,
             msg = incoming.recv() => match msg {
@@ -194,7 +195,7 @@ async fn handle(state: &Arc<EdgeState>, writer: &Writer, msg: LocatorMessage) ->
             }
             send(writer, &EdgeMessage::CommandAck { id })
         }
-        LocatorMessage::OutboxAck { .. } => Ok(()),
+        LocatorMessage::OutboxAck { .. } | LocatorMessage::HeartbeatAck => Ok(()),
         LocatorMessage::Welcome(_) | LocatorMessage::Refused { .. } => {
             writer.close(CloseCode::LinkMalformed.code(), "unexpected message");
             Err(LinkError::Closed { code: Some(CloseCode::LinkMalformed.code()), reason: "unexpected welcome".into() })

@@ -225,6 +225,7 @@ async fn run(
         locator_build: format!("duet-locator {}", env!("CARGO_PKG_VERSION")),
         keys: state.signer().verifying_keys(),
         heartbeat_interval_ms: u32::try_from(state.config.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
+        link_epoch: 0,
     };
     match codec::encode_locator(&LocatorMessage::Welcome(welcome)) {
         Ok(bytes) => {
