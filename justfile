@@ -25,10 +25,10 @@ ci:
 bless:
     DUET_BLESS=1 cargo test -p duet-proto --test golden
 
-# Placement benchmark on SQLite and PostgreSQL; writes docs/benchmarks.md (`just bench --db sqlite`).
+# Benchmarks (placement, outbox) on SQLite and PostgreSQL; writes docs/benchmarks.md (`just bench outbox`).
 bench *args:
     scripts/bench {{args}}
 
-# One short benchmark run that checks everything works and writes nothing (what CI runs).
+# Each benchmark scenario once, briefly: checks everything works and writes nothing (what CI runs).
 bench-smoke:
     scripts/bench --smoke

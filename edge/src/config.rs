@@ -29,6 +29,11 @@ pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections get this long to close after SIGTERM before the process exits.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// One million unacknowledged entries: about 12 days of a busy edge's audit and metrics with the
+/// locator unreachable, and about 150 MB of disk.
+pub const DEFAULT_OUTBOX_MAX_ENTRIES: u64 = 1_000_000;
+/// A usage metrics entry every minute.
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
 
 /// duet edge: relays live session traffic between an IDE host and its guests.
 ///
@@ -87,6 +92,14 @@ pub struct EdgeArgs {
     /// Time connections get to close on shutdown [default: 10s].
     #[arg(long, env = "DUET_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Most audit and metrics entries kept in <data-dir>/outbox.sqlite while the locator has not
+    /// acknowledged them; when full, metrics are dropped first and every drop is counted and
+    /// audited (see docs/operations.md) [default: 1000000].
+    #[arg(long, env = "DUET_OUTBOX_MAX_ENTRIES", value_name = "N")]
+    pub outbox_max_entries: Option<u64>,
+    /// Interval between usage metrics entries, e.g. 60s [default: 60s].
+    #[arg(long, env = "DUET_METRICS_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_interval: Option<Duration>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -113,6 +126,9 @@ pub struct EdgeFile {
     pub handshake_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_timeout: Option<Duration>,
+    pub outbox_max_entries: Option<u64>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub metrics_interval: Option<Duration>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -144,6 +160,8 @@ pub struct EdgeConfig {
     pub max_queued_bytes: usize,
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub outbox_max_entries: u64,
+    pub metrics_interval: Duration,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -163,6 +181,8 @@ impl std::fmt::Debug for EdgeConfig {
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("outbox_max_entries", &self.outbox_max_entries)
+            .field("metrics_interval", &self.metrics_interval)
             .finish()
     }
 }
@@ -185,6 +205,8 @@ impl EdgeConfig {
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
 
@@ -238,6 +260,18 @@ impl EdgeConfig {
         }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid { option: "handshake_timeout", reason: "must be above zero".into() });
+        }
+        if !(1_000..=100_000_000).contains(&self.outbox_max_entries) {
+            return Err(ConfigError::Invalid {
+                option: "outbox_max_entries",
+                reason: "must be between 1000 and 100000000".into(),
+            });
+        }
+        if self.metrics_interval < Duration::from_secs(1) || self.metrics_interval > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid {
+                option: "metrics_interval",
+                reason: "must be between 1s and 1h".into(),
+            });
         }
         Ok(())
     }
@@ -350,6 +384,12 @@ impl EdgeArgs {
         if let Some(v) = self.shutdown_timeout.or(file.shutdown_timeout) {
             config.shutdown_timeout = v;
         }
+        if let Some(v) = self.outbox_max_entries.or(file.outbox_max_entries) {
+            config.outbox_max_entries = v;
+        }
+        if let Some(v) = self.metrics_interval.or(file.metrics_interval) {
+            config.metrics_interval = v;
+        }
         config.validate()?;
         Ok((config, self.log_format.or(file.log_format).unwrap_or_default()))
     }
@@ -434,5 +474,12 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("unknown field"), "{err}");
         assert!(EdgeArgs::try_parse_from(["duet-edge", "--heartbeat-interval", "fast"]).is_err());
+        let err =
+            EdgeArgs::try_parse_from(["duet-edge", "--outbox-max-entries", "10"]).unwrap().resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("outbox_max_entries"), "{err}");
+        let err =
+            EdgeArgs::try_parse_from(["duet-edge", "--metrics-interval", "2h"]).unwrap().resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("metrics_interval"), "{err}");
+        assert!(EdgeArgs::try_parse_from(["duet-edge", "--outbox-max-entries", "-1"]).is_err());
     }
 }

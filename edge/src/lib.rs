@@ -7,6 +7,8 @@
 //! - [`keys`]: token verification with the locator's public keys, cached on disk.
 //! - [`load`]: CPU and event-loop lag sampling for heartbeats.
 //! - [`http`]: the public listener's routes (`/v1/sessions/{id}`, `/livez`, `/readyz`).
+//! - [`outbox`]: the durable SQLite buffer of audit and metrics entries; the link sends them and
+//!   deletes them only when the locator acknowledges that it committed them.
 //!
 //! [`run`] takes an already-bound listener and a shutdown token, so tests bind `127.0.0.1:0` and
 //! the locator can embed an edge that speaks the real link protocol over loopback.
@@ -18,6 +20,7 @@ pub mod http;
 pub mod keys;
 pub mod link;
 pub mod load;
+pub mod outbox;
 pub mod relay;
 pub mod telemetry;
 
@@ -28,6 +31,8 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use duet_proto::close::CloseCode;
 use duet_proto::link::{EdgeMessage, Load, SessionEndReason};
+use duet_proto::outbox::{AuditEntry, AuditEvent, MetricsEntry, OutboxEntry, UsageMetrics};
+use duet_proto::session::Participant;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +59,8 @@ pub enum EdgeError {
     Config(#[from] config::ConfigError),
     #[error("tls: {0}")]
     Tls(#[from] duet_ws::tls::TlsError),
+    #[error("outbox: {0}")]
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// State shared by every task of one edge.
@@ -80,6 +87,13 @@ pub struct EdgeState {
     /// Link connection attempts since start (successful or not).
     pub link_attempts: AtomicU64,
     pub load: load::LoadSampler,
+    /// Audit and metrics entries waiting for the locator's acknowledgement.
+    pub outbox: outbox::Outbox,
+    /// Client messages relayed and payload bytes delivered since start.
+    relayed_messages: AtomicU64,
+    relayed_bytes: AtomicU64,
+    /// What the last usage entry covered up to: (Unix ms, messages, bytes).
+    usage_mark: std::sync::Mutex<(i64, u64, u64)>,
     /// Cancelled on shutdown; every connection watches it.
     pub shutdown: CancellationToken,
 }
@@ -170,9 +184,66 @@ impl EdgeState {
         }
     }
 
+    /// Records an audit entry in the outbox (never waits).
+    pub fn audit(
+        &self,
+        event: AuditEvent,
+        session_id: Option<&str>,
+        participant: Option<&Participant>,
+        detail: String,
+    ) {
+        self.outbox.push(OutboxEntry::Audit(AuditEntry {
+            at_ms: now_ms(),
+            event,
+            session_id: session_id.map(str::to_owned),
+            participant_id: participant.map(|p| p.id),
+            user_id: participant.map(|p| p.user_id.clone()),
+            detail,
+        }));
+    }
+
+    /// Counts relayed traffic for the usage metrics.
+    pub fn count_relayed(&self, messages: u64, bytes: u64) {
+        self.relayed_messages.fetch_add(messages, Ordering::Relaxed);
+        self.relayed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records a usage entry for the time since the previous one.
+    pub fn report_usage(&self) {
+        let now = now_ms();
+        let messages = self.relayed_messages.load(Ordering::Relaxed);
+        let bytes = self.relayed_bytes.load(Ordering::Relaxed);
+        let mut mark = self.usage_mark.lock().unwrap_or_else(|e| e.into_inner());
+        let (since, m0, b0) = *mark;
+        *mark = (now, messages, bytes);
+        drop(mark);
+        let load = self.current_load();
+        self.outbox.push(OutboxEntry::Metrics(MetricsEntry::Usage(UsageMetrics {
+            at_ms: now,
+            interval_ms: u32::try_from(now.saturating_sub(since).max(0)).unwrap_or(u32::MAX),
+            connections: load.connections,
+            sessions: load.sessions,
+            messages_relayed: messages.wrapping_sub(m0),
+            bytes_relayed: bytes.wrapping_sub(b0),
+        })));
+    }
+
     /// Ready once tokens can be verified and while not shutting down.
     pub fn is_ready(&self) -> bool {
         !self.keys.is_empty() && !self.shutdown.is_cancelled()
+    }
+}
+
+/// Records a usage metrics entry every `metrics_interval` (the last, partial one at shutdown).
+async fn report_usage(state: Arc<EdgeState>) {
+    let mut tick = tokio::time::interval(state.config.metrics_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => state.report_usage(),
+            _ = state.shutdown.cancelled() => return,
+        }
     }
 }
 
@@ -235,6 +306,8 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         Some(path) => Some(duet_ws::tls::client_config(&duet_ws::tls::read_pem_certs(path)?)?),
         None => None,
     };
+    let (outbox, outbox_writer) =
+        outbox::Outbox::open(&config.data_dir.join("outbox.sqlite"), config.outbox_max_entries).await?;
     let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     let tasks = TaskTracker::new();
     let state = Arc::new(EdgeState {
@@ -252,14 +325,31 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         linked: AtomicBool::new(false),
         link_attempts: AtomicU64::new(0),
         load: load::LoadSampler::default(),
+        outbox,
+        relayed_messages: AtomicU64::new(0),
+        relayed_bytes: AtomicU64::new(0),
+        usage_mark: std::sync::Mutex::new((now_ms(), 0, 0)),
         shutdown: shutdown.clone(),
     });
     tracing::info!(edge.id = %state.edge_id, addr = %local_addr, url = %state.public_url, region = %state.config.region, "edge listening");
+    let build = format!("duet-edge {}, outbox {}", env!("CARGO_PKG_VERSION"), state.outbox.outbox_id());
+    state.audit(AuditEvent::EdgeStarted, None, None, build);
     tasks.spawn(load::run(state.clone()));
+    tasks.spawn(report_usage(state.clone()));
+    // The outbox writer outlives the sessions, so their last entries are written before exit.
+    let outbox_stop = CancellationToken::new();
+    tasks.spawn(outbox_writer.run(outbox_stop.clone()));
     let ending = state.clone();
     tasks.spawn(async move {
         ending.shutdown.cancelled().await;
+        ending.audit(AuditEvent::EdgeStopping, None, None, String::new());
         ending.end_all_sessions(SessionEndReason::EdgeShutdown, CloseCode::EdgeShuttingDown).await;
+        let deadline = tokio::time::Instant::now() + ending.config.shutdown_timeout / 2;
+        while !ending.sessions.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        ending.report_usage();
+        outbox_stop.cancel();
     });
     tasks.spawn(link::run(state.clone(), link_rx));
     tasks.spawn(http::serve(state.clone(), listener, tasks.clone()));

@@ -27,6 +27,13 @@ pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(600);
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// ... and stop being placeable after three missed heartbeats.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A silent edge's health endpoint must answer within 1 s; probing starts this long before the
+/// heartbeat timeout, so the verdict is ready when the timeout is reached.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// An edge whose link is lost but which still answers its probe keeps getting the joins of its
+/// sessions for a minute: long enough to ride out a locator-side network blip or a locator
+/// restart, short enough that guests do not keep landing on an edge nobody can manage.
+pub const DEFAULT_LINK_GRACE: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Token signing keys rotate every 30 days; a superseded key keeps verifying until every token
 /// it signed has expired.
@@ -38,6 +45,13 @@ pub const DEFAULT_PLACEMENT_CPU_LIMIT: f32 = 0.85;
 /// An event loop 100 ms late is felt by users typing together; such an edge is demoted.
 pub const DEFAULT_PLACEMENT_LAG_LIMIT: Duration = Duration::from_millis(100);
 pub const DEFAULT_KEY_ROTATION_INTERVAL: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Audit entries are kept a year: long enough for yearly reviews of who did what.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Metrics entries are kept 90 days: a quarter of usage for capacity planning, while their
+/// volume (one usage entry per edge per interval) stays small.
+pub const DEFAULT_METRICS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// A retention shorter than an hour is almost surely a unit mistake (`365` is seconds).
+pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
 
 /// duet locator: places sessions on edges, signs participant tokens, and stores what must last.
 ///
@@ -71,9 +85,18 @@ pub struct LocatorArgs {
     /// Heartbeat interval asked of edges [default: 1s].
     #[arg(long, env = "DUET_HEARTBEAT_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_interval: Option<Duration>,
-    /// An edge without a heartbeat for this long gets no new sessions [default: 3s].
+    /// An edge without a heartbeat for this long gets no new sessions, and is marked unavailable
+    /// (its sessions ended) if its health probe fails too [default: 3s].
     #[arg(long, env = "DUET_HEARTBEAT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub heartbeat_timeout: Option<Duration>,
+    /// Time a silent edge's health endpoint (GET /livez) has to answer; must be shorter than
+    /// heartbeat_timeout [default: 1s].
+    #[arg(long, env = "DUET_PROBE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub probe_timeout: Option<Duration>,
+    /// How long joins of an edge's sessions still go to it after its link was lost while it
+    /// answers its health probe [default: 60s].
+    #[arg(long, env = "DUET_LINK_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub link_grace: Option<Duration>,
     /// Run an edge inside the locator process (true/false) [default: true].
     #[arg(long, env = "DUET_EMBEDDED_EDGE", value_name = "BOOL")]
     pub embedded_edge: Option<bool>,
@@ -105,6 +128,12 @@ pub struct LocatorArgs {
     /// Event-loop lag above which an edge is demoted [default: 100ms].
     #[arg(long, env = "DUET_PLACEMENT_LAG_LIMIT", value_name = "DURATION", value_parser = parse_duration)]
     pub placement_lag_limit: Option<Duration>,
+    /// Age after which audit entries are deleted, e.g. 365d; 0 keeps them forever [default: 365d].
+    #[arg(long, env = "DUET_AUDIT_RETENTION", value_name = "DURATION", value_parser = parse_duration)]
+    pub audit_retention: Option<Duration>,
+    /// Age after which metrics entries are deleted, e.g. 90d; 0 keeps them forever [default: 90d].
+    #[arg(long, env = "DUET_METRICS_RETENTION", value_name = "DURATION", value_parser = parse_duration)]
+    pub metrics_retention: Option<Duration>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -126,6 +155,10 @@ pub struct LocatorFile {
     pub heartbeat_interval: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     pub heartbeat_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub probe_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub link_grace: Option<Duration>,
     pub embedded_edge: Option<bool>,
     pub edge_listen: Option<SocketAddr>,
     pub edge_public_url: Option<String>,
@@ -138,6 +171,10 @@ pub struct LocatorFile {
     pub placement_cpu_limit: Option<f32>,
     #[serde(default, deserialize_with = "de_duration")]
     pub placement_lag_limit: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub audit_retention: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub metrics_retention: Option<Duration>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -162,6 +199,8 @@ pub struct LocatorConfig {
     pub key_rotation_interval: Duration,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    pub probe_timeout: Duration,
+    pub link_grace: Duration,
     pub embedded_edge: Option<EmbeddedEdge>,
     pub shutdown_timeout: Duration,
     /// `None`: generated once and kept in `<data_dir>/admin-token`.
@@ -171,6 +210,9 @@ pub struct LocatorConfig {
     pub trusted_proxies: TrustedProxies,
     pub placement_cpu_limit: f32,
     pub placement_lag_limit: Duration,
+    /// Entries older than this are deleted ([`crate::retention`]); zero keeps them forever.
+    pub audit_retention: Duration,
+    pub metrics_retention: Duration,
 }
 
 impl std::fmt::Debug for LocatorConfig {
@@ -184,6 +226,8 @@ impl std::fmt::Debug for LocatorConfig {
             .field("key_rotation_interval", &self.key_rotation_interval)
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("probe_timeout", &self.probe_timeout)
+            .field("link_grace", &self.link_grace)
             .field("embedded_edge", &self.embedded_edge)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<redacted>"))
@@ -192,6 +236,8 @@ impl std::fmt::Debug for LocatorConfig {
             .field("trusted_proxies", &self.trusted_proxies.nets())
             .field("placement_cpu_limit", &self.placement_cpu_limit)
             .field("placement_lag_limit", &self.placement_lag_limit)
+            .field("audit_retention", &self.audit_retention)
+            .field("metrics_retention", &self.metrics_retention)
             .finish()
     }
 }
@@ -208,6 +254,8 @@ impl LocatorConfig {
             key_rotation_interval: DEFAULT_KEY_ROTATION_INTERVAL,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            link_grace: DEFAULT_LINK_GRACE,
             embedded_edge: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin_token: None,
@@ -216,6 +264,8 @@ impl LocatorConfig {
             trusted_proxies: TrustedProxies::default(),
             placement_cpu_limit: DEFAULT_PLACEMENT_CPU_LIMIT,
             placement_lag_limit: DEFAULT_PLACEMENT_LAG_LIMIT,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
+            metrics_retention: DEFAULT_METRICS_RETENTION,
         }
     }
 
@@ -251,6 +301,15 @@ impl LocatorConfig {
                 reason: "must be longer than heartbeat_interval".into(),
             });
         }
+        if self.probe_timeout < Duration::from_millis(10) || self.probe_timeout >= self.heartbeat_timeout {
+            return Err(ConfigError::Invalid {
+                option: "probe_timeout",
+                reason: "must be at least 10ms and shorter than heartbeat_timeout".into(),
+            });
+        }
+        if self.link_grace > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::Invalid { option: "link_grace", reason: "must be at most 24h".into() });
+        }
         if let Some(t) = &self.admin_token {
             if t.len() < 16 {
                 return Err(ConfigError::Invalid {
@@ -269,6 +328,16 @@ impl LocatorConfig {
         }
         if self.placement_lag_limit < Duration::from_millis(1) {
             return Err(ConfigError::Invalid { option: "placement_lag_limit", reason: "must be at least 1ms".into() });
+        }
+        for (option, retention) in
+            [("audit_retention", self.audit_retention), ("metrics_retention", self.metrics_retention)]
+        {
+            if !retention.is_zero() && retention < MIN_RETENTION {
+                return Err(ConfigError::Invalid {
+                    option,
+                    reason: format!("{retention:?} is too short: use at least 1h, or 0 to keep entries forever"),
+                });
+            }
         }
         if let Some(edge) = &self.embedded_edge {
             duet_edge::config::validate_region(&edge.region)?;
@@ -314,6 +383,12 @@ impl LocatorArgs {
         if let Some(v) = self.placement_lag_limit.or(file.placement_lag_limit) {
             config.placement_lag_limit = v;
         }
+        if let Some(v) = self.audit_retention.or(file.audit_retention) {
+            config.audit_retention = v;
+        }
+        if let Some(v) = self.metrics_retention.or(file.metrics_retention) {
+            config.metrics_retention = v;
+        }
         if let Some(v) = self.token_ttl.or(file.token_ttl) {
             config.token_ttl = v;
         }
@@ -325,6 +400,12 @@ impl LocatorArgs {
         }
         if let Some(v) = self.heartbeat_timeout.or(file.heartbeat_timeout) {
             config.heartbeat_timeout = v;
+        }
+        if let Some(v) = self.probe_timeout.or(file.probe_timeout) {
+            config.probe_timeout = v;
+        }
+        if let Some(v) = self.link_grace.or(file.link_grace) {
+            config.link_grace = v;
         }
         if let Some(v) = self.shutdown_timeout.or(file.shutdown_timeout) {
             config.shutdown_timeout = v;
@@ -373,5 +454,27 @@ mod tests {
             .resolve(&[("X", "")])
             .unwrap_err();
         assert!(err.to_string().contains("token_ttl"), "{err}");
+    }
+
+    #[test]
+    fn retention_options() {
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["duet-locator"];
+            argv.extend_from_slice(args);
+            LocatorArgs::try_parse_from(argv).unwrap().resolve(&[("X", "")])
+        };
+        let (config, _) = resolve(&[]).unwrap();
+        assert_eq!(
+            (config.audit_retention, config.metrics_retention),
+            (DEFAULT_AUDIT_RETENTION, DEFAULT_METRICS_RETENTION)
+        );
+        let (config, _) = resolve(&["--audit-retention", "0", "--metrics-retention", "30d"]).unwrap();
+        assert_eq!(
+            (config.audit_retention, config.metrics_retention),
+            (Duration::ZERO, Duration::from_secs(30 * 86_400))
+        );
+        // A bare number is seconds: `365` meant days, and would empty the audit log.
+        let err = resolve(&["--audit-retention", "365"]).unwrap_err();
+        assert!(err.to_string().contains("audit_retention"), "{err}");
     }
 }

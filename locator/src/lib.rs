@@ -13,6 +13,7 @@
 //! - [`placement`]: in-memory snapshots, reservations and batched commits around the selector.
 //! - [`tokens`]: Ed25519 JWTs with the signing key kept in the database.
 //! - [`db`]: the store (SQLite, PostgreSQL, MySQL/MariaDB) and its migrations.
+//! - [`retention`]: deletes audit and metrics entries older than their retention.
 //!
 //! [`start`] takes already-bound listeners and a shutdown token (tests bind `127.0.0.1:0`).
 //! Everything another replica must know lives in the database; memory holds only the links this
@@ -25,10 +26,12 @@ pub mod client_addr;
 pub mod config;
 pub mod db;
 pub mod geo;
+pub mod health;
 pub mod ids;
 pub mod keys;
 pub mod link;
 pub mod placement;
+pub mod retention;
 pub mod selector;
 pub mod tokens;
 
@@ -251,6 +254,8 @@ pub async fn start(
     });
     tasks.spawn(keys::run(state.clone()));
     tasks.spawn(placement::run(state.clone()));
+    tasks.spawn(retention::run(state.clone()));
+    tasks.spawn(health::run(state.clone()));
     let app = api::router(state.clone());
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {

@@ -121,7 +121,8 @@ pub struct OutboxStatus {
     pub depth: u64,
     /// Age of the oldest unacknowledged entry in milliseconds (0 when empty).
     pub oldest_age_ms: u64,
-    /// The highest sequence number written so far.
+    /// The highest sequence number handed out so far (to an entry committed, or queued for the
+    /// next group commit a few milliseconds away).
     pub last_seq: u64,
     /// Audit entries dropped because the outbox was full, since the edge started (each drop is
     /// also recorded as an `outbox_overflow` audit entry once there is room).

@@ -3,12 +3,15 @@
 //! says so (`cli`, `node`: they need `cargo build --workspace --bins` first, which the README's
 //! test command does).
 
+mod audit;
 mod auth;
 mod bad_input;
 mod cli;
 mod link;
 mod node;
+mod outbox;
 mod placement;
+mod reconcile;
 mod relay;
 mod store;
 mod support;

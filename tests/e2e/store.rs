@@ -1,7 +1,13 @@
 //! The storage suite: every store method, run once per dialect (`store::sqlite::*`,
 //! `store::postgres::*`, `store::mysql::*`), each test on a fresh database.
+//!
+//! `outbox_rate` is ignored by default: it times storing 100,000 outbox entries (run it with
+//! `cargo nextest run -p duet-tests --run-ignored only -E 'test(/store::.*outbox_rate/)'
+//! --no-capture`).
 
 use duet_locator::db::*;
+use duet_proto::link::SequencedEntry;
+use duet_proto::outbox::{AuditEntry, AuditEvent, MetricsEntry, OutboxEntry, SessionSummary, UsageMetrics};
 use duet_proto::session::Role;
 use duet_testkit::TestDb;
 
@@ -22,6 +28,7 @@ fn registration(id: &str) -> EdgeRegistration {
         max_connections: 100,
         max_sessions: 10,
         load: Load { cpu: 0.5, loop_lag_ms: 3, connections: 4, sessions: 1 },
+        outbox_id: 7,
     }
 }
 
@@ -80,8 +87,9 @@ pub async fn edges(dialect: Dialect) {
     assert_eq!((e.registered_at, e.last_heartbeat_at), (5_000, 5_000));
 
     let load = Load { cpu: 1.25, loop_lag_ms: 9, connections: 40, sessions: 7 };
-    assert!(store.record_heartbeat("edge-a", &load, 6_000).await.unwrap());
-    assert!(!store.record_heartbeat("edge-x", &load, 6_000).await.unwrap(), "unknown edge");
+    let outbox = OutboxStatus::default();
+    assert!(store.record_heartbeat("edge-a", &load, &outbox, 6_000).await.unwrap());
+    assert!(!store.record_heartbeat("edge-x", &load, &outbox, 6_000).await.unwrap(), "unknown edge");
     let e = store.edge("edge-a").await.unwrap().unwrap();
     assert_eq!((e.load, e.last_heartbeat_at), (load, 6_000));
 
@@ -253,6 +261,437 @@ pub async fn placements_in_batches(dialect: Dialect) {
     db.drop_db().await;
 }
 
+fn audit_entry(seq: u64, at_ms: i64, event: AuditEvent, session: Option<&str>) -> SequencedEntry {
+    SequencedEntry {
+        seq,
+        entry: OutboxEntry::Audit(AuditEntry {
+            at_ms,
+            event,
+            session_id: session.map(str::to_owned),
+            participant_id: session.map(|_| 2),
+            user_id: session.map(|_| "bo".to_owned()),
+            detail: format!("entry {seq}"),
+        }),
+    }
+}
+
+fn usage_entry(seq: u64, at_ms: i64) -> SequencedEntry {
+    SequencedEntry {
+        seq,
+        entry: OutboxEntry::Metrics(MetricsEntry::Usage(UsageMetrics {
+            at_ms,
+            interval_ms: 10_000,
+            connections: 3,
+            sessions: 1,
+            messages_relayed: seq * 10,
+            bytes_relayed: u64::MAX,
+        })),
+    }
+}
+
+fn summary_entry(seq: u64, at_ms: i64, session: &str) -> SequencedEntry {
+    SequencedEntry {
+        seq,
+        entry: OutboxEntry::Metrics(MetricsEntry::SessionSummary(SessionSummary {
+            at_ms,
+            session_id: session.into(),
+            started_at_ms: at_ms - 500,
+            participants: 3,
+            messages_relayed: 40,
+            bytes_relayed: 4_000,
+            end_reason: "empty".into(),
+        })),
+    }
+}
+
+/// Entries 1..=n: every third a usage entry, the rest audit entries.
+fn mixed(seqs: std::ops::RangeInclusive<u64>) -> Vec<SequencedEntry> {
+    seqs.map(|seq| {
+        if seq % 3 == 0 {
+            usage_entry(seq, seq as i64 * 10)
+        } else {
+            audit_entry(seq, seq as i64 * 10, AuditEvent::ParticipantJoined, Some("s_1"))
+        }
+    })
+    .collect()
+}
+
+fn locator_entry(at_ms: i64, kind: &str, edge: Option<&str>) -> LocatorAuditEntry {
+    LocatorAuditEntry {
+        at_ms,
+        kind: kind.into(),
+        edge_id: edge.map(str::to_owned),
+        session_id: None,
+        actor: ACTOR_ADMIN.into(),
+        detail: format!("{kind} at {at_ms}"),
+    }
+}
+
+/// Each (edge, outbox, sequence number) is stored once, whatever arrives again.
+pub async fn outbox_stored_once(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    assert_eq!(store.store_outbox("edge-a", 7, &[], 1).await.unwrap(), 0);
+    let first = mixed(1..=10);
+    assert_eq!(store.store_outbox("edge-a", 7, &first, 100).await.unwrap(), 10);
+    assert_eq!(store.store_outbox("edge-a", 7, &first, 200).await.unwrap(), 0, "the same batch again");
+    assert_eq!(store.store_outbox("edge-a", 7, &mixed(8..=15), 300).await.unwrap(), 5, "overlapping batches");
+    assert_eq!(store.count_entries(EntryTable::Audit).await.unwrap(), 10);
+    assert_eq!(store.count_entries(EntryTable::Metrics).await.unwrap(), 5);
+    let keys: Vec<(u64, u64)> = (1..=15).map(|seq| (7, seq)).collect();
+    assert_eq!(store.outbox_keys("edge-a").await.unwrap(), keys);
+
+    // A new outbox (a wiped data directory) restarts at 1: same sequence numbers, new entries.
+    // Outbox ids use all 64 bits.
+    let big = u64::MAX - 1;
+    assert_eq!(store.store_outbox("edge-a", big, &first[..3], 400).await.unwrap(), 3);
+    assert_eq!(store.store_outbox("edge-a", big, &first[..3], 400).await.unwrap(), 0);
+    // Another edge with the same outbox id and numbers.
+    assert_eq!(store.store_outbox("edge-b", 7, &first[..2], 400).await.unwrap(), 2);
+    let keys = store.outbox_keys("edge-a").await.unwrap();
+    assert_eq!(keys.len(), 18);
+    assert_eq!(keys[15..], [(big, 1), (big, 2), (big, 3)]);
+    // A number twice in one batch is stored once.
+    let twice =
+        vec![audit_entry(1, 1, AuditEvent::EdgeStarted, None), audit_entry(1, 1, AuditEvent::EdgeStarted, None)];
+    assert_eq!(store.store_outbox("edge-c", 1, &twice, 500).await.unwrap(), 1);
+
+    // More than one statement's worth, resent half overlapping: counts stay exact.
+    let n = ENTRY_ROWS_PER_STATEMENT as u64 * 2 + 500;
+    assert_eq!(store.store_outbox("edge-d", 9, &mixed(1..=n), 600).await.unwrap(), n);
+    assert_eq!(store.store_outbox("edge-d", 9, &mixed(n / 2 + 1..=n + n / 2), 700).await.unwrap(), n / 2);
+    assert_eq!(store.outbox_keys("edge-d").await.unwrap().len() as u64, n + n / 2);
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// Every field round-trips; overlong or NUL-bearing text is cut and cleaned alike everywhere.
+pub async fn outbox_fields(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let long_detail = format!("a\0b{}", "é".repeat(5_000));
+    let entries = vec![
+        audit_entry(1, 1_000, AuditEvent::SessionStarted, Some("s_1")),
+        SequencedEntry {
+            seq: 2,
+            entry: OutboxEntry::Audit(AuditEntry {
+                at_ms: 1_001,
+                event: AuditEvent::OutboxOverflow,
+                session_id: Some("s".repeat(300)),
+                participant_id: None,
+                user_id: None,
+                detail: long_detail,
+            }),
+        },
+        usage_entry(3, 1_002),
+        summary_entry(4, 1_003, "s_1"),
+    ];
+    assert_eq!(store.store_outbox("edge-a", 42, &entries, 5_000).await.unwrap(), 4);
+    let (audit, next) = store.audit_entries(&EntryFilter::default(), 10, None).await.unwrap();
+    assert_eq!(next, None);
+    assert_eq!(audit.len(), 2);
+    let a = &audit[0];
+    assert_eq!((a.edge_id.as_deref(), a.outbox_id, a.edge_seq, a.at), (Some("edge-a"), Some(42), Some(1), 1_000));
+    assert_eq!((a.kind.as_str(), a.session_id.as_deref(), a.participant_id), ("session_started", Some("s_1"), Some(2)));
+    assert_eq!((a.user_id.as_deref(), a.actor.as_deref(), a.detail.as_str()), (Some("bo"), None, "entry 1"));
+    assert_eq!(a.stored_at, 5_000);
+    let b = &audit[1];
+    assert_eq!(b.kind, "outbox_overflow");
+    assert_eq!(b.session_id.as_deref().map(str::len), Some(128), "ids are cut to 128 characters");
+    assert_eq!(b.detail.chars().count(), 4_096, "details are cut to 4,096 characters");
+    assert!(b.detail.starts_with("a\u{fffd}bé"), "NUL is replaced: {:?}", &b.detail[..8]);
+
+    let (metrics, _) = store.metrics_entries(&EntryFilter::default(), 10, None).await.unwrap();
+    assert_eq!(metrics.len(), 2);
+    let u = &metrics[0];
+    assert_eq!((u.edge_id.as_str(), u.outbox_id, u.edge_seq, u.at, u.kind.as_str()), ("edge-a", 42, 3, 1_002, "usage"));
+    assert_eq!((u.interval_ms, u.connections, u.sessions), (Some(10_000), Some(3), Some(1)));
+    assert_eq!((u.messages_relayed, u.bytes_relayed), (30, i64::MAX as u64), "counters saturate at i64::MAX");
+    assert_eq!(
+        (u.session_id.as_deref(), u.session_started_at, u.participants, u.end_reason.as_deref()),
+        (None, None, None, None)
+    );
+    let s = &metrics[1];
+    assert_eq!(
+        (s.kind.as_str(), s.session_id.as_deref(), s.session_started_at),
+        ("session_summary", Some("s_1"), Some(503))
+    );
+    assert_eq!(
+        (s.participants, s.end_reason.as_deref(), s.messages_relayed, s.bytes_relayed),
+        (Some(3), Some("empty"), 40, 4_000)
+    );
+    assert_eq!((s.interval_ms, s.connections, s.sessions, s.stored_at), (None, None, None, 5_000));
+
+    // The locator's own entries: an actor, no outbox.
+    let mut own = locator_entry(2_000, audit_kind::EDGE_SUSPENDED, Some("edge-a"));
+    own.session_id = Some("s_9".into());
+    store.insert_audit(&own).await.unwrap();
+    store.insert_audit(&own).await.unwrap();
+    let filter = EntryFilter { kind: Some("edge_suspended".into()), ..Default::default() };
+    let (own_rows, _) = store.audit_entries(&filter, 10, None).await.unwrap();
+    assert_eq!(own_rows.len(), 2, "locator entries are never deduplicated");
+    let o = &own_rows[0];
+    assert_eq!(
+        (o.edge_id.as_deref(), o.outbox_id, o.edge_seq, o.actor.as_deref()),
+        (Some("edge-a"), None, None, Some("admin"))
+    );
+    assert_eq!(
+        (o.session_id.as_deref(), o.detail.as_str(), o.at, o.stored_at),
+        (Some("s_9"), "edge_suspended at 2000", 2_000, 2_000)
+    );
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// Filters narrow, pages follow (at, id) oldest first, and the cursor of the last page is None.
+pub async fn entry_queries(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    // edge-a: audit at 10, 20, 30 (s_1), 30 (s_2); edge-b: audit at 20 (s_1); the locator: 25.
+    let a = vec![
+        audit_entry(1, 10, AuditEvent::SessionStarted, Some("s_1")),
+        audit_entry(2, 20, AuditEvent::ParticipantJoined, Some("s_1")),
+        audit_entry(3, 30, AuditEvent::SessionEnded, Some("s_1")),
+        audit_entry(4, 30, AuditEvent::SessionStarted, Some("s_2")),
+        usage_entry(5, 15),
+        summary_entry(6, 31, "s_1"),
+    ];
+    store.store_outbox("edge-a", 1, &a, 100).await.unwrap();
+    store
+        .store_outbox(
+            "edge-b",
+            1,
+            &[audit_entry(1, 20, AuditEvent::SessionStarted, Some("s_1")), usage_entry(2, 16)],
+            100,
+        )
+        .await
+        .unwrap();
+    store.insert_audit(&locator_entry(25, audit_kind::EDGE_RESUMED, Some("edge-b"))).await.unwrap();
+
+    let at_and_seq =
+        |rows: &[AuditRecord]| rows.iter().map(|r| (r.at, r.edge_id.clone().unwrap(), r.edge_seq)).collect::<Vec<_>>();
+    let all = |f: EntryFilter| {
+        let store = store.clone();
+        async move { store.audit_entries(&f, 100, None).await.unwrap().0 }
+    };
+    let every = all(EntryFilter::default()).await;
+    assert_eq!(every.len(), 6);
+    assert!(every.windows(2).all(|w| (w[0].at, w[0].id) < (w[1].at, w[1].id)), "oldest first by (at, id)");
+    let ea = |seq| ("edge-a".to_owned(), Some(seq));
+    let f = EntryFilter { edge_id: Some("edge-a".into()), ..Default::default() };
+    assert_eq!(
+        at_and_seq(&all(f).await).into_iter().map(|(at, e, s)| (at, (e, s))).collect::<Vec<_>>(),
+        vec![(10, ea(1)), (20, ea(2)), (30, ea(3)), (30, ea(4))]
+    );
+    let f = EntryFilter { from: Some(20), to: Some(30), ..Default::default() };
+    assert_eq!(all(f).await.iter().map(|r| r.at).collect::<Vec<_>>(), [20, 20, 25], "from inclusive, to exclusive");
+    let f = EntryFilter { session_id: Some("s_1".into()), edge_id: Some("edge-a".into()), ..Default::default() };
+    assert_eq!(all(f).await.len(), 3);
+    let f = EntryFilter { kind: Some("session_started".into()), ..Default::default() };
+    assert_eq!(all(f).await.iter().map(|r| r.at).collect::<Vec<_>>(), [10, 20, 30]);
+    let f = EntryFilter {
+        kind: Some("session_started".into()),
+        session_id: Some("s_2".into()),
+        from: Some(30),
+        to: Some(31),
+        edge_id: Some("edge-a".into()),
+    };
+    assert_eq!(all(f).await.len(), 1, "every filter at once");
+    let f = EntryFilter { edge_id: Some("nope".into()), ..Default::default() };
+    assert!(all(f).await.is_empty());
+
+    // Pages of 2 walk the same order as one big page, ties at 20 and 30 included.
+    let mut walked = Vec::new();
+    let mut cursor = None;
+    let mut pages = 0;
+    loop {
+        let (rows, next) = store.audit_entries(&EntryFilter::default(), 2, cursor).await.unwrap();
+        pages += 1;
+        assert!(rows.len() <= 2);
+        walked.extend(rows.into_iter().map(|r| r.id));
+        match next {
+            Some(c) => cursor = Some(Cursor::parse(&c.encode()).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "the third page is the last: no empty page after it");
+    assert_eq!(walked, every.iter().map(|r| r.id).collect::<Vec<_>>());
+    let filtered = EntryFilter { from: Some(15), ..Default::default() };
+    let (p1, c1) = store.audit_entries(&filtered, 3, None).await.unwrap();
+    let (p2, c2) = store.audit_entries(&filtered, 3, c1).await.unwrap();
+    assert_eq!((p1.len(), p2.len(), c2), (3, 2, None), "filters hold across pages");
+
+    // Metrics: the same filters and paging.
+    let (m, next) = store.metrics_entries(&EntryFilter::default(), 2, None).await.unwrap();
+    assert_eq!(m.iter().map(|r| (r.at, r.edge_id.as_str())).collect::<Vec<_>>(), [(15, "edge-a"), (16, "edge-b")]);
+    let (m2, next2) = store.metrics_entries(&EntryFilter::default(), 2, next).await.unwrap();
+    assert_eq!((m2.len(), m2[0].kind.as_str(), next2), (1, "session_summary", None));
+    let f = EntryFilter { session_id: Some("s_1".into()), ..Default::default() };
+    assert_eq!(store.metrics_entries(&f, 10, None).await.unwrap().0.len(), 1, "session filter matches summaries");
+    let f = EntryFilter { kind: Some("usage".into()), edge_id: Some("edge-b".into()), ..Default::default() };
+    assert_eq!(store.metrics_entries(&f, 10, None).await.unwrap().0[0].at, 16);
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// Pruning deletes only old rows, at most a batch per call, oldest first.
+pub async fn prune_in_batches(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let audit: Vec<SequencedEntry> =
+        (1..=25).map(|seq| audit_entry(seq, seq as i64 * 100, AuditEvent::ParticipantLeft, None)).collect();
+    store.store_outbox("edge-a", 1, &audit, 1).await.unwrap();
+    store.insert_audit(&locator_entry(150, audit_kind::EDGE_UNAVAILABLE, None)).await.unwrap();
+    let metrics: Vec<SequencedEntry> = (26..=30).map(|seq| usage_entry(seq, seq as i64 * 100)).collect();
+    store.store_outbox("edge-a", 1, &metrics, 1).await.unwrap();
+
+    // Older than 2,050: audit at 100..=2,000 (20 rows) and the locator's at 150.
+    assert_eq!(store.prune_entries(EntryTable::Audit, 2_050, 8).await.unwrap(), 8);
+    let (left, _) = store.audit_entries(&EntryFilter::default(), 100, None).await.unwrap();
+    assert_eq!(left[0].at, 800, "the oldest go first (100..700 and 150)");
+    assert_eq!(store.prune_entries(EntryTable::Audit, 2_050, 8).await.unwrap(), 8);
+    assert_eq!(store.prune_entries(EntryTable::Audit, 2_050, 8).await.unwrap(), 5);
+    assert_eq!(store.prune_entries(EntryTable::Audit, 2_050, 8).await.unwrap(), 0);
+    let (left, _) = store.audit_entries(&EntryFilter::default(), 100, None).await.unwrap();
+    assert_eq!(left.iter().map(|r| r.at).collect::<Vec<_>>(), (21..=25).map(|i| i * 100).collect::<Vec<_>>());
+    assert_eq!(store.count_entries(EntryTable::Metrics).await.unwrap(), 5, "the other table is untouched");
+    assert_eq!(store.prune_entries(EntryTable::Metrics, 2_800, 1_000).await.unwrap(), 2);
+    assert_eq!(store.count_entries(EntryTable::Metrics).await.unwrap(), 3);
+    // A pruned entry relayed again is stored again: retention, not deduplication, decides.
+    assert_eq!(store.store_outbox("edge-a", 1, &audit[..1], 2).await.unwrap(), 1);
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// Heartbeats store the outbox status; registrations store the outbox id and bump the epoch.
+pub async fn edge_outbox_and_epoch(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    assert_eq!(store.upsert_edge(&registration("edge-a"), 1_000).await.unwrap(), 1, "a new edge starts at epoch 1");
+    let e = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((e.outbox, e.outbox_id, e.link_epoch), (OutboxStatus::default(), 7, 1));
+    let outbox =
+        OutboxStatus { depth: 12, oldest_age_ms: 3_400, last_seq: u64::MAX - 5, dropped_audit: 1, dropped_metrics: 99 };
+    assert!(store.record_heartbeat("edge-a", &Load::default(), &outbox, 2_000).await.unwrap());
+    assert_eq!(store.edge("edge-a").await.unwrap().unwrap().outbox, outbox);
+    let huge = OutboxStatus { depth: u64::MAX, ..outbox };
+    store.record_heartbeat("edge-a", &Load::default(), &huge, 2_500).await.unwrap();
+    assert_eq!(store.edge("edge-a").await.unwrap().unwrap().outbox.depth, i64::MAX as u64, "counts saturate");
+
+    let mut again = registration("edge-a");
+    again.outbox_id = u64::MAX;
+    assert_eq!(store.upsert_edge(&again, 3_000).await.unwrap(), 2);
+    assert_eq!(store.upsert_edge(&again, 4_000).await.unwrap(), 3);
+    assert_eq!(store.upsert_edge(&registration("edge-b"), 4_000).await.unwrap(), 1, "epochs are per edge");
+    let e = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((e.outbox_id, e.link_epoch, e.health), (u64::MAX, 3, Health::Up));
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// Session updates fenced by the link epoch, ending an edge's sessions, restoring them.
+pub async fn fenced_session_updates(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let stale = store.upsert_edge(&registration("edge-a"), 1).await.unwrap();
+    let epoch = store.upsert_edge(&registration("edge-a"), 2).await.unwrap();
+    let other = store.upsert_edge(&registration("edge-b"), 2).await.unwrap();
+    let session = |id: &str, edge: &str| NewSession {
+        id: id.into(),
+        edge_id: edge.into(),
+        team: None,
+        region_hint: None,
+        created_at: 10,
+    };
+    for (id, edge) in [("s_1", "edge-a"), ("s_2", "edge-a"), ("s_3", "edge-a"), ("s_4", "edge-b")] {
+        store.create_session(&session(id, edge), &person(Role::Host, "ada")).await.unwrap();
+    }
+
+    assert!(!store.mark_session_started_fenced("s_1", "edge-a", stale, 20).await.unwrap(), "stale epoch");
+    assert!(!store.mark_session_started_fenced("s_1", "edge-b", other, 20).await.unwrap(), "another edge");
+    assert!(!store.mark_session_started_fenced("s_1", "edge-a", epoch + 1, 20).await.unwrap(), "future epoch");
+    assert_eq!(store.session("s_1").await.unwrap().unwrap().started_at, None);
+    assert!(store.mark_session_started_fenced("s_1", "edge-a", epoch, 20).await.unwrap());
+    assert!(!store.mark_session_started_fenced("s_1", "edge-a", epoch, 30).await.unwrap(), "first start kept");
+    assert!(!store.mark_session_ended_fenced("s_1", "edge-a", stale, "empty", 40).await.unwrap());
+    assert!(store.mark_session_ended_fenced("s_1", "edge-a", epoch, "empty", 40).await.unwrap());
+    assert!(!store.mark_session_ended_fenced("s_1", "edge-a", epoch, "ended", 50).await.unwrap(), "first end kept");
+    let s1 = store.session("s_1").await.unwrap().unwrap();
+    assert_eq!((s1.started_at, s1.ended_at, s1.end_reason.as_deref()), (Some(20), Some(40), Some("empty")));
+
+    // Health changes only as judged: the right states, epoch and heartbeat age.
+    assert!(!store.change_edge_health("edge-a", &[Health::Up], Health::LinkLost, stale, None, 50).await.unwrap());
+    assert!(
+        !store.change_edge_health("edge-a", &[Health::Up], Health::LinkLost, epoch, Some(1), 50).await.unwrap(),
+        "a heartbeat arrived after the judgement"
+    );
+    assert!(!store.change_edge_health("edge-a", &[Health::LinkLost], Health::Up, epoch, None, 50).await.unwrap());
+    assert!(store.change_edge_health("edge-a", &[Health::Up], Health::LinkLost, epoch, Some(2), 50).await.unwrap());
+    let from = [Health::Up, Health::LinkLost];
+    assert!(store.change_edge_health("edge-a", &from, Health::Unavailable, epoch, Some(2), 55).await.unwrap());
+    assert!(!store.change_edge_health("edge-a", &from, Health::Unavailable, epoch, Some(2), 56).await.unwrap());
+    let a = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((a.health, a.health_changed_at), (Health::Unavailable, 55));
+
+    // The edge is declared dead: its two live sessions end, once, unless it registered since.
+    assert!(store.end_live_sessions_on("edge-a", stale, END_REASON_EDGE_UNAVAILABLE, 60).await.unwrap().is_empty());
+    let ended = store.end_live_sessions_on("edge-a", epoch, END_REASON_EDGE_UNAVAILABLE, 60).await.unwrap();
+    assert_eq!(ended, ["s_2", "s_3"]);
+    assert!(store.end_live_sessions_on("edge-a", epoch, END_REASON_EDGE_UNAVAILABLE, 70).await.unwrap().is_empty());
+    assert!(store.session("s_4").await.unwrap().unwrap().ended_at.is_none(), "other edges' sessions run on");
+    let s2 = store.session("s_2").await.unwrap().unwrap();
+    assert_eq!((s2.ended_at, s2.end_reason.as_deref()), (Some(60), Some("edge_unavailable")));
+
+    // It comes back (a new epoch) still running s_2: only that link may restore it.
+    let back = store.upsert_edge(&registration("edge-a"), 80).await.unwrap();
+    assert!(!store.restore_session("s_2", "edge-a", epoch, 90).await.unwrap(), "stale epoch");
+    assert!(!store.restore_session("s_2", "edge-b", other, 90).await.unwrap(), "another edge");
+    assert!(!store.restore_session("s_1", "edge-a", back, 90).await.unwrap(), "ended for another reason");
+    assert!(!store.restore_session("s_4", "edge-b", other, 90).await.unwrap(), "never ended");
+    assert!(store.restore_session("s_2", "edge-a", back, 90).await.unwrap());
+    let s2 = store.session("s_2").await.unwrap().unwrap();
+    assert_eq!((s2.started_at, s2.ended_at, s2.end_reason), (Some(90), None, None), "running again, started now");
+    assert!(!store.restore_session("s_2", "edge-a", back, 95).await.unwrap(), "restored once");
+    assert_eq!(store.live_sessions_on("edge-a").await.unwrap().len(), 1);
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// Times storing 100,000 entries (4 audit to 1 metrics) in one call, then the same again (all
+/// duplicates), then in 200 calls of 500. Ignored by default; see the module doc for the command.
+/// The target is under 5 s in one call on every database. Measured on the 2-vCPU development
+/// machine: release build MySQL 1.5 s, PostgreSQL 1.7 s, SQLite 0.55 s (resent: about 0.1 s);
+/// debug build 2.7 s, 2.9 s and 1.1 s, most of it the databases' index maintenance.
+pub async fn outbox_rate(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let entries: Vec<SequencedEntry> = (1..=100_000u64)
+        .map(|seq| {
+            if seq % 5 == 0 {
+                usage_entry(seq, seq as i64)
+            } else {
+                audit_entry(seq, seq as i64, AuditEvent::ParticipantJoined, Some("s_4f9c2a7d1e"))
+            }
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    assert_eq!(store.store_outbox("edge-rate", 1, &entries, 1).await.unwrap(), 100_000);
+    let fresh = started.elapsed();
+    let started = std::time::Instant::now();
+    assert_eq!(store.store_outbox("edge-rate", 1, &entries, 2).await.unwrap(), 0);
+    let again = started.elapsed();
+    let started = std::time::Instant::now();
+    let mut stored = 0;
+    for (i, batch) in entries.chunks(500).enumerate() {
+        stored += store.store_outbox("edge-rate", 2, batch, i as i64).await.unwrap();
+    }
+    let batched = started.elapsed();
+    assert_eq!(stored, 100_000);
+    println!(
+        "outbox_rate {}: 100,000 entries in one call {fresh:.2?} ({:.0}/s); the same again {again:.2?}; \
+         in 200 calls of 500 {batched:.2?} ({:.0}/s)",
+        dialect.name(),
+        100_000.0 / fresh.as_secs_f64(),
+        100_000.0 / batched.as_secs_f64(),
+    );
+    assert!(fresh < std::time::Duration::from_secs(5), "{fresh:?}");
+    store.close().await;
+    db.drop_db().await;
+}
+
 macro_rules! suite {
     ($($dialect:ident => $value:expr),* $(,)?) => {$(
         mod $dialect {
@@ -271,6 +710,21 @@ macro_rules! suite {
             async fn region_rules_and_fallbacks() { super::region_rules_and_fallbacks($value).await }
             #[tokio::test]
             async fn placements_in_batches() { super::placements_in_batches($value).await }
+            #[tokio::test]
+            async fn outbox_stored_once() { super::outbox_stored_once($value).await }
+            #[tokio::test]
+            async fn outbox_fields() { super::outbox_fields($value).await }
+            #[tokio::test]
+            async fn entry_queries() { super::entry_queries($value).await }
+            #[tokio::test]
+            async fn prune_in_batches() { super::prune_in_batches($value).await }
+            #[tokio::test]
+            async fn edge_outbox_and_epoch() { super::edge_outbox_and_epoch($value).await }
+            #[tokio::test]
+            async fn fenced_session_updates() { super::fenced_session_updates($value).await }
+            #[tokio::test]
+            #[ignore = "timing: run on demand"]
+            async fn outbox_rate() { super::outbox_rate($value).await }
         }
     )*};
 }

@@ -4,6 +4,8 @@
 //! # Layout
 //!
 //! - [`placement`]: the `placement` scenario (`POST /api/v1/sessions` throughput and latency).
+//! - [`outbox`]: the `outbox` scenario (an edge's buffered audit entries delivered after a link
+//!   outage: how soon, and each exactly once).
 //! - [`procs`]: CPU pinning, free ports, the locator and edge processes and their teardown.
 //! - [`database`]: the database each run gets (a SQLite file, or a fresh PostgreSQL database).
 //! - [`http`]: a minimal HTTP/1.1 keep-alive client on hyper's connection API.
@@ -19,6 +21,7 @@
 mod database;
 mod drive;
 mod http;
+mod outbox;
 mod placement;
 mod procs;
 mod report;
@@ -43,12 +46,15 @@ struct Cli {
 enum Scenario {
     /// Placements per second and latency of `POST /api/v1/sessions` with edges registered.
     Placement(placement::Args),
+    /// Delivery of the audit entries an edge buffered during a link outage, once the link is back.
+    Outbox(outbox::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let pinning = match &cli.scenario {
         Scenario::Placement(args) => args.pinning.clone(),
+        Scenario::Outbox(args) => args.pinning.clone(),
     };
     if let Err(e) = procs::pin_self(&pinning) {
         eprintln!("error: {e:#}");
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         let run = async {
             match cli.scenario {
                 Scenario::Placement(args) => placement::run(args).await,
+                Scenario::Outbox(args) => outbox::run(args).await,
             }
         };
         tokio::select! {

@@ -44,8 +44,9 @@ pub struct Pinning {
 impl Pinning {
     /// One line for reports.
     pub fn describe(&self, edges: usize) -> String {
+        let edges = if edges == 1 { "1 edge".to_owned() } else { format!("{edges} edges") };
         format!(
-            "locator and {edges} edges on CPU {} (`taskset -c {}`), load generator on CPU {} (pins itself with `taskset -a -p -c {}`)",
+            "locator and {edges} on CPU {} (`taskset -c {}`), load generator on CPU {} (pins itself with `taskset -a -p -c {}`)",
             self.server_cpus, self.server_cpus, self.loadgen_cpus, self.loadgen_cpus
         )
     }
@@ -135,6 +136,11 @@ impl Binaries {
         };
         Ok(Binaries { locator: find("duet-locator")?, edge: find("duet-edge")? })
     }
+}
+
+/// The id of the `k`-th edge of a cluster (from 1): `bench-edge-<k>`.
+pub fn edge_id(k: usize) -> String {
+    format!("bench-edge-{k}")
 }
 
 /// One server process.
@@ -284,18 +290,29 @@ pub struct ClusterSpec<'a> {
     pub pinning: &'a Pinning,
     /// `DUET_DATABASE_URL`; `None`: the locator's default SQLite file in its data directory.
     pub database_url: Option<&'a str>,
+    /// Edges started with the locator, linked to it directly ([`Cluster::add_edges`] adds more).
     pub edges: usize,
     /// How long the locator and all edges have, together, to become ready.
     pub startup_timeout: Duration,
 }
+
+/// The locator's SQLite file in its data directory when no database URL is given.
+const LOCATOR_SQLITE_FILE: &str = "locator.db";
 
 /// A locator without embedded edge, and edges linked to it, each a process. Fields drop in
 /// order: the servers are killed before their directory is removed.
 pub struct Cluster {
     pub locator: Server,
     pub edges: Vec<Server>,
+    /// The enrollment secret the edges present.
+    secret: String,
+    /// Where the locator keeps its data: the spec's URL or its SQLite file.
+    database_url: String,
+    /// What edges added later are started with.
+    edge_bin: PathBuf,
+    server_cpus: String,
     /// Data directories and logs of every server.
-    _dir: TempDir,
+    dir: TempDir,
 }
 
 impl Cluster {
@@ -330,39 +347,68 @@ impl Cluster {
         )?;
         locator.wait_ready(deadline).await?;
 
-        let locator_url = format!("http://{addr}");
-        let mut edges = Vec::with_capacity(spec.edges);
-        for n in 1..=spec.edges {
-            let id = format!("bench-edge-{n}");
+        let database_url = match spec.database_url {
+            Some(url) => url.to_owned(),
+            None => format!("sqlite://{}", data_dir.join(LOCATOR_SQLITE_FILE).display()),
+        };
+        let mut cluster = Cluster {
+            locator,
+            edges: Vec::with_capacity(spec.edges),
+            secret,
+            database_url,
+            edge_bin: spec.bins.edge.clone(),
+            server_cpus: spec.pinning.server_cpus.clone(),
+            dir,
+        };
+        let locator_url = cluster.locator_url();
+        cluster.add_edges(spec.edges, &locator_url, deadline).await?;
+        Ok(cluster)
+    }
+
+    /// `http://<the locator's address>`.
+    pub fn locator_url(&self) -> String {
+        format!("http://{}", self.locator.addr)
+    }
+
+    /// The locator's database: what `ClusterSpec::database_url` named, or its SQLite file.
+    pub fn database_url(&self) -> &str {
+        &self.database_url
+    }
+
+    /// Starts `n` more edges (`bench-edge-<k>`, numbered on from the existing ones) that link to
+    /// the locator at `locator_url` (the locator itself, or a proxy in front of it), and waits
+    /// until each is ready or `deadline` passes.
+    pub async fn add_edges(&mut self, n: usize, locator_url: &str, deadline: Instant) -> anyhow::Result<()> {
+        let first = self.edges.len() + 1;
+        for k in first..first + n {
+            let id = edge_id(k);
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
             let args = [
                 "--locator-url".to_owned(),
-                locator_url.clone(),
+                locator_url.to_owned(),
                 "--listen".to_owned(),
                 addr.to_string(),
                 "--id".to_owned(),
                 id.clone(),
                 "--data-dir".to_owned(),
-                dir.path().join(format!("edge-{n}")).to_string_lossy().into_owned(),
+                self.dir.path().join(format!("edge-{k}")).to_string_lossy().into_owned(),
             ];
-            let env = [("DUET_ENROLLMENT_SECRET", secret.as_str()), ("DUET_LOG", "warn")];
-            let log = dir.path().join(format!("edge-{n}.log"));
-            edges.push(Server::spawn(
+            let env = [("DUET_ENROLLMENT_SECRET", self.secret.as_str()), ("DUET_LOG", "warn")];
+            let log = self.dir.path().join(format!("edge-{k}.log"));
+            self.edges.push(Server::spawn(
                 format!("edge {id}"),
-                &spec.bins.edge,
+                &self.edge_bin,
                 &args,
                 &env,
-                &spec.pinning.server_cpus,
+                &self.server_cpus,
                 log,
                 addr,
             )?);
         }
-        let mut cluster = Cluster { locator, edges, _dir: dir };
-        for edge in &mut cluster.edges {
+        for edge in &mut self.edges[first - 1..] {
             edge.wait_ready(deadline).await?;
         }
-        cluster.locator.check_alive()?;
-        Ok(cluster)
+        self.locator.check_alive()
     }
 
     /// An error naming the first server that has exited.
@@ -379,7 +425,7 @@ impl Cluster {
 
     /// Kills every server and waits until they are gone.
     pub async fn stop(self) {
-        let Cluster { locator, edges, _dir } = self;
+        let Cluster { locator, edges, .. } = self;
         for edge in edges {
             edge.stop().await;
         }

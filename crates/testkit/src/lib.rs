@@ -3,6 +3,8 @@
 //! Also: fresh databases for each SQL dialect, condition waits (never fixed sleeps), and paths of
 //! the built binaries for tests that run them as processes.
 
+pub mod private_pg;
+pub mod proxy;
 pub mod scripted_edge;
 pub mod tls;
 

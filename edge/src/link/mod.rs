@@ -6,6 +6,12 @@
 //! read side runs in its own task because fastwebsockets reads are not cancel-safe; this task
 //! `select!`s over decoded messages, the heartbeat timer, queued events and shutdown.
 //! Nothing a client does waits for the link: when it is down, sessions keep running.
+//!
+//! Outbox entries go out in sequence order in batches, with at most [`OUTBOX_WINDOW`] entries
+//! sent and not yet acknowledged; each link session starts again from the last acknowledged
+//! entry, so entries sent on a link that died are sent again (the locator stores each once).
+//! The locator answers every heartbeat; a link that hears nothing for three heartbeat intervals
+//! is dropped and dialled again, so a black-holed connection does not hold entries back.
 
 pub mod backoff;
 
@@ -30,6 +36,13 @@ const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 const LINK_MAX_MESSAGE: usize = 16 << 20;
 /// A link that stayed up this long counts as working: the next drop retries quickly.
 const STABLE_LINK: Duration = Duration::from_secs(10);
+/// Most outbox entries in one `Outbox` message, and about the most bytes.
+const OUTBOX_BATCH_ENTRIES: usize = 2_000;
+const OUTBOX_BATCH_BYTES: usize = 1 << 20;
+/// Most outbox entries sent and not yet acknowledged.
+const OUTBOX_WINDOW: u64 = 8_000;
+/// A link that hears nothing from the locator for this many heartbeat intervals is dropped.
+const SILENT_INTERVALS: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 enum LinkError {
@@ -47,6 +60,12 @@ enum LinkError {
     Codec(#[from] codec::CodecError),
     #[error("link write queue full or closed")]
     Write,
+    #[error("the locator acknowledged outbox entry {up_to}, beyond the last one sent ({sent})")]
+    AckBeyondSent { up_to: u64, sent: u64 },
+    #[error("outbox: {0}")]
+    Outbox(#[from] crate::outbox::OutboxError),
+    #[error("nothing heard from the locator for {0:?}")]
+    Silent(Duration),
 }
 
 /// Runs the link until shutdown.
@@ -111,7 +130,7 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
         build: format!("duet-edge {}", env!("CARGO_PKG_VERSION")),
         live_sessions: state.live_sessions(),
         load: state.current_load(),
-        outbox_id: 0,
+        outbox_id: state.outbox.outbox_id(),
     };
     send(&writer, &EdgeMessage::Hello(hello))?;
 
@@ -133,7 +152,7 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
         tracing::warn!(error = %e, "could not cache verification keys on disk");
     }
     state.linked.store(true, Ordering::Release);
-    tracing::info!(edge.id = %state.edge_id, locator = %state.config.locator_url, version = welcome.protocol_version, keys = welcome.keys.len(), "link up");
+    tracing::info!(edge.id = %state.edge_id, locator = %state.config.locator_url, version = welcome.protocol_version, epoch = welcome.link_epoch, keys = welcome.keys.len(), "link up");
 
     // Reads happen in their own task (not cancel-safe); decoded messages come back on a channel.
     let (in_tx, mut incoming) = mpsc::channel::<Result<LocatorMessage, LinkError>>(64);
@@ -161,14 +180,37 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
     }
     let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silent_after = interval * SILENT_INTERVALS;
+    let mut last_heard = tokio::time::Instant::now();
+    let mut sender = OutboxSender::new(state.outbox.acked());
+    let mut written = state.outbox.written();
+    let mut writer_running = true;
+    sender.pump(state, &writer).await?;
     loop {
         tokio::select! {
             _ = heartbeat.tick() => {
-                send(&writer, &EdgeMessage::Heartbeat(Heartbeat { load: state.current_load(), outbox: Default::default() }))?;
+                if last_heard.elapsed() > silent_after {
+                    return Err(LinkError::Silent(silent_after));
+                }
+                let hb = Heartbeat { load: state.current_load(), outbox: state.outbox.status() };
+                send(&writer, &EdgeMessage::Heartbeat(hb))?;
             }
             Some(event) = events.recv() => send(&writer, &event)?,
+            changed = written.changed(), if writer_running => {
+                // An error means the outbox writer stopped (shutdown): what is left waits on disk.
+                writer_running = changed.is_ok();
+                sender.pump(state, &writer).await?;
+            }
             msg = incoming.recv() => match msg {
-                Some(Ok(msg)) => handle(state, &writer, msg).await?,
+                Some(Ok(LocatorMessage::OutboxAck { up_to })) => {
+                    last_heard = tokio::time::Instant::now();
+                    sender.acked(state, up_to).await?;
+                    sender.pump(state, &writer).await?;
+                }
+                Some(Ok(msg)) => {
+                    last_heard = tokio::time::Instant::now();
+                    handle(state, &writer, msg).await?;
+                }
                 Some(Err(e)) => return Err(e),
                 None => return Err(LinkError::Closed { code: None, reason: "reader ended".into() }),
             },
@@ -179,6 +221,45 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
                 return Ok(());
             }
         }
+    }
+}
+
+/// What of the outbox this link session has sent and had acknowledged.
+struct OutboxSender {
+    /// Highest sequence number acknowledged by the locator.
+    acked: u64,
+    /// Highest sequence number sent on this link.
+    sent: u64,
+}
+
+impl OutboxSender {
+    fn new(acked: u64) -> Self {
+        OutboxSender { acked, sent: acked }
+    }
+
+    /// Sends what is written and not yet sent, as far as the window allows.
+    async fn pump(&mut self, state: &EdgeState, writer: &Writer) -> Result<(), LinkError> {
+        let written = *state.outbox.written().borrow();
+        while self.sent < written && self.sent - self.acked < OUTBOX_WINDOW {
+            let room = usize::try_from(OUTBOX_WINDOW - (self.sent - self.acked)).unwrap_or(usize::MAX);
+            let entries =
+                state.outbox.read_after(self.sent, room.min(OUTBOX_BATCH_ENTRIES), OUTBOX_BATCH_BYTES).await?;
+            let Some(last) = entries.last().map(|e| e.seq) else { break };
+            send(writer, &EdgeMessage::Outbox { entries })?;
+            self.sent = last;
+        }
+        Ok(())
+    }
+
+    async fn acked(&mut self, state: &EdgeState, up_to: u64) -> Result<(), LinkError> {
+        if up_to > self.sent {
+            return Err(LinkError::AckBeyondSent { up_to, sent: self.sent });
+        }
+        if up_to > self.acked {
+            state.outbox.ack(up_to).await?;
+            self.acked = up_to;
+        }
+        Ok(())
     }
 }
 
@@ -195,7 +276,8 @@ async fn handle(state: &Arc<EdgeState>, writer: &Writer, msg: LocatorMessage) ->
             }
             send(writer, &EdgeMessage::CommandAck { id })
         }
-        LocatorMessage::OutboxAck { .. } | LocatorMessage::HeartbeatAck => Ok(()),
+        // Acknowledgements are handled by the link loop, which owns the outbox sender.
+        LocatorMessage::HeartbeatAck | LocatorMessage::OutboxAck { .. } => Ok(()),
         LocatorMessage::Welcome(_) | LocatorMessage::Refused { .. } => {
             writer.close(CloseCode::LinkMalformed.code(), "unexpected message");
             Err(LinkError::Closed { code: Some(CloseCode::LinkMalformed.code()), reason: "unexpected welcome".into() })

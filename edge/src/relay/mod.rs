@@ -223,8 +223,10 @@ mod tests {
 
     /// The handshake timeout on paused time: a client that never sends `join` is closed with
     /// 4004 exactly when the configured timeout has passed, not before. The connection runs
-    /// through an in-memory pipe, so no real time or socket is involved.
-    #[tokio::test(start_paused = true)]
+    /// through an in-memory pipe, so no real time or socket is involved. The edge starts on real
+    /// time (its outbox opens a SQLite file on a worker thread, which paused time would race with
+    /// its pool's timeouts) and the clock is paused once its first entry is on disk.
+    #[tokio::test]
     async fn silent_clients_are_closed_at_the_handshake_timeout() {
         let dir = tempfile::tempdir().unwrap();
         // No locator listens here; the edge keeps retrying its link, which does not matter.
@@ -233,6 +235,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shutdown = CancellationToken::new();
         let edge = crate::start(config, listener, shutdown.clone()).await.unwrap();
+        edge.state.outbox.flush().await.unwrap();
+        tokio::time::pause();
 
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let state = edge.state.clone();

@@ -5,6 +5,9 @@
 //! participant sees events in sequence order. Frames are encoded once and shared by every
 //! recipient. Nothing here awaits a participant: delivery is `Writer::send`, which fails fast
 //! when a reader is too far behind, and that reader is removed with close code 4300.
+//!
+//! The actor also records the session's audit entries (started, participant joined and left,
+//! ended) and its summary metrics entry in the edge's outbox; pushing never waits.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,6 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use duet_proto::close::CloseCode;
 use duet_proto::link::{EdgeMessage, SessionEndReason};
+use duet_proto::outbox::{AuditEvent, MetricsEntry, OutboxEntry, SessionSummary};
 use duet_proto::session::{error_code, EdgeFrame, LeaveReason, Participant, ParticipantId, EVERYONE};
 use duet_ws::{SendError, Writer};
 use tokio::sync::{mpsc, oneshot};
@@ -76,12 +80,28 @@ struct Session {
     state: Arc<EdgeState>,
     seq: u64,
     members: BTreeMap<ParticipantId, Member>,
+    started_at_ms: i64,
+    /// Participants that joined over the session's life (a participant that rejoins after
+    /// leaving counts again; a connection replacing a live one does not).
+    joined: u32,
+    messages_relayed: u64,
+    bytes_relayed: u64,
 }
 
 /// Starts a session actor and returns its handle.
 pub fn spawn(state: Arc<EdgeState>, id: String, generation: u64) -> SessionHandle {
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-    let session = Session { id, generation, state, seq: 0, members: BTreeMap::new() };
+    let session = Session {
+        id,
+        generation,
+        state,
+        seq: 0,
+        members: BTreeMap::new(),
+        started_at_ms: crate::now_ms(),
+        joined: 0,
+        messages_relayed: 0,
+        bytes_relayed: 0,
+    };
     tokio::spawn(session.run(rx));
     SessionHandle { tx, generation }
 }
@@ -90,6 +110,7 @@ impl Session {
     async fn run(mut self, mut rx: mpsc::Receiver<SessionCmd>) {
         tracing::info!(session.id = %self.id, "session opened");
         self.state.link_event(EdgeMessage::SessionOpened { session_id: self.id.clone() });
+        self.state.audit(AuditEvent::SessionStarted, Some(&self.id), None, String::new());
         let mut end_reason = SessionEndReason::Empty;
         while let Some(cmd) = rx.recv().await {
             match cmd {
@@ -109,6 +130,8 @@ impl Session {
                     for (_, m) in std::mem::take(&mut self.members) {
                         m.writer.close(code.code(), code.name());
                         m.kick.cancel();
+                        let detail = format!("session ended ({})", reason.as_str());
+                        self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail);
                     }
                     end_reason = reason;
                 }
@@ -125,6 +148,17 @@ impl Session {
                 drop(writer);
             }
         }
+        let now = crate::now_ms();
+        self.state.audit(AuditEvent::SessionEnded, Some(&self.id), None, end_reason.as_str().to_owned());
+        self.state.outbox.push(OutboxEntry::Metrics(MetricsEntry::SessionSummary(SessionSummary {
+            at_ms: now,
+            session_id: self.id.clone(),
+            started_at_ms: self.started_at_ms,
+            participants: self.joined,
+            messages_relayed: self.messages_relayed,
+            bytes_relayed: self.bytes_relayed,
+            end_reason: end_reason.as_str().to_owned(),
+        })));
         self.state.session_ended(&self.id, self.generation, end_reason);
         tracing::info!(session.id = %self.id, reason = end_reason.as_str(), "session ended");
     }
@@ -154,8 +188,15 @@ impl Session {
         };
         let bytes = welcome.encode().map_err(|_| CloseCode::Internal)?;
         writer.send(bytes).map_err(|_| CloseCode::SlowReader)?;
+        let detail = match (&replacing, participant.role) {
+            (Some(_), _) => "reconnected (replaced its earlier connection)",
+            (None, duet_proto::session::Role::Host) => "host",
+            (None, duet_proto::session::Role::Guest) => "guest",
+        };
+        self.state.audit(AuditEvent::ParticipantJoined, Some(&self.id), Some(&participant), detail.to_owned());
         self.members.insert(id, Member { info: participant.clone(), conn, writer, kick });
         if replacing.is_none() {
+            self.joined = self.joined.saturating_add(1);
             self.seq += 1;
             let frame = EdgeFrame::ParticipantJoined { seq: self.seq, participant };
             self.broadcast(frame, Some(id));
@@ -186,6 +227,11 @@ impl Session {
         }
         self.seq += 1;
         let seq = self.seq;
+        let recipients = if to == EVERYONE { self.members.len().saturating_sub(1) } else { 1 } as u64;
+        let bytes = payload.len() as u64 * recipients;
+        self.messages_relayed += 1;
+        self.bytes_relayed += bytes;
+        self.state.count_relayed(1, bytes);
         let frame = EdgeFrame::Message { seq, from, to, payload };
         if to == EVERYONE {
             self.broadcast(frame, Some(from));
@@ -228,6 +274,8 @@ impl Session {
                 tracing::warn!(session.id = %self.id, participant.id = id, queued = m.writer.queued_bytes(), "slow reader removed");
                 m.writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
                 m.kick.cancel();
+                let detail = "removed (slow reader)".to_owned();
+                self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail);
                 self.seq += 1;
                 let Ok(bytes) =
                     (EdgeFrame::ParticipantLeft { seq: self.seq, participant_id: id, reason: LeaveReason::Removed })
@@ -247,7 +295,13 @@ impl Session {
     }
 
     fn remove(&mut self, id: ParticipantId, reason: LeaveReason) {
-        if self.members.remove(&id).is_some() {
+        if let Some(m) = self.members.remove(&id) {
+            let detail = match reason {
+                LeaveReason::Left => "left",
+                LeaveReason::Disconnected => "disconnected",
+                LeaveReason::Removed => "removed",
+            };
+            self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail.to_owned());
             self.seq += 1;
             self.broadcast(EdgeFrame::ParticipantLeft { seq: self.seq, participant_id: id, reason }, None);
         }

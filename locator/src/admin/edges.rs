@@ -3,7 +3,7 @@
 //!
 //! Suspend is soft: a suspended edge keeps its sessions and gets new ones only when no other
 //! edge is available. Changes are written to SQL (every replica follows within its edge refresh)
-//! and applied to this replica's placement at once.
+//! and applied to this replica's placement at once, and each is audited.
 
 use std::sync::Arc;
 
@@ -14,9 +14,9 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::rfc3339_ms;
+use super::{audit_action, rfc3339_ms};
 use crate::api::ApiError;
-use crate::db::{AdminState, EdgeRecord, Load};
+use crate::db::{audit_kind, AdminState, EdgeRecord, Load, OutboxStatus};
 use crate::LocatorState;
 
 #[derive(Debug, Serialize)]
@@ -36,6 +36,10 @@ pub struct EdgeView {
     pub capacity: Capacity,
     /// Sessions this replica placed there recently that heartbeats may not show yet.
     pub reserved_sessions: f64,
+    /// The edge's outbox as of its last heartbeat: entries not yet stored here, and drops.
+    pub outbox: OutboxStatus,
+    /// Bumped at every registration of the edge's link.
+    pub link_epoch: u64,
     pub last_heartbeat_at: String,
     pub registered_at: String,
 }
@@ -69,6 +73,8 @@ fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
         load: e.load,
         capacity: Capacity { max_connections: e.max_connections, max_sessions: e.max_sessions },
         reserved_sessions: reserved,
+        outbox: e.outbox,
+        link_epoch: e.link_epoch,
         last_heartbeat_at: rfc3339_ms(e.last_heartbeat_at),
         registered_at: rfc3339_ms(e.registered_at),
     }
@@ -95,6 +101,11 @@ async fn set_state(state: Arc<LocatorState>, id: String, admin_state: AdminState
         return Err(unknown(&id));
     }
     tracing::info!(edge.id = %id, admin_state = admin_state.as_str(), "edge admin state changed");
+    let kind = match admin_state {
+        AdminState::Active => audit_kind::EDGE_RESUMED,
+        AdminState::Suspended | AdminState::Draining => audit_kind::EDGE_SUSPENDED,
+    };
+    audit_action(&state, kind, Some(&id), format!("admin state set to {}", admin_state.as_str())).await?;
     changed(&state, &id).await
 }
 
@@ -134,5 +145,10 @@ pub async fn set_region(
         return Err(unknown(&id));
     }
     tracing::info!(edge.id = %id, region = ?body.region, "edge region override changed");
+    let detail = match &body.region {
+        Some(region) => format!("region override set to {region}"),
+        None => "region override cleared".to_owned(),
+    };
+    audit_action(&state, audit_kind::EDGE_REGION_SET, Some(&id), detail).await?;
     changed(&state, &id).await
 }

@@ -1,12 +1,18 @@
 //! The admin API under `/api/v1/admin`: edges (list, suspend, resume, region override), regions
-//! (rules, fallback orders, GeoIP reload) and placement (dry run, stored explanations). One file
-//! per area; the admin CLI and, later, the dashboard call the same routes.
+//! (rules, fallback orders, GeoIP reload), placement (dry run, stored explanations) and the
+//! audit and metrics entries. One file per area; the admin CLI and, later, the dashboard call
+//! the same routes.
+//!
+//! Every change an admin makes (suspend, resume, region override, rules, fallback orders) is
+//! written to the audit log with actor `admin` ([`audit_action`]): the static admin token has no
+//! name yet, so the log cannot say which admin.
 //!
 //! Every route requires `Authorization: Bearer <admin token>`. The token comes from
 //! `DUET_ADMIN_TOKEN`/`_FILE` or is generated into `<data_dir>/admin-token`; presented tokens are
 //! compared by their SHA-256 digests in constant time, so neither content nor length leaks
 //! through timing. Errors use the one JSON shape of [`crate::api::error`].
 
+pub mod audit;
 pub mod edges;
 pub mod placement;
 pub mod regions;
@@ -21,6 +27,7 @@ use axum::Router;
 use subtle::ConstantTimeEq;
 
 use crate::api::ApiError;
+use crate::db::{LocatorAuditEntry, ACTOR_ADMIN};
 use crate::LocatorState;
 
 /// The admin token, kept only as its digest.
@@ -76,7 +83,34 @@ pub fn router(state: Arc<LocatorState>) -> Router<Arc<LocatorState>> {
         .route("/geoip/reload", post(regions::reload_geoip))
         .route("/placement/dry-run", post(placement::dry_run))
         .route("/sessions/{session_id}/placement", get(placement::explanation))
+        .route("/audit", get(audit::list_audit))
+        .route("/metrics", get(audit::list_metrics))
         .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
+}
+
+/// Records an admin's change in the audit log, after the change is made. An audit entry must
+/// not be lost silently: when it cannot be stored, the request fails with 500 and the cause is
+/// logged, although the change itself stays made (the admin sees the failure and can check; a
+/// repeated change is harmless: a no-op, or refused with 404 or 409).
+pub async fn audit_action(
+    state: &LocatorState,
+    kind: &str,
+    edge_id: Option<&str>,
+    detail: String,
+) -> Result<(), ApiError> {
+    let entry = LocatorAuditEntry {
+        at_ms: crate::tokens::now_ms(),
+        kind: kind.to_owned(),
+        edge_id: edge_id.map(str::to_owned),
+        session_id: None,
+        actor: ACTOR_ADMIN.to_owned(),
+        detail,
+    };
+    state
+        .store
+        .insert_audit(&entry)
+        .await
+        .map_err(|e| ApiError::Internal(format!("{kind} was applied but its audit entry was not stored: {e}")))
 }
 
 /// Unix milliseconds as RFC 3339 (UTC, milliseconds).

@@ -4,7 +4,8 @@
 //! Rules are validated and normalized before they are stored (a malformed CIDR, an unknown
 //! country or continent code, or a rule that repeats an existing one is refused with a message
 //! naming the problem, and nothing changes). A GeoIP reload that fails keeps the database in use.
-//! Changes apply to this replica at once and reach the others within their rules refresh.
+//! Changes apply to this replica at once and reach the others within their rules refresh; each
+//! is audited.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::rfc3339_ms;
+use super::{audit_action, rfc3339_ms};
 use crate::api::ApiError;
-use crate::db::RegionRuleRecord;
+use crate::db::{audit_kind, RegionRuleRecord};
 use crate::geo::{self, GeoIp, RuleKind};
 use crate::LocatorState;
 
@@ -38,6 +39,11 @@ pub struct RuleView {
 
 fn rule_view(r: RegionRuleRecord) -> RuleView {
     RuleView { id: r.id, kind: r.kind, matcher: r.matcher, region: r.region, created_at: rfc3339_ms(r.created_at) }
+}
+
+/// A rule as the audit log tells it: `rule 3: cidr 10.0.0.0/8 -> eu`.
+fn describe_rule(r: &RegionRuleRecord) -> String {
+    format!("rule {}: {} {} -> {}", r.id, r.kind, r.matcher, r.region)
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +126,7 @@ pub async fn add_rule(
     match state.store.insert_region_rule(kind.as_str(), &matcher, &rule.region, crate::tokens::now_ms()).await? {
         Ok(created) => {
             tracing::info!(rule.id = created.id, kind = kind.as_str(), matcher = %matcher, region = %created.region, "region rule added");
+            audit_action(&state, audit_kind::REGION_RULE_ADDED, None, describe_rule(&created)).await?;
             state.placer.refresh_rules(&state.store).await?;
             Ok((StatusCode::CREATED, Json(rule_view(created))).into_response())
         }
@@ -135,10 +142,14 @@ pub async fn remove_rule(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound(format!("no region rule has id {id:?}")))?;
+    // Read first, so the audit entry says what the rule was.
+    let rule = state.store.region_rules().await?.into_iter().find(|r| r.id == id);
     if !state.store.delete_region_rule(id).await? {
         return Err(ApiError::NotFound(format!("no region rule has id {id}")));
     }
     tracing::info!(rule.id = id, "region rule removed");
+    let detail = rule.as_ref().map_or_else(|| format!("rule {id}"), describe_rule);
+    audit_action(&state, audit_kind::REGION_RULE_DELETED, None, detail).await?;
     state.placer.refresh_rules(&state.store).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -177,6 +188,12 @@ pub async fn set_fallback(
     }
     state.store.set_region_fallback(&region, &body.fallback, crate::tokens::now_ms()).await?;
     tracing::info!(region = %region, fallback = ?body.fallback, "region fallback order set");
+    let detail = if body.fallback.is_empty() {
+        format!("region {region}: fallback order cleared")
+    } else {
+        format!("region {region} falls back to {}", body.fallback.join(", "))
+    };
+    audit_action(&state, audit_kind::REGION_FALLBACK_SET, None, detail).await?;
     state.placer.refresh_rules(&state.store).await?;
     Ok(Json(FallbackView { region, fallback: body.fallback }))
 }

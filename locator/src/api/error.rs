@@ -29,6 +29,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("no edge is available to take the session; retry later")]
     NoEdgeAvailable,
+    /// The session's edge cannot take joins now (link lost past the grace period, unavailable).
+    #[error("{0}")]
+    EdgeUnreachable(String),
     #[error("the locator is not ready")]
     NotReady,
     #[error("internal error")]
@@ -47,6 +50,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::NoEdgeAvailable => (StatusCode::SERVICE_UNAVAILABLE, "no_edge_available"),
+            ApiError::EdgeUnreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "edge_unreachable"),
             ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
-use crate::db::{EdgeRecord, NewParticipant, NewSession, PlacementRecord};
+use crate::db::{EdgeRecord, Health, NewParticipant, NewSession, PlacementRecord};
 use crate::placement::recorder::RecordError;
 use crate::tokens::now_ms;
 use crate::LocatorState;
@@ -203,6 +203,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// Joins go to the session's edge while it is up, and for `link_grace` after its link was lost
+/// while it still answers its health probe; an unavailable edge's sessions have been ended.
+fn check_joinable(state: &LocatorState, edge: &EdgeRecord) -> Result<(), ApiError> {
+    match edge.health {
+        Health::Up => Ok(()),
+        Health::LinkLost => {
+            let grace_ms = i64::try_from(state.config.link_grace.as_millis()).unwrap_or(i64::MAX);
+            if now_ms().saturating_sub(edge.health_changed_at) <= grace_ms {
+                Ok(())
+            } else {
+                Err(ApiError::EdgeUnreachable(format!(
+                    "edge {} lost its link to the locator more than {} s ago; retry later",
+                    edge.id,
+                    state.config.link_grace.as_secs()
+                )))
+            }
+        }
+        Health::Unavailable => Err(ApiError::EdgeUnreachable(format!("edge {} is unavailable", edge.id))),
+    }
+}
+
 pub async fn join(
     State(state): State<Arc<LocatorState>>,
     Path(session_id): Path<String>,
@@ -225,6 +246,7 @@ pub async fn join(
         state.store.edge(&session.edge_id).await?.ok_or_else(|| {
             ApiError::Internal(format!("session {session_id} is on unknown edge {}", session.edge_id))
         })?;
+    check_joinable(&state, &edge)?;
     let guest = participant(&req, Role::Guest);
     let id = state
         .store

@@ -38,6 +38,21 @@ pub struct Edge {
     pub capacity: Capacity,
     #[serde(default)]
     pub last_heartbeat_at: Option<String>,
+    #[serde(default)]
+    pub outbox: Outbox,
+}
+
+/// The edge's outbox as its last heartbeat reported it.
+#[derive(Debug, Default, Deserialize)]
+pub struct Outbox {
+    #[serde(default)]
+    pub depth: u64,
+    #[serde(default)]
+    pub oldest_age_ms: u64,
+    #[serde(default)]
+    pub dropped_audit: u64,
+    #[serde(default)]
+    pub dropped_metrics: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -164,6 +179,7 @@ pub fn edge_table(list: &EdgeList, now: OffsetDateTime) -> String {
         ("CONNECTIONS", Align::Right),
         ("CPU", Align::Right),
         ("LAG", Align::Right),
+        ("OUTBOX", Align::Right),
         ("HEARTBEAT", Align::Left),
     ]);
     let mut overridden = false;
@@ -183,12 +199,25 @@ pub fn edge_table(list: &EdgeList, now: OffsetDateTime) -> String {
             of_capacity(e.load.connections, e.capacity.max_connections),
             percent(e.load.cpu),
             format!("{}ms", e.load.loop_lag_ms),
+            outbox(&e.outbox),
             e.last_heartbeat_at.as_deref().map_or_else(|| NONE.into(), |t| age(t, now)),
         ]);
     }
     let mut out = table.render();
     if overridden {
         out.push_str("* region set by an admin (`regions set-edge EDGE --clear` gives the edge its own back)\n");
+    }
+    out
+}
+
+/// Entries waiting for the locator, with the oldest one's age, and drops if any.
+fn outbox(o: &Outbox) -> String {
+    let mut out = o.depth.to_string();
+    if o.depth > 0 {
+        out.push_str(&format!(" ({}s)", o.oldest_age_ms / 1000));
+    }
+    if o.dropped_audit + o.dropped_metrics > 0 {
+        out.push_str(&format!(" dropped {}+{}", o.dropped_audit, o.dropped_metrics));
     }
     out
 }
@@ -404,7 +433,9 @@ mod tests {
              "health": "link_lost", "available": false,
              "load": {"cpu": 0.9, "loop_lag_ms": 140, "connections": 1200, "sessions": 13},
              "capacity": {"max_connections": 0, "max_sessions": 0}, "reserved_sessions": 1.5,
-             "last_heartbeat_at": "2026-11-23T09:10:00Z", "registered_at": "2026-11-20T00:00:00Z"}
+             "last_heartbeat_at": "2026-11-23T09:10:00Z", "registered_at": "2026-11-20T00:00:00Z",
+             "outbox": {"depth": 4200, "oldest_age_ms": 65000, "last_seq": 9000, "dropped_audit": 0,
+                        "dropped_metrics": 0}}
         ]})
     }
 
@@ -413,9 +444,9 @@ mod tests {
         let list: EdgeList = serde_json::from_value(edges_json()).unwrap();
         assert_eq!(
             edge_table(&list, now()),
-            "EDGE     REGION  STATE      HEALTH     AVAILABLE  SESSIONS  CONNECTIONS  CPU    LAG  HEARTBEAT\n\
-             edge-1   eu*     active     up         yes           2/100            4  12%    1ms  3s ago\n\
-             edge-22  us      suspended  link_lost  no               13         1200  90%  140ms  1h ago\n\
+            "EDGE     REGION  STATE      HEALTH     AVAILABLE  SESSIONS  CONNECTIONS  CPU    LAG      OUTBOX  HEARTBEAT\n\
+             edge-1   eu*     active     up         yes           2/100            4  12%    1ms           0  3s ago\n\
+             edge-22  us      suspended  link_lost  no               13         1200  90%  140ms  4200 (65s)  1h ago\n\
              * region set by an admin (`regions set-edge EDGE --clear` gives the edge its own back)\n"
         );
         assert_eq!(edge_table(&EdgeList { edges: vec![] }, now()), "no edges have registered\n");

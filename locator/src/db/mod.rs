@@ -8,11 +8,20 @@
 //!
 //! Everything another locator replica must know lives here, never only in memory. Times are Unix
 //! milliseconds in `BIGINT` columns, so every dialect stores and compares them the same way.
+//! `sqlx`'s `Any` driver has no unsigned integers: identifiers that use all 64 bits (outbox ids,
+//! sequence numbers) are stored as their bit pattern, counts saturate at `i64::MAX`.
+//!
+//! Audit and metrics entries relayed from edges' outboxes are stored once per (edge, outbox id,
+//! sequence number), whatever arrives again ([`Store::store_outbox`]); they are read oldest first
+//! with keyset pagination ([`Store::audit_entries`]) and pruned in short batches
+//! ([`Store::prune_entries`], driven by [`crate::retention`]).
 
 mod records;
 
 use std::borrow::Cow;
 
+use duet_proto::link::SequencedEntry;
+use duet_proto::outbox::{AuditEntry, MetricsEntry, OutboxEntry};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
@@ -218,35 +227,36 @@ impl Store {
 
     // ---- edges ----
 
-    /// Records an edge that (re)registered over its link: health `up`, fresh heartbeat. The admin
-    /// state of a known edge is kept.
-    pub async fn upsert_edge(&self, edge: &EdgeRegistration, now_ms: i64) -> Result<(), StoreError> {
+    /// Records an edge that (re)registered over its link: health `up`, fresh heartbeat, its
+    /// outbox id, and a new link epoch (one more than the last; 1 for a new edge), which it
+    /// returns. The admin state of a known edge is kept.
+    pub async fn upsert_edge(&self, edge: &EdgeRegistration, now_ms: i64) -> Result<u64, StoreError> {
+        const COLUMNS: &str = "INSERT INTO edges (id, region, public_url, build, max_connections, max_sessions, \
+             health, cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at, \
+             outbox_id, link_epoch) VALUES (?, ?, ?, ?, ?, ?, 'up', ?, ?, ?, ?, ?, ?, ?, ?, 1) ";
         let sql = match self.dialect {
-            Dialect::Sqlite | Dialect::Postgres => {
-                "INSERT INTO edges (id, region, public_url, build, max_connections, max_sessions, health, \
-                 cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'up', ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET region = excluded.region, public_url = excluded.public_url, \
+            Dialect::Sqlite | Dialect::Postgres => format!(
+                "{COLUMNS} ON CONFLICT (id) DO UPDATE SET region = excluded.region, public_url = excluded.public_url, \
                  build = excluded.build, max_connections = excluded.max_connections, \
                  max_sessions = excluded.max_sessions, health = 'up', cpu = excluded.cpu, \
                  loop_lag_ms = excluded.loop_lag_ms, connections = excluded.connections, \
                  sessions = excluded.sessions, registered_at = excluded.registered_at, \
-                 last_heartbeat_at = excluded.last_heartbeat_at, health_changed_at = excluded.health_changed_at"
-            }
-            Dialect::Mysql => {
-                "INSERT INTO edges (id, region, public_url, build, max_connections, max_sessions, health, \
-                 cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, 'up', ?, ?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE region = VALUES(region), public_url = VALUES(public_url), \
+                 last_heartbeat_at = excluded.last_heartbeat_at, health_changed_at = excluded.health_changed_at, \
+                 outbox_id = excluded.outbox_id, link_epoch = edges.link_epoch + 1 \
+                 RETURNING link_epoch"
+            ),
+            Dialect::Mysql => format!(
+                "{COLUMNS} ON DUPLICATE KEY UPDATE region = VALUES(region), public_url = VALUES(public_url), \
                  build = VALUES(build), max_connections = VALUES(max_connections), \
                  max_sessions = VALUES(max_sessions), health = 'up', cpu = VALUES(cpu), \
                  loop_lag_ms = VALUES(loop_lag_ms), connections = VALUES(connections), \
                  sessions = VALUES(sessions), registered_at = VALUES(registered_at), \
-                 last_heartbeat_at = VALUES(last_heartbeat_at), health_changed_at = VALUES(health_changed_at)"
-            }
+                 last_heartbeat_at = VALUES(last_heartbeat_at), health_changed_at = VALUES(health_changed_at), \
+                 outbox_id = VALUES(outbox_id), link_epoch = link_epoch + 1"
+            ),
         };
-        let sql = self.sql(sql);
-        sqlx::query(&sql)
+        let sql = self.sql(&sql);
+        let q = sqlx::query(&sql)
             .bind(&edge.id)
             .bind(&edge.region)
             .bind(&edge.public_url)
@@ -260,16 +270,37 @@ impl Store {
             .bind(now_ms)
             .bind(now_ms)
             .bind(now_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .bind(edge.outbox_id as i64);
+        let epoch: i64 = if self.dialect == Dialect::Mysql {
+            // No RETURNING on MySQL: the upsert locks the row until the transaction ends, so the
+            // epoch read next is the one it wrote.
+            let mut tx = self.pool.begin().await?;
+            q.execute(&mut *tx).await?;
+            let epoch = sqlx::query("SELECT link_epoch FROM edges WHERE id = ?")
+                .bind(&edge.id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get(0)?;
+            tx.commit().await?;
+            epoch
+        } else {
+            q.fetch_one(&self.pool).await?.try_get(0)?
+        };
+        Ok(epoch as u64)
     }
 
-    /// Stores a heartbeat's load. Returns false if the edge is unknown.
-    pub async fn record_heartbeat(&self, edge_id: &str, load: &Load, now_ms: i64) -> Result<bool, StoreError> {
+    /// Stores a heartbeat's load and outbox status. Returns false if the edge is unknown.
+    pub async fn record_heartbeat(
+        &self,
+        edge_id: &str,
+        load: &Load,
+        outbox: &OutboxStatus,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         let sql = self.sql(
-            "UPDATE edges SET cpu = ?, loop_lag_ms = ?, connections = ?, sessions = ?, last_heartbeat_at = ? \
-             WHERE id = ?",
+            "UPDATE edges SET cpu = ?, loop_lag_ms = ?, connections = ?, sessions = ?, last_heartbeat_at = ?, \
+             outbox_depth = ?, outbox_oldest_age_ms = ?, outbox_last_seq = ?, outbox_dropped_audit = ?, \
+             outbox_dropped_metrics = ? WHERE id = ?",
         );
         let done = sqlx::query(&sql)
             .bind(f64::from(load.cpu))
@@ -277,6 +308,11 @@ impl Store {
             .bind(i64::from(load.connections))
             .bind(i64::from(load.sessions))
             .bind(now_ms)
+            .bind(count_to_sql(outbox.depth))
+            .bind(count_to_sql(outbox.oldest_age_ms))
+            .bind(outbox.last_seq as i64)
+            .bind(count_to_sql(outbox.dropped_audit))
+            .bind(count_to_sql(outbox.dropped_metrics))
             .bind(edge_id)
             .execute(&self.pool)
             .await?;
@@ -293,6 +329,39 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Changes an edge's health only if it is still what the caller judged: its health is one of
+    /// `from`, its link epoch is `epoch` (no registration since), and, when `heard_before` is
+    /// given, its last heartbeat is no later than that (none arrived since). Failure detection
+    /// and link ends race with registrations and heartbeats, on one replica or several; this
+    /// makes the older judgement lose.
+    pub async fn change_edge_health(
+        &self,
+        edge_id: &str,
+        from: &[Health],
+        to: Health,
+        epoch: u64,
+        heard_before: Option<i64>,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        if from.is_empty() {
+            return Ok(false);
+        }
+        let states = vec!["?"; from.len()].join(", ");
+        let heard = if heard_before.is_some() { " AND last_heartbeat_at <= ?" } else { "" };
+        let sql = format!(
+            "UPDATE edges SET health = ?, health_changed_at = ? WHERE id = ? AND link_epoch = ? AND health IN ({states}){heard}"
+        );
+        let sql = self.sql(&sql);
+        let mut q = sqlx::query(&sql).bind(to.as_str()).bind(now_ms).bind(edge_id).bind(epoch as i64);
+        for h in from {
+            q = q.bind(h.as_str());
+        }
+        if let Some(t) = heard_before {
+            q = q.bind(t);
+        }
+        Ok(q.execute(&self.pool).await?.rows_affected() > 0)
     }
 
     pub async fn edges(&self) -> Result<Vec<EdgeRecord>, StoreError> {
@@ -421,6 +490,137 @@ impl Store {
     pub async fn mark_session_ended(&self, id: &str, reason: &str, now_ms: i64) -> Result<bool, StoreError> {
         let sql = self.sql("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL");
         let done = sqlx::query(&sql).bind(now_ms).bind(reason).bind(id).execute(&self.pool).await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Like [`Store::mark_session_started`], applied only if the session is on `edge_id` and
+    /// that edge's link epoch is still `epoch`: a message from a link that a newer registration
+    /// replaced changes nothing. False when not applied (stale epoch, another edge, or already
+    /// started).
+    pub async fn mark_session_started_fenced(
+        &self,
+        id: &str,
+        edge_id: &str,
+        epoch: u64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE sessions SET started_at = ? WHERE id = ? AND edge_id = ? AND started_at IS NULL AND {EPOCH_FENCE}"
+        );
+        let sql = self.sql(&sql);
+        let done = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(id)
+            .bind(edge_id)
+            .bind(edge_id)
+            .bind(epoch as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Like [`Store::mark_session_ended`], fenced like [`Store::mark_session_started_fenced`].
+    pub async fn mark_session_ended_fenced(
+        &self,
+        id: &str,
+        edge_id: &str,
+        epoch: u64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ? AND edge_id = ? AND ended_at IS NULL AND {EPOCH_FENCE}"
+        );
+        let sql = self.sql(&sql);
+        let done = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(reason)
+            .bind(id)
+            .bind(edge_id)
+            .bind(edge_id)
+            .bind(epoch as i64)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends every session on an edge that has not ended, with `reason`, and answers their ids
+    /// (sorted), provided the edge's link epoch is still `epoch` (it has not registered again
+    /// since the caller judged it; a registration then reconciles its sessions itself). A session
+    /// another caller ended meanwhile is not in the answer, so each id is answered once however
+    /// many replicas try. Writes no audit entry: the caller does.
+    pub async fn end_live_sessions_on(
+        &self,
+        edge_id: &str,
+        epoch: u64,
+        reason: &str,
+        now_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        const FENCE: &str = "EXISTS (SELECT 1 FROM edges WHERE edges.id = ? AND edges.link_epoch = ?)";
+        let mut ids: Vec<String> = if self.dialect == Dialect::Mysql {
+            // No RETURNING on MySQL: lock the edge row (registrations update it) and the live
+            // sessions (and the index range, so no new one slips in), then end exactly those.
+            let mut tx = self.pool.begin().await?;
+            let fenced = sqlx::query("SELECT id FROM edges WHERE id = ? AND link_epoch = ? FOR UPDATE")
+                .bind(edge_id)
+                .bind(epoch as i64)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if fenced.is_none() {
+                return Ok(Vec::new());
+            }
+            let rows = sqlx::query("SELECT id FROM sessions WHERE edge_id = ? AND ended_at IS NULL FOR UPDATE")
+                .bind(edge_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE edge_id = ? AND ended_at IS NULL")
+                .bind(now_ms)
+                .bind(reason)
+                .bind(edge_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?
+        } else {
+            let sql = format!(
+                "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE edge_id = ? AND ended_at IS NULL AND {FENCE} \
+                 RETURNING id"
+            );
+            let sql = self.sql(&sql);
+            let rows = sqlx::query(&sql)
+                .bind(now_ms)
+                .bind(reason)
+                .bind(edge_id)
+                .bind(edge_id)
+                .bind(epoch as i64)
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?
+        };
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Brings back a session the locator ended because its edge was declared unavailable
+    /// ([`END_REASON_EDGE_UNAVAILABLE`]) and that the edge, linked again with `epoch`, still runs:
+    /// clears `ended_at` and `end_reason`, and sets `started_at` to `now_ms` if it was never set.
+    /// Applied only if the session is on `edge_id`, ended for that reason, and the edge's link
+    /// epoch is still `epoch`; false otherwise.
+    pub async fn restore_session(&self, id: &str, edge_id: &str, epoch: u64, now_ms: i64) -> Result<bool, StoreError> {
+        let sql = format!(
+            "UPDATE sessions SET ended_at = NULL, end_reason = NULL, started_at = COALESCE(started_at, ?) \
+             WHERE id = ? AND edge_id = ? AND end_reason = ? AND {EPOCH_FENCE}"
+        );
+        let sql = self.sql(&sql);
+        let done = sqlx::query(&sql)
+            .bind(now_ms)
+            .bind(id)
+            .bind(edge_id)
+            .bind(END_REASON_EDGE_UNAVAILABLE)
+            .bind(edge_id)
+            .bind(epoch as i64)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -558,6 +758,280 @@ impl Store {
         })
         .transpose()
     }
+
+    // ---- audit and metrics entries ----
+
+    /// Stores a batch of entries from an edge's outbox in one transaction and answers how many
+    /// were new. Each (edge, outbox id, sequence number) is stored once: an entry that arrives
+    /// again (a batch resent after a lost acknowledgement, overlapping batches) is skipped, so
+    /// replaying is always safe. The numbers already stored in the batch's range are read first
+    /// and left out (a resent batch costs one indexed read, not a failed insert per row); the
+    /// unique key still decides between two writers racing. Rows go in multi-row inserts of at
+    /// most [`ENTRY_ROWS_PER_STATEMENT`] rows and [`ENTRY_BYTES_PER_STATEMENT`] bytes of text.
+    ///
+    /// The count is exact on every database: SQLite and PostgreSQL count only inserted rows;
+    /// MySQL counts a skipped duplicate like an inserted row (sqlx connects with
+    /// `CLIENT_FOUND_ROWS`), so there the rows of the batch's range are counted again after the
+    /// inserts, in the transaction's own snapshot.
+    pub async fn store_outbox(
+        &self,
+        edge_id: &str,
+        outbox_id: u64,
+        entries: &[SequencedEntry],
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let edge_id = clean_text(edge_id, MAX_ID_CHARS);
+        let origin = OutboxOrigin { edge_id: &edge_id, outbox: outbox_id as i64 };
+        let mut audit = Vec::new();
+        let mut metrics = Vec::new();
+        for e in entries {
+            match &e.entry {
+                OutboxEntry::Audit(a) => audit.push(AuditRow::new(e.seq, a)),
+                OutboxEntry::Metrics(m) => metrics.push(MetricsRow::new(e.seq, m)),
+            }
+        }
+        let audit_range = seq_range(&audit, |r| r.seq);
+        let metrics_range = seq_range(&metrics, |r| r.seq);
+        let mut tx = self.pool.begin().await?;
+        let audit_known = self.stored_seqs(&mut tx, EntryTable::Audit, &origin, audit_range).await?;
+        let metrics_known = self.stored_seqs(&mut tx, EntryTable::Metrics, &origin, metrics_range).await?;
+        audit.retain(|r| !audit_known.contains(&r.seq));
+        metrics.retain(|r| !metrics_known.contains(&r.seq));
+
+        let mut stored = 0;
+        let mut full_sql = None;
+        for chunk in statement_chunks(&audit, AuditRow::text_bytes) {
+            let sql = self.entry_insert_sql(AUDIT_INSERT, AUDIT_ROW, chunk.len(), &mut full_sql);
+            let q = bind_audit_rows(sqlx::query(&sql), &origin, chunk, now_ms);
+            stored += q.persistent(chunk.len() == ENTRY_ROWS_PER_STATEMENT).execute(&mut *tx).await?.rows_affected();
+        }
+        let mut full_sql = None;
+        for chunk in statement_chunks(&metrics, MetricsRow::text_bytes) {
+            let sql = self.entry_insert_sql(METRICS_INSERT, METRICS_ROW, chunk.len(), &mut full_sql);
+            let q = bind_metrics_rows(sqlx::query(&sql), &origin, chunk, now_ms);
+            stored += q.persistent(chunk.len() == ENTRY_ROWS_PER_STATEMENT).execute(&mut *tx).await?.rows_affected();
+        }
+        if self.dialect == Dialect::Mysql {
+            let audit_now = self.count_seqs(&mut tx, EntryTable::Audit, &origin, audit_range).await?;
+            let metrics_now = self.count_seqs(&mut tx, EntryTable::Metrics, &origin, metrics_range).await?;
+            stored = (audit_now - audit_known.len() as u64) + (metrics_now - metrics_known.len() as u64);
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// The multi-row insert of `rows` rows, skipping duplicates, with placeholders for this
+    /// dialect. A full statement's SQL is built once per batch and kept in `full`.
+    fn entry_insert_sql(&self, table: &str, row: &str, rows: usize, full: &mut Option<String>) -> String {
+        let build = || {
+            let conflict = match self.dialect {
+                Dialect::Sqlite | Dialect::Postgres => " ON CONFLICT (edge_id, outbox_id, edge_seq) DO NOTHING",
+                Dialect::Mysql => " ON DUPLICATE KEY UPDATE id = id",
+            };
+            self.sql(&(multi_row_insert(table, row, rows) + conflict)).into_owned()
+        };
+        if rows == ENTRY_ROWS_PER_STATEMENT {
+            full.get_or_insert_with(build).clone()
+        } else {
+            build()
+        }
+    }
+
+    /// The sequence numbers of one outbox already stored in `range` (inclusive).
+    async fn stored_seqs(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        table: EntryTable,
+        origin: &OutboxOrigin<'_>,
+        range: Option<(i64, i64)>,
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        let Some((first, last)) = range else { return Ok(Default::default()) };
+        let sql = format!(
+            "SELECT edge_seq FROM {} WHERE edge_id = ? AND outbox_id = ? AND edge_seq BETWEEN ? AND ?",
+            table.table_name()
+        );
+        let sql = self.sql(&sql);
+        let rows = sqlx::query(&sql)
+            .bind(origin.edge_id)
+            .bind(origin.outbox)
+            .bind(first)
+            .bind(last)
+            .fetch_all(&mut **tx)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+    }
+
+    /// How many rows of one outbox `range` holds (MySQL's count of what an insert stored).
+    async fn count_seqs(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        table: EntryTable,
+        origin: &OutboxOrigin<'_>,
+        range: Option<(i64, i64)>,
+    ) -> Result<u64, StoreError> {
+        let Some((first, last)) = range else { return Ok(0) };
+        let sql = format!(
+            "SELECT COUNT(*) FROM {} WHERE edge_id = ? AND outbox_id = ? AND edge_seq BETWEEN ? AND ?",
+            table.table_name()
+        );
+        let sql = self.sql(&sql);
+        let n: i64 = sqlx::query(&sql)
+            .bind(origin.edge_id)
+            .bind(origin.outbox)
+            .bind(first)
+            .bind(last)
+            .fetch_one(&mut **tx)
+            .await?
+            .try_get(0)?;
+        Ok(n as u64)
+    }
+
+    /// Stores an audit entry the locator made itself (no outbox id or sequence number; stored
+    /// at `at_ms`).
+    pub async fn insert_audit(&self, e: &LocatorAuditEntry) -> Result<(), StoreError> {
+        let edge_id = e.edge_id.as_deref().map(|s| clean_text(s, MAX_ID_CHARS));
+        let session_id = e.session_id.as_deref().map(|s| clean_text(s, MAX_ID_CHARS));
+        let kind = clean_text(&e.kind, MAX_KIND_CHARS);
+        let actor = clean_text(&e.actor, MAX_ID_CHARS);
+        let detail = clean_text(&e.detail, MAX_DETAIL_CHARS);
+        let sql = self.sql(
+            "INSERT INTO audit_entries (edge_id, at, kind, session_id, actor, detail, stored_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        );
+        sqlx::query(&sql)
+            .bind(edge_id.as_deref())
+            .bind(e.at_ms)
+            .bind(kind.as_ref())
+            .bind(session_id.as_deref())
+            .bind(actor.as_ref())
+            .bind(detail.as_ref())
+            .bind(e.at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Audit entries matching `filter`, oldest first by (`at`, `id`), at most `limit` of them,
+    /// after `after`; with the cursor of the next page when there is one. Keyset pagination:
+    /// pages stay consistent while entries are added (an entry stored later with an `at` before
+    /// the cursor, relayed late by an edge, is not on later pages: query its time range again).
+    pub async fn audit_entries(
+        &self,
+        filter: &EntryFilter,
+        limit: u32,
+        after: Option<Cursor>,
+    ) -> Result<(Vec<AuditRecord>, Option<Cursor>), StoreError> {
+        let rows = self.entry_rows(EntryTable::Audit, AUDIT_COLUMNS, filter, limit, after).await?;
+        let records = rows.iter().map(audit_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(page(records, limit, |r| Cursor { at: r.at, id: r.id }))
+    }
+
+    /// Metrics entries, like [`Store::audit_entries`]. The session filter matches session
+    /// summaries.
+    pub async fn metrics_entries(
+        &self,
+        filter: &EntryFilter,
+        limit: u32,
+        after: Option<Cursor>,
+    ) -> Result<(Vec<MetricsRecord>, Option<Cursor>), StoreError> {
+        let rows = self.entry_rows(EntryTable::Metrics, METRICS_COLUMNS, filter, limit, after).await?;
+        let records = rows.iter().map(metrics_from_row).collect::<Result<Vec<_>, _>>()?;
+        Ok(page(records, limit, |r| Cursor { at: r.at, id: r.id }))
+    }
+
+    /// Up to `limit + 1` rows of a filtered, keyset-paginated query (one more than asked tells
+    /// whether there is a next page).
+    async fn entry_rows(
+        &self,
+        table: EntryTable,
+        columns: &str,
+        filter: &EntryFilter,
+        limit: u32,
+        after: Option<Cursor>,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        let mut conditions: Vec<&str> = Vec::new();
+        let mut ints: Vec<i64> = Vec::new();
+        let mut texts: Vec<&str> = Vec::new();
+        // Integer conditions first, then text ones, so binds can go in two runs.
+        if let Some(from) = filter.from {
+            conditions.push("at >= ?");
+            ints.push(from);
+        }
+        if let Some(to) = filter.to {
+            conditions.push("at < ?");
+            ints.push(to);
+        }
+        if let Some(c) = after {
+            // `at >= ?` lets every database range-scan the (…, at, id) indexes.
+            conditions.push("at >= ? AND (at > ? OR id > ?)");
+            ints.extend([c.at, c.at, c.id]);
+        }
+        let text_filters =
+            [("edge_id = ?", &filter.edge_id), ("session_id = ?", &filter.session_id), ("kind = ?", &filter.kind)];
+        for (condition, value) in text_filters {
+            if let Some(v) = value {
+                conditions.push(condition);
+                texts.push(v);
+            }
+        }
+        let mut sql = format!("SELECT {columns} FROM {}", table.table_name());
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        sql.push_str(&format!(" ORDER BY at, id LIMIT {}", u64::from(limit) + 1));
+        let sql = self.sql(&sql);
+        let mut q = sqlx::query(&sql);
+        for v in ints {
+            q = q.bind(v);
+        }
+        for v in texts {
+            q = q.bind(v);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    /// Deletes up to `batch` entries that happened (`at`) before `older_than_ms`, oldest first,
+    /// in one short statement; answers how many went. Call again until it answers less than
+    /// `batch` (the retention task does, yielding between batches).
+    pub async fn prune_entries(&self, table: EntryTable, older_than_ms: i64, batch: u32) -> Result<u64, StoreError> {
+        let t = table.table_name();
+        let sql = match self.dialect {
+            // MySQL cannot LIMIT a subquery of IN, but limits a DELETE itself.
+            Dialect::Mysql => format!("DELETE FROM {t} WHERE at < ? ORDER BY at, id LIMIT {batch}"),
+            Dialect::Sqlite | Dialect::Postgres => {
+                format!("DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE at < ? ORDER BY at, id LIMIT {batch})")
+            }
+        };
+        let sql = self.sql(&sql);
+        Ok(sqlx::query(&sql).bind(older_than_ms).execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Every (outbox id, sequence number) stored for an edge, audit and metrics together,
+    /// sorted (for tests and diagnostics: it reads them all).
+    pub async fn outbox_keys(&self, edge_id: &str) -> Result<Vec<(u64, u64)>, StoreError> {
+        let sql = self.sql(
+            "SELECT outbox_id, edge_seq FROM audit_entries WHERE edge_id = ? AND edge_seq IS NOT NULL \
+             UNION ALL SELECT outbox_id, edge_seq FROM metrics_entries WHERE edge_id = ?",
+        );
+        let rows = sqlx::query(&sql).bind(edge_id).bind(edge_id).fetch_all(&self.pool).await?;
+        let mut keys = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)? as u64, r.try_get::<i64, _>(1)? as u64)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// How many entries a table holds.
+    pub async fn count_entries(&self, table: EntryTable) -> Result<u64, StoreError> {
+        let sql = format!("SELECT COUNT(*) FROM {}", table.table_name());
+        let n: i64 = sqlx::query(&sql).fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(n as u64)
+    }
 }
 
 /// Rows per multi-row `INSERT` in [`Store::record_placements`]: at 17 parameters a row (the three
@@ -614,6 +1088,264 @@ fn multi_row_insert(table_and_columns: &str, row: &str, rows: usize) -> String {
     sql
 }
 
+/// Rows per multi-row `INSERT` in [`Store::store_outbox`]: at 15 parameters a metrics row, 1,000
+/// rows stay under SQLite's 32,766 and PostgreSQL's and MySQL's 65,535 bound parameters; larger
+/// statements were no faster in `outbox_rate`.
+pub const ENTRY_ROWS_PER_STATEMENT: usize = 1_000;
+/// Text bytes per multi-row `INSERT` in [`Store::store_outbox`]: a statement of long details
+/// stays far below MySQL's smallest usual `max_allowed_packet` (4 MiB; MariaDB's default is
+/// 16 MiB).
+pub const ENTRY_BYTES_PER_STATEMENT: usize = 1 << 20;
+
+/// Longest texts the entry tables keep, in characters: the VARCHAR columns of migration 0003 on
+/// MySQL. Longer values (an edge is trusted, but not to be tidy) are cut on every database
+/// alike, so a batch never fails on one database and not on another.
+const MAX_ID_CHARS: usize = 128;
+const MAX_KIND_CHARS: usize = 64;
+const MAX_USER_CHARS: usize = 256;
+const MAX_DETAIL_CHARS: usize = 4_096;
+
+const AUDIT_INSERT: &str = "audit_entries (edge_id, outbox_id, edge_seq, at, kind, session_id, participant_id, \
+     user_id, actor, detail, stored_at)";
+const METRICS_INSERT: &str = "metrics_entries (edge_id, outbox_id, edge_seq, at, kind, interval_ms, connections, \
+     sessions, messages_relayed, bytes_relayed, session_id, session_started_at, participants, end_reason, stored_at)";
+/// One row of `AUDIT_INSERT` (an edge's entries have no actor) and of `METRICS_INSERT`.
+const AUDIT_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)";
+const METRICS_ROW: &str = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const AUDIT_COLUMNS: &str = "id, edge_id, outbox_id, edge_seq, at, kind, session_id, participant_id, user_id, actor, \
+     detail, stored_at";
+const METRICS_COLUMNS: &str = "id, edge_id, outbox_id, edge_seq, at, kind, interval_ms, connections, sessions, \
+     messages_relayed, bytes_relayed, session_id, session_started_at, participants, end_reason, stored_at";
+
+/// The condition of fenced session updates: binds the edge id, then the epoch. `edges` is not
+/// the updated table, so MySQL accepts the subquery.
+const EPOCH_FENCE: &str = "EXISTS (SELECT 1 FROM edges WHERE edges.id = ? AND edges.link_epoch = ?)";
+
+/// Counts and durations are `u64` on the wire and `BIGINT` in SQL (sqlx's `Any` has no
+/// unsigned types): beyond `i64::MAX` they saturate. Identifiers (outbox ids, sequence numbers)
+/// are stored as their bit pattern instead (`as i64`, read back `as u64`), so they round-trip.
+fn count_to_sql(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Text as the entry tables keep it: at most `max_chars` characters, NUL (which PostgreSQL
+/// refuses in text) replaced. Borrowed when nothing changes.
+fn clean_text(s: &str, max_chars: usize) -> Cow<'_, str> {
+    if s.len() <= max_chars && !s.contains('\0') {
+        return Cow::Borrowed(s);
+    }
+    Cow::Owned(s.chars().take(max_chars).map(|c| if c == '\0' { '\u{fffd}' } else { c }).collect())
+}
+
+/// The edge and outbox a batch of entries comes from.
+struct OutboxOrigin<'a> {
+    edge_id: &'a str,
+    outbox: i64,
+}
+
+/// An edge's audit entry, ready to bind.
+struct AuditRow<'a> {
+    seq: i64,
+    at: i64,
+    kind: &'static str,
+    session_id: Option<Cow<'a, str>>,
+    participant_id: Option<i64>,
+    user_id: Option<Cow<'a, str>>,
+    detail: Cow<'a, str>,
+}
+
+impl<'a> AuditRow<'a> {
+    fn new(seq: u64, a: &'a AuditEntry) -> Self {
+        AuditRow {
+            seq: seq as i64,
+            at: a.at_ms,
+            kind: a.event.as_str(),
+            session_id: a.session_id.as_deref().map(|s| clean_text(s, MAX_ID_CHARS)),
+            participant_id: a.participant_id.map(i64::from),
+            user_id: a.user_id.as_deref().map(|s| clean_text(s, MAX_USER_CHARS)),
+            detail: clean_text(&a.detail, MAX_DETAIL_CHARS),
+        }
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.detail.len()
+            + self.session_id.as_ref().map_or(0, |s| s.len())
+            + self.user_id.as_ref().map_or(0, |s| s.len())
+    }
+}
+
+/// An edge's metrics entry, ready to bind.
+struct MetricsRow<'a> {
+    seq: i64,
+    at: i64,
+    kind: &'static str,
+    interval_ms: Option<i64>,
+    connections: Option<i64>,
+    sessions: Option<i64>,
+    messages_relayed: i64,
+    bytes_relayed: i64,
+    session_id: Option<Cow<'a, str>>,
+    session_started_at: Option<i64>,
+    participants: Option<i64>,
+    end_reason: Option<Cow<'a, str>>,
+}
+
+impl<'a> MetricsRow<'a> {
+    fn new(seq: u64, m: &'a MetricsEntry) -> Self {
+        let empty = MetricsRow {
+            seq: seq as i64,
+            at: 0,
+            kind: m.kind(),
+            interval_ms: None,
+            connections: None,
+            sessions: None,
+            messages_relayed: 0,
+            bytes_relayed: 0,
+            session_id: None,
+            session_started_at: None,
+            participants: None,
+            end_reason: None,
+        };
+        match m {
+            MetricsEntry::Usage(u) => MetricsRow {
+                at: u.at_ms,
+                interval_ms: Some(i64::from(u.interval_ms)),
+                connections: Some(i64::from(u.connections)),
+                sessions: Some(i64::from(u.sessions)),
+                messages_relayed: count_to_sql(u.messages_relayed),
+                bytes_relayed: count_to_sql(u.bytes_relayed),
+                ..empty
+            },
+            MetricsEntry::SessionSummary(s) => MetricsRow {
+                at: s.at_ms,
+                messages_relayed: count_to_sql(s.messages_relayed),
+                bytes_relayed: count_to_sql(s.bytes_relayed),
+                session_id: Some(clean_text(&s.session_id, MAX_ID_CHARS)),
+                session_started_at: Some(s.started_at_ms),
+                participants: Some(i64::from(s.participants)),
+                end_reason: Some(clean_text(&s.end_reason, MAX_KIND_CHARS)),
+                ..empty
+            },
+        }
+    }
+
+    fn text_bytes(&self) -> usize {
+        self.session_id.as_ref().map_or(0, |s| s.len()) + self.end_reason.as_ref().map_or(0, |s| s.len())
+    }
+}
+
+/// The smallest and largest sequence numbers of `rows` (`None` when empty).
+fn seq_range<T>(rows: &[T], seq: impl Fn(&T) -> i64) -> Option<(i64, i64)> {
+    let first = rows.iter().map(&seq).min()?;
+    let last = rows.iter().map(&seq).max()?;
+    Some((first, last))
+}
+
+/// Splits rows into statements of at most [`ENTRY_ROWS_PER_STATEMENT`] rows and about
+/// [`ENTRY_BYTES_PER_STATEMENT`] bytes of text (a statement always takes at least one row).
+fn statement_chunks<T>(rows: &[T], text_bytes: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut chunks = Vec::with_capacity(rows.len() / ENTRY_ROWS_PER_STATEMENT + 1);
+    let (mut start, mut bytes) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let row_bytes = text_bytes(row);
+        if i > start && (i - start == ENTRY_ROWS_PER_STATEMENT || bytes + row_bytes > ENTRY_BYTES_PER_STATEMENT) {
+            chunks.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += row_bytes;
+    }
+    if start < rows.len() {
+        chunks.push(&rows[start..]);
+    }
+    chunks
+}
+
+/// Binds the rows of `AUDIT_INSERT` (the actor is NULL in the SQL).
+fn bind_audit_rows<'q>(
+    mut q: AnyQuery<'q>,
+    origin: &OutboxOrigin<'q>,
+    rows: &'q [AuditRow<'_>],
+    now_ms: i64,
+) -> AnyQuery<'q> {
+    for r in rows {
+        q = q.bind(origin.edge_id).bind(origin.outbox).bind(r.seq).bind(r.at).bind(r.kind);
+        q = q.bind(r.session_id.as_deref()).bind(r.participant_id).bind(r.user_id.as_deref());
+        q = q.bind(r.detail.as_ref()).bind(now_ms);
+    }
+    q
+}
+
+/// Binds the rows of `METRICS_INSERT`.
+fn bind_metrics_rows<'q>(
+    mut q: AnyQuery<'q>,
+    origin: &OutboxOrigin<'q>,
+    rows: &'q [MetricsRow<'_>],
+    now_ms: i64,
+) -> AnyQuery<'q> {
+    for r in rows {
+        q = q.bind(origin.edge_id).bind(origin.outbox).bind(r.seq).bind(r.at).bind(r.kind);
+        q = q.bind(r.interval_ms).bind(r.connections).bind(r.sessions);
+        q = q.bind(r.messages_relayed).bind(r.bytes_relayed).bind(r.session_id.as_deref());
+        q = q.bind(r.session_started_at).bind(r.participants).bind(r.end_reason.as_deref()).bind(now_ms);
+    }
+    q
+}
+
+/// Cuts the extra row [`Store::entry_rows`] read and answers the next page's cursor if it
+/// existed.
+fn page<T>(mut records: Vec<T>, limit: u32, cursor: impl Fn(&T) -> Cursor) -> (Vec<T>, Option<Cursor>) {
+    let limit = limit as usize;
+    if records.len() <= limit {
+        return (records, None);
+    }
+    records.truncate(limit);
+    let next = records.last().map(cursor);
+    (records, next)
+}
+
+fn opt_u32_col(row: &AnyRow, col: &str) -> Result<Option<u32>, StoreError> {
+    let v: Option<i64> = row.try_get(col)?;
+    v.map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{col} = {v}")))).transpose()
+}
+
+fn audit_from_row(row: &AnyRow) -> Result<AuditRecord, StoreError> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        edge_id: row.try_get("edge_id")?,
+        outbox_id: row.try_get::<Option<i64>, _>("outbox_id")?.map(|v| v as u64),
+        edge_seq: row.try_get::<Option<i64>, _>("edge_seq")?.map(|v| v as u64),
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        session_id: row.try_get("session_id")?,
+        participant_id: opt_u32_col(row, "participant_id")?,
+        user_id: row.try_get("user_id")?,
+        actor: row.try_get("actor")?,
+        detail: row.try_get("detail")?,
+        stored_at: row.try_get("stored_at")?,
+    })
+}
+
+fn metrics_from_row(row: &AnyRow) -> Result<MetricsRecord, StoreError> {
+    Ok(MetricsRecord {
+        id: row.try_get("id")?,
+        edge_id: row.try_get("edge_id")?,
+        outbox_id: row.try_get::<i64, _>("outbox_id")? as u64,
+        edge_seq: row.try_get::<i64, _>("edge_seq")? as u64,
+        at: row.try_get("at")?,
+        kind: row.try_get("kind")?,
+        interval_ms: opt_u32_col(row, "interval_ms")?,
+        connections: opt_u32_col(row, "connections")?,
+        sessions: opt_u32_col(row, "sessions")?,
+        messages_relayed: row.try_get::<i64, _>("messages_relayed")? as u64,
+        bytes_relayed: row.try_get::<i64, _>("bytes_relayed")? as u64,
+        session_id: row.try_get("session_id")?,
+        session_started_at: row.try_get("session_started_at")?,
+        participants: opt_u32_col(row, "participants")?,
+        end_reason: row.try_get("end_reason")?,
+        stored_at: row.try_get("stored_at")?,
+    })
+}
+
 fn rule_from_row(row: &AnyRow) -> Result<RegionRuleRecord, StoreError> {
     Ok(RegionRuleRecord {
         id: row.try_get("id")?,
@@ -626,7 +1358,9 @@ fn rule_from_row(row: &AnyRow) -> Result<RegionRuleRecord, StoreError> {
 
 const EDGE_COLUMNS: &str =
     "id, region, region_override, public_url, build, max_connections, max_sessions, admin_state, health, \
-     cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at";
+     cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at, \
+     outbox_depth, outbox_oldest_age_ms, outbox_last_seq, outbox_dropped_audit, outbox_dropped_metrics, \
+     outbox_id, link_epoch";
 
 const SESSION_COLUMNS: &str =
     "id, edge_id, team, region_hint, created_at, started_at, ended_at, end_reason, participant_count";
@@ -657,6 +1391,15 @@ fn edge_from_row(row: &AnyRow) -> Result<EdgeRecord, StoreError> {
             connections: u32_col(row, "connections")?,
             sessions: u32_col(row, "sessions")?,
         },
+        outbox: OutboxStatus {
+            depth: row.try_get::<i64, _>("outbox_depth")? as u64,
+            oldest_age_ms: row.try_get::<i64, _>("outbox_oldest_age_ms")? as u64,
+            last_seq: row.try_get::<i64, _>("outbox_last_seq")? as u64,
+            dropped_audit: row.try_get::<i64, _>("outbox_dropped_audit")? as u64,
+            dropped_metrics: row.try_get::<i64, _>("outbox_dropped_metrics")? as u64,
+        },
+        outbox_id: row.try_get::<i64, _>("outbox_id")? as u64,
+        link_epoch: row.try_get::<i64, _>("link_epoch")? as u64,
         registered_at: row.try_get("registered_at")?,
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
         health_changed_at: row.try_get("health_changed_at")?,

@@ -2,7 +2,7 @@
 
 use duet_proto::session::Role;
 
-pub use duet_proto::link::Load;
+pub use duet_proto::link::{Load, OutboxStatus};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SigningKeyRecord {
@@ -25,6 +25,8 @@ pub struct EdgeRegistration {
     pub max_connections: u32,
     pub max_sessions: u32,
     pub load: Load,
+    /// The edge's outbox (a random number chosen when its outbox file was created).
+    pub outbox_id: u64,
 }
 
 /// An edge's admin state: set by admins, never by failures.
@@ -98,6 +100,13 @@ pub struct EdgeRecord {
     pub admin_state: AdminState,
     pub health: Health,
     pub load: Load,
+    /// The outbox status of the last heartbeat.
+    pub outbox: OutboxStatus,
+    /// The outbox the edge registered with.
+    pub outbox_id: u64,
+    /// Bumped at every registration (the first is 1): fences updates that come from an older
+    /// link of the same edge.
+    pub link_epoch: u64,
     pub registered_at: i64,
     pub last_heartbeat_at: i64,
     pub health_changed_at: i64,
@@ -189,4 +198,137 @@ pub struct ParticipantRecord {
     pub user_id: String,
     pub display_name: String,
     pub created_at: i64,
+}
+
+/// The end reason of sessions the locator ended because their edge was declared unavailable;
+/// only these can be restored when the edge comes back ([`crate::db::Store::restore_session`]).
+pub const END_REASON_EDGE_UNAVAILABLE: &str = "edge_unavailable";
+
+/// Kinds of the audit entries the locator makes itself. Edges' entries use
+/// [`duet_proto::outbox::AuditEvent::as_str`]; the two sets never share a name.
+pub mod audit_kind {
+    /// Failure detection declared an edge dead.
+    pub const EDGE_UNAVAILABLE: &str = "edge_unavailable";
+    /// An unavailable edge linked again.
+    pub const EDGE_RECOVERED: &str = "edge_recovered";
+    /// The locator ended a session (its edge became unavailable, or reconciliation).
+    pub const SESSION_ENDED_BY_LOCATOR: &str = "session_ended_by_locator";
+    /// A session the locator had ended was still running on its edge and came back.
+    pub const SESSION_RESTORED: &str = "session_restored";
+    pub const EDGE_SUSPENDED: &str = "edge_suspended";
+    pub const EDGE_RESUMED: &str = "edge_resumed";
+    /// An admin moved an edge to a region, or back to the one it reports.
+    pub const EDGE_REGION_SET: &str = "edge_region_set";
+    pub const REGION_RULE_ADDED: &str = "region_rule_added";
+    pub const REGION_RULE_DELETED: &str = "region_rule_deleted";
+    pub const REGION_FALLBACK_SET: &str = "region_fallback_set";
+}
+
+/// Who made an audit entry the locator stores for itself: the locator, or an admin (the static
+/// admin token has no name yet, so every admin is `admin`).
+pub const ACTOR_LOCATOR: &str = "locator";
+pub const ACTOR_ADMIN: &str = "admin";
+
+/// An audit entry the locator makes itself (not relayed from an edge's outbox).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatorAuditEntry {
+    pub at_ms: i64,
+    /// One of [`audit_kind`].
+    pub kind: String,
+    pub edge_id: Option<String>,
+    pub session_id: Option<String>,
+    /// [`ACTOR_LOCATOR`] or [`ACTOR_ADMIN`].
+    pub actor: String,
+    /// Free text for people.
+    pub detail: String,
+}
+
+/// A stored audit entry: relayed from an edge (`outbox_id` and `edge_seq` set, no `actor`) or
+/// made by the locator (`actor` set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: i64,
+    pub edge_id: Option<String>,
+    pub outbox_id: Option<u64>,
+    pub edge_seq: Option<u64>,
+    /// When it happened (Unix ms; an edge's clock for relayed entries).
+    pub at: i64,
+    pub kind: String,
+    pub session_id: Option<String>,
+    pub participant_id: Option<u32>,
+    pub user_id: Option<String>,
+    pub actor: Option<String>,
+    pub detail: String,
+    /// When the locator stored it.
+    pub stored_at: i64,
+}
+
+/// A stored metrics entry, relayed from an edge. `kind` is `usage` (`interval_ms`,
+/// `connections`, `sessions` set) or `session_summary` (`session_id`, `session_started_at`,
+/// `participants`, `end_reason` set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsRecord {
+    pub id: i64,
+    pub edge_id: String,
+    pub outbox_id: u64,
+    pub edge_seq: u64,
+    pub at: i64,
+    pub kind: String,
+    pub interval_ms: Option<u32>,
+    pub connections: Option<u32>,
+    pub sessions: Option<u32>,
+    pub messages_relayed: u64,
+    pub bytes_relayed: u64,
+    pub session_id: Option<String>,
+    pub session_started_at: Option<i64>,
+    pub participants: Option<u32>,
+    pub end_reason: Option<String>,
+    pub stored_at: i64,
+}
+
+/// The two tables of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryTable {
+    Audit,
+    Metrics,
+}
+
+impl EntryTable {
+    pub const fn table_name(self) -> &'static str {
+        match self {
+            EntryTable::Audit => "audit_entries",
+            EntryTable::Metrics => "metrics_entries",
+        }
+    }
+}
+
+/// Which entries a query reads; every field narrows it. `from` is inclusive and `to` exclusive
+/// (Unix ms, compared with the entry's `at`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryFilter {
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub edge_id: Option<String>,
+    pub session_id: Option<String>,
+    pub kind: Option<String>,
+}
+
+/// Where the next page of a query starts: after the entry with this `(at, id)`. Shown to
+/// clients as an opaque string ([`Cursor::encode`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: i64,
+    pub id: i64,
+}
+
+impl Cursor {
+    /// `"<at>.<id>"`: clients pass it back unchanged and must not build or parse it.
+    pub fn encode(self) -> String {
+        format!("{}.{}", self.at, self.id)
+    }
+
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (at, id) = s.split_once('.')?;
+        Some(Cursor { at: at.parse().ok()?, id: id.parse().ok()? })
+    }
 }

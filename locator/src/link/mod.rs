@@ -8,8 +8,9 @@
 //! A link silent for longer than the heartbeat timeout is closed; the edge's health then becomes
 //! `link_lost` (failure detection decides later whether it is dead).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -19,13 +20,17 @@ use dashmap::DashMap;
 use duet_proto::close::CloseCode;
 use duet_proto::codec::{self, CodecError};
 use duet_proto::link::{
-    Command, EdgeMessage, Hello, LocatorMessage, Welcome, LINK_MIN_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION,
+    Command, EdgeMessage, Heartbeat, Hello, LocatorMessage, SequencedEntry, SessionEndReason, Welcome,
+    LINK_MIN_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION,
 };
+use duet_proto::outbox::{MetricsEntry, OutboxEntry};
 use duet_ws::{Limits, Message, Writer};
 use subtle::ConstantTimeEq;
+use tokio::sync::{mpsc, watch};
 
 use crate::api::ApiError;
-use crate::db::{EdgeRegistration, Health};
+use crate::db::{audit_kind, EdgeRegistration, Health, LocatorAuditEntry, StoreError};
+use crate::health::END_REASON_EDGE_UNAVAILABLE;
 use crate::tokens::now_ms;
 use crate::LocatorState;
 
@@ -78,11 +83,21 @@ impl Registry {
         self.links.remove_if(edge_id, |_, h| h.link_id == link_id);
     }
 
+    /// A fresh command id.
+    fn next_command_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether this replica holds a live link of the edge.
+    pub fn is_linked(&self, edge_id: &str) -> bool {
+        self.links.get(edge_id).is_some_and(|h| !h.writer.is_closing())
+    }
+
     /// Sends a command to every edge linked to this replica.
     pub fn broadcast(&self, command: &Command) {
         let handles: Vec<LinkHandle> = self.links.iter().map(|e| e.value().clone()).collect();
         for h in handles {
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let id = self.next_command_id();
             match codec::encode_locator(&LocatorMessage::Command { id, command: command.clone() }) {
                 Ok(bytes) => {
                     let _ = h.writer.send(bytes.into());
@@ -188,21 +203,27 @@ async fn serve(state: Arc<LocatorState>, ws: fastwebsockets::WebSocket<duet_ws::
         return refuse(&writer, CloseCode::LinkDuplicateEdge, &format!("edge id {edge_id} already has a live link"));
     };
     let span = tracing::info_span!("link", edge.id = %edge_id);
-    let _ = tracing::Instrument::instrument(run(state.clone(), hello, reader, writer), span).await;
+    let epoch = tracing::Instrument::instrument(run(state.clone(), hello, reader, writer), span).await;
     state.links.release(&edge_id, handle.link_id);
-    if let Err(e) = state.store.set_edge_health(&edge_id, Health::LinkLost, now_ms()).await {
-        tracing::warn!(edge.id = %edge_id, error = %e, "could not record link loss");
+    // Only this link's loss, and only from `up`: an edge already judged unavailable stays so,
+    // and one that registered again over a newer link is not touched.
+    if let Some(epoch) = epoch {
+        let lost = state.store.change_edge_health(&edge_id, &[Health::Up], Health::LinkLost, epoch, None, now_ms());
+        if let Err(e) = lost.await {
+            tracing::warn!(edge.id = %edge_id, error = %e, "could not record link loss");
+        }
     }
     refresh_placement(&state).await;
     tracing::info!(edge.id = %edge_id, "link down");
 }
 
+/// Serves a registered link until it ends; answers its epoch once the edge was recorded.
 async fn run(
     state: Arc<LocatorState>,
     hello: Hello,
-    mut reader: duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>,
+    reader: duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>,
     writer: Writer,
-) {
+) -> Option<u64> {
     let now = now_ms();
     let registration = EdgeRegistration {
         id: hello.edge_id.clone(),
@@ -212,37 +233,80 @@ async fn run(
         max_connections: hello.capacity.max_connections,
         max_sessions: hello.capacity.max_sessions,
         load: hello.load,
+        outbox_id: hello.outbox_id,
     };
-    if let Err(e) = state.store.upsert_edge(&registration, now).await {
-        tracing::error!(error = %e, "could not record edge; closing link");
-        writer.close(CloseCode::Internal.code(), CloseCode::Internal.name());
-        return;
+    let was_unavailable =
+        matches!(state.store.edge(&hello.edge_id).await, Ok(Some(e)) if e.health == Health::Unavailable);
+    let epoch = match state.store.upsert_edge(&registration, now).await {
+        Ok(epoch) => epoch,
+        Err(e) => {
+            tracing::error!(error = %e, "could not record edge; closing link");
+            writer.close(CloseCode::Internal.code(), CloseCode::Internal.name());
+            return None;
+        }
+    };
+    serve_registered(state, hello, reader, writer, epoch, was_unavailable).await;
+    Some(epoch)
+}
+
+async fn serve_registered(
+    state: Arc<LocatorState>,
+    hello: Hello,
+    mut reader: duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>,
+    writer: Writer,
+    epoch: u64,
+    was_unavailable: bool,
+) {
+    let now = now_ms();
+    if was_unavailable {
+        let entry = LocatorAuditEntry {
+            at_ms: now,
+            kind: audit_kind::EDGE_RECOVERED.into(),
+            edge_id: Some(hello.edge_id.clone()),
+            session_id: None,
+            actor: "locator".into(),
+            detail: format!("registered again after being unavailable (link epoch {epoch})"),
+        };
+        if let Err(e) = state.store.insert_audit(&entry).await {
+            tracing::warn!(error = %e, "could not record the edge's recovery");
+        }
     }
-    reconcile(&state, &hello).await;
+    let stale = reconcile(&state, &hello, epoch).await;
     refresh_placement(&state).await;
     let welcome = Welcome {
         protocol_version: hello.protocol_version,
         locator_build: format!("duet-locator {}", env!("CARGO_PKG_VERSION")),
         keys: state.signer().verifying_keys(),
         heartbeat_interval_ms: u32::try_from(state.config.heartbeat_interval.as_millis()).unwrap_or(u32::MAX),
-        link_epoch: 0,
+        link_epoch: epoch,
     };
-    match codec::encode_locator(&LocatorMessage::Welcome(welcome)) {
-        Ok(bytes) => {
-            if writer.send(bytes.into()).is_err() {
-                return;
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not encode welcome");
+    if send(&writer, &LocatorMessage::Welcome(welcome)).is_err() {
+        return;
+    }
+    // Sessions the edge runs that the locator has ended for good or never placed there.
+    for session_id in stale {
+        let command = Command::EndSession { session_id, reason: SessionEndReason::Ended };
+        let id = state.links.next_command_id();
+        if send(&writer, &LocatorMessage::Command { id, command }).is_err() {
             return;
         }
     }
-    tracing::info!(region = %hello.region, url = %hello.public_url, version = hello.protocol_version, "link up");
+    tracing::info!(region = %hello.region, url = %hello.public_url, version = hello.protocol_version, epoch, "link up");
+
+    let link =
+        Arc::new(LinkContext { state: state.clone(), edge_id: hello.edge_id.clone(), epoch, writer: writer.clone() });
+    let (heartbeat_tx, heartbeat_rx) = watch::channel(None);
+    let (events_tx, events_rx) = mpsc::channel(SESSION_EVENT_QUEUE);
+    let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let _heartbeats = AbortOnDrop(tokio::spawn(store_heartbeats(link.clone(), heartbeat_rx)));
+    let _events = AbortOnDrop(tokio::spawn(store_session_events(link.clone(), events_rx)));
+    let _outbox = AbortOnDrop(tokio::spawn(commit_outbox(link.clone(), hello.outbox_id, outbox_rx, queued.clone())));
 
     // A read that times out ends the link: the edge missed its heartbeats (reads are not
     // cancel-safe, but the connection is dropped right after).
     let silence = state.config.heartbeat_timeout;
+    let mut last_seq = 0u64;
     loop {
         let next = tokio::select! {
             r = tokio::time::timeout(silence, reader.next()) => r,
@@ -268,35 +332,259 @@ async fn run(
                 return;
             }
         };
-        let now = now_ms();
-        let result = match msg {
+        match msg {
             EdgeMessage::Heartbeat(hb) => {
-                let stored = state.store.record_heartbeat(&hello.edge_id, &hb.load, now).await.map(|_| ());
-                if stored.is_ok() {
-                    state.placer.note_heartbeat(&hello.edge_id, &hb.load, now);
+                heartbeat_tx.send_replace(Some((hb, now_ms())));
+                if send(&writer, &LocatorMessage::HeartbeatAck).is_err() {
+                    return;
                 }
-                stored
             }
             EdgeMessage::SessionOpened { session_id } => {
-                state.store.mark_session_started(&session_id, now).await.map(|_| ())
+                if check_session_id(&session_id).is_err() {
+                    return refuse(&writer, CloseCode::LinkMalformed, "invalid session id in session event");
+                }
+                queue_event(&events_tx, SessionEvent::Opened(session_id));
             }
             EdgeMessage::SessionClosed { session_id, reason } => {
-                state.store.mark_session_ended(&session_id, reason.as_str(), now).await.map(|_| ())
+                if check_session_id(&session_id).is_err() {
+                    return refuse(&writer, CloseCode::LinkMalformed, "invalid session id in session event");
+                }
+                queue_event(&events_tx, SessionEvent::Closed(session_id, reason));
             }
-            EdgeMessage::CommandAck { id } => {
-                tracing::debug!(command.id = id, "command carried out");
-                Ok(())
-            }
+            EdgeMessage::CommandAck { id } => tracing::debug!(command.id = id, "command carried out"),
             EdgeMessage::Outbox { entries } => {
-                // Not acknowledged: the edge keeps them until a locator stores them.
-                tracing::debug!(count = entries.len(), "outbox entries not stored by this locator version");
-                Ok(())
+                if let Err(reason) = check_outbox(&entries, last_seq) {
+                    return refuse(&writer, CloseCode::LinkMalformed, &reason);
+                }
+                last_seq = entries.last().map_or(last_seq, |e| e.seq);
+                let n = entries.len();
+                // A well-behaved edge has at most its window (8,000 entries) unacknowledged.
+                if queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED_OUTBOX_ENTRIES {
+                    return refuse(&writer, CloseCode::LinkMalformed, "outbox entries sent beyond the window");
+                }
+                let entries = entries.into_iter().map(sanitize_entry).collect();
+                if outbox_tx.send(entries).is_err() {
+                    return;
+                }
             }
             EdgeMessage::Hello(_) => return refuse(&writer, CloseCode::LinkMalformed, "second hello"),
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not store link message");
         }
+    }
+}
+
+/// Entries one link may have queued for commit; the edge's window is 8,000, so more is a
+/// protocol violation, not load.
+const MAX_QUEUED_OUTBOX_ENTRIES: usize = 16_000;
+/// Most outbox entries in one `Outbox` message.
+const MAX_OUTBOX_BATCH: usize = 10_000;
+/// Most entries committed in one transaction (several queued batches merged). SQLite has one
+/// connection, which placements wait for: 2,000 entries hold it about 11 ms; PostgreSQL and
+/// MySQL commit on a connection of their own, where larger transactions drain a backlog faster.
+const MAX_COMMIT_ENTRIES_SQLITE: usize = 2_000;
+const MAX_COMMIT_ENTRIES: usize = 10_000;
+/// Session events waiting for the database; beyond that they are dropped and the next hello's
+/// reconciliation repairs the sessions table.
+const SESSION_EVENT_QUEUE: usize = 4096;
+/// Retries of a failed database write back off from 100 ms to 5 s.
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What a link's helper tasks share.
+struct LinkContext {
+    state: Arc<LocatorState>,
+    edge_id: String,
+    /// This link's epoch: its session events apply only while it is the edge's newest.
+    epoch: u64,
+    writer: Writer,
+}
+
+enum SessionEvent {
+    Opened(String),
+    Closed(String, SessionEndReason),
+}
+
+fn send(writer: &Writer, msg: &LocatorMessage) -> Result<(), ()> {
+    match codec::encode_locator(msg) {
+        Ok(bytes) => writer.send(bytes.into()).map_err(|_| ()),
+        Err(e) => {
+            tracing::error!(error = %e, "could not encode link message");
+            Err(())
+        }
+    }
+}
+
+fn check_session_id(id: &str) -> Result<(), ()> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+fn queue_event(tx: &mpsc::Sender<SessionEvent>, event: SessionEvent) {
+    if tx.try_send(event).is_err() {
+        tracing::warn!("session event queue full; the next hello reconciles sessions");
+    }
+}
+
+/// Outbox batches must be non-empty, bounded, and in rising sequence order across the link.
+fn check_outbox(entries: &[SequencedEntry], last_seq: u64) -> Result<(), String> {
+    if entries.is_empty() || entries.len() > MAX_OUTBOX_BATCH {
+        return Err(format!("outbox batch of {} entries (1 to {MAX_OUTBOX_BATCH} allowed)", entries.len()));
+    }
+    let mut prev = last_seq;
+    for e in entries {
+        if e.seq == 0 || e.seq <= prev {
+            return Err(format!("outbox sequence number {} after {prev}", e.seq));
+        }
+        prev = e.seq;
+    }
+    Ok(())
+}
+
+/// Cuts free-text fields to what the audit table holds, on a character boundary.
+fn sanitize_entry(mut e: SequencedEntry) -> SequencedEntry {
+    fn cut(s: &mut String, max: usize) {
+        if s.len() > max {
+            let mut at = max;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            s.truncate(at);
+        }
+    }
+    match &mut e.entry {
+        OutboxEntry::Audit(a) => {
+            cut(&mut a.detail, 4096);
+            if let Some(s) = &mut a.session_id {
+                cut(s, 64);
+            }
+            if let Some(u) = &mut a.user_id {
+                cut(u, 256);
+            }
+        }
+        OutboxEntry::Metrics(MetricsEntry::SessionSummary(m)) => {
+            cut(&mut m.session_id, 64);
+            cut(&mut m.end_reason, 64);
+        }
+        OutboxEntry::Metrics(MetricsEntry::Usage(_)) => {}
+    }
+    e
+}
+
+async fn backoff(delay: &mut Duration) {
+    tokio::time::sleep(*delay).await;
+    *delay = (*delay * 2).min(RETRY_MAX);
+}
+
+/// Stores the newest heartbeat; a slow or absent database never holds up the link's reads.
+async fn store_heartbeats(link: Arc<LinkContext>, mut rx: watch::Receiver<Option<(Heartbeat, i64)>>) {
+    while rx.changed().await.is_ok() {
+        let Some((hb, at)) = *rx.borrow_and_update() else { continue };
+        if let Err(e) = link.state.store.record_heartbeat(&link.edge_id, &hb.load, &hb.outbox, at).await {
+            tracing::warn!(error = %e, "could not store heartbeat");
+            continue;
+        }
+        link.state.placer.note_heartbeat(&link.edge_id, &hb.load, at);
+        let health = link.state.placer.edges().iter().find(|e| e.id == link.edge_id).map(|e| e.health);
+        match health {
+            // Failure detection saw the edge silent but alive; it is talking again.
+            Some(Health::LinkLost) => {
+                let up = link.state.store.change_edge_health(
+                    &link.edge_id,
+                    &[Health::LinkLost],
+                    Health::Up,
+                    link.epoch,
+                    None,
+                    at,
+                );
+                if let Err(e) = up.await {
+                    tracing::warn!(error = %e, "could not record the edge as up");
+                }
+                refresh_placement(&link.state).await;
+            }
+            // It was declared dead and its sessions ended while this link hung: make it register
+            // again, so reconciliation restores the sessions it still runs.
+            Some(Health::Unavailable) => {
+                tracing::warn!("heartbeat from an edge marked unavailable; asking it to register again");
+                link.writer.close(CloseCode::LinkHeartbeatTimeout.code(), CloseCode::LinkHeartbeatTimeout.name());
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Applies session events in order, retrying while the database is away.
+async fn store_session_events(link: Arc<LinkContext>, mut rx: mpsc::Receiver<SessionEvent>) {
+    let store = &link.state.store;
+    while let Some(event) = rx.recv().await {
+        let mut delay = RETRY_MIN;
+        loop {
+            let now = now_ms();
+            let result = match &event {
+                SessionEvent::Opened(id) => store.mark_session_started_fenced(id, &link.edge_id, link.epoch, now).await,
+                SessionEvent::Closed(id, reason) => {
+                    store.mark_session_ended_fenced(id, &link.edge_id, link.epoch, reason.as_str(), now).await
+                }
+            };
+            match result {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "could not store session event");
+                    backoff(&mut delay).await;
+                }
+            }
+        }
+    }
+}
+
+/// Commits outbox batches in arrival order, merging what is queued into one transaction, and
+/// acknowledges each commit. A failed commit is retried (the edge keeps the entries meanwhile);
+/// an entry that arrives twice is stored once.
+async fn commit_outbox(
+    link: Arc<LinkContext>,
+    outbox_id: u64,
+    mut rx: mpsc::UnboundedReceiver<Vec<SequencedEntry>>,
+    queued: Arc<AtomicUsize>,
+) {
+    let max_commit = match link.state.store.dialect() {
+        crate::db::Dialect::Sqlite => MAX_COMMIT_ENTRIES_SQLITE,
+        _ => MAX_COMMIT_ENTRIES,
+    };
+    while let Some(mut batch) = rx.recv().await {
+        while batch.len() < max_commit {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let Some(up_to) = batch.last().map(|e| e.seq) else { continue };
+        let mut delay = RETRY_MIN;
+        loop {
+            match link.state.store.store_outbox(&link.edge_id, outbox_id, &batch, now_ms()).await {
+                Ok(stored) => {
+                    tracing::debug!(entries = batch.len(), stored, up_to, "outbox entries committed");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, entries = batch.len(), retry_in = ?delay, "could not store outbox entries");
+                    backoff(&mut delay).await;
+                }
+            }
+        }
+        queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        if send(&link.writer, &LocatorMessage::OutboxAck { up_to }).is_err() {
+            return;
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -307,24 +595,78 @@ async fn refresh_placement(state: &LocatorState) {
     }
 }
 
-/// After a (re)registration: sessions the edge runs are started; sessions the database thinks
-/// run there but the edge does not know ended while the link was down.
-async fn reconcile(state: &LocatorState, hello: &Hello) {
+/// After a (re)registration, with this link's epoch:
+/// - sessions the database has running on this edge that the edge no longer holds are ended;
+/// - sessions the edge still runs that the locator ended because the edge was unavailable are
+///   restored (the edge was alive after all);
+/// - sessions the edge runs that the locator ended for another reason, never placed, or placed
+///   elsewhere are returned: the edge is told to end them, since a stale edge must not override
+///   the locator's newer decision.
+///
+/// Every write is fenced by the epoch, so a newer link of the same edge wins over this one.
+async fn reconcile(state: &LocatorState, hello: &Hello, epoch: u64) -> Vec<String> {
     let now = now_ms();
+    let edge_id = &hello.edge_id;
     let live: std::collections::HashSet<&str> = hello.live_sessions.iter().map(String::as_str).collect();
-    match state.store.live_sessions_on(&hello.edge_id).await {
+    match state.store.live_sessions_on(edge_id).await {
         Ok(sessions) => {
             for s in sessions {
                 if s.started_at.is_some() && !live.contains(s.id.as_str()) {
-                    if let Err(e) = state.store.mark_session_ended(&s.id, "ended_while_unlinked", now).await {
-                        tracing::warn!(session.id = %s.id, error = %e, "could not reconcile session");
+                    match state
+                        .store
+                        .mark_session_ended_fenced(&s.id, edge_id, epoch, "ended_while_unlinked", now)
+                        .await
+                    {
+                        Ok(true) => tracing::info!(session.id = %s.id, "session ended while the link was down"),
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(session.id = %s.id, error = %e, "could not reconcile session"),
                     }
                 }
             }
         }
         Err(e) => tracing::warn!(error = %e, "could not reconcile sessions"),
     }
+    let mut stale = Vec::new();
     for id in &hello.live_sessions {
-        let _ = state.store.mark_session_started(id, now).await;
+        let record = match state.store.session(id).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(session.id = %id, error = %e, "could not reconcile session");
+                continue;
+            }
+        };
+        let result = match record {
+            Some(s) if s.edge_id == *edge_id && s.ended_at.is_none() => {
+                state.store.mark_session_started_fenced(id, edge_id, epoch, now).await.map(|_| ())
+            }
+            Some(s) if s.edge_id == *edge_id && s.end_reason.as_deref() == Some(END_REASON_EDGE_UNAVAILABLE) => {
+                restore(state, id, edge_id, epoch, now).await
+            }
+            _ => {
+                tracing::info!(session.id = %id, "edge runs a session the locator does not place there; ending it");
+                stale.push(id.clone());
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(session.id = %id, error = %e, "could not reconcile session");
+        }
     }
+    stale
+}
+
+async fn restore(state: &LocatorState, id: &str, edge_id: &str, epoch: u64, now: i64) -> Result<(), StoreError> {
+    if state.store.restore_session(id, edge_id, epoch, now).await? {
+        tracing::info!(session.id = %id, "session restored: its edge came back");
+        let entry = LocatorAuditEntry {
+            at_ms: now,
+            kind: audit_kind::SESSION_RESTORED.into(),
+            edge_id: Some(edge_id.to_owned()),
+            session_id: Some(id.to_owned()),
+            actor: "locator".into(),
+            detail: "the edge came back and still runs it".into(),
+        };
+        state.store.insert_audit(&entry).await?;
+    }
+    Ok(())
 }
