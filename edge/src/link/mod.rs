@@ -30,6 +30,10 @@ use tokio::sync::mpsc;
 use crate::EdgeState;
 use backoff::Backoff;
 
+/// Connecting (TCP, TLS and the websocket upgrade) must finish within this time: an attempt
+/// made during a partition would otherwise wait on TCP retransmissions long after the network
+/// is back.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The locator must answer the hello within this time.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Link messages are small; 16 MiB bounds a key list or an outbox batch with room to spare.
@@ -39,8 +43,9 @@ const STABLE_LINK: Duration = Duration::from_secs(10);
 /// Most outbox entries in one `Outbox` message, and about the most bytes.
 const OUTBOX_BATCH_ENTRIES: usize = 2_000;
 const OUTBOX_BATCH_BYTES: usize = 1 << 20;
-/// Most outbox entries sent and not yet acknowledged.
-const OUTBOX_WINDOW: u64 = 8_000;
+/// Most outbox entries sent and not yet acknowledged: twice the locator's largest commit, so the
+/// next commit's entries are already there when one finishes.
+const OUTBOX_WINDOW: u64 = 20_000;
 /// A link that hears nothing from the locator for this many heartbeat intervals is dropped.
 const SILENT_INTERVALS: u32 = 3;
 
@@ -48,6 +53,8 @@ const SILENT_INTERVALS: u32 = 3;
 enum LinkError {
     #[error("connect failed: {0}")]
     Connect(#[from] duet_ws::ConnectError),
+    #[error("connect did not finish within {0:?}")]
+    ConnectTimeout(Duration),
     #[error("locator refused the link: {code} {reason}")]
     Refused { code: u16, reason: String },
     #[error("no welcome from the locator in time")]
@@ -112,13 +119,13 @@ fn send(writer: &Writer, msg: &EdgeMessage) -> Result<(), LinkError> {
 async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessage>) -> Result<(), LinkError> {
     let auth = format!("Bearer {}", state.config.enrollment_secret);
     let limits = Limits { max_message_bytes: LINK_MAX_MESSAGE, max_queued_bytes: LINK_MAX_MESSAGE * 2 };
-    let mut reader = duet_ws::connect_with(
-        &link_url(&state.config.locator_url),
-        &[("authorization", &auth)],
-        limits,
-        state.link_tls.clone(),
-    )
-    .await?;
+    let url = link_url(&state.config.locator_url);
+    let headers = [("authorization", auth.as_str())];
+    let connecting = duet_ws::connect_with(&url, &headers, limits, state.link_tls.clone());
+    let mut reader = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(connected) => connected?,
+        Err(_) => return Err(LinkError::ConnectTimeout(CONNECT_TIMEOUT)),
+    };
     let writer = reader.writer().clone();
 
     let hello = Hello {

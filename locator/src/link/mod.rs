@@ -358,7 +358,7 @@ async fn serve_registered(
                 }
                 last_seq = entries.last().map_or(last_seq, |e| e.seq);
                 let n = entries.len();
-                // A well-behaved edge has at most its window (8,000 entries) unacknowledged.
+                // A well-behaved edge has at most its window (20,000 entries) unacknowledged.
                 if queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED_OUTBOX_ENTRIES {
                     return refuse(&writer, CloseCode::LinkMalformed, "outbox entries sent beyond the window");
                 }
@@ -372,9 +372,9 @@ async fn serve_registered(
     }
 }
 
-/// Entries one link may have queued for commit; the edge's window is 8,000, so more is a
+/// Entries one link may have queued for commit; the edge's window is 20,000, so more is a
 /// protocol violation, not load.
-const MAX_QUEUED_OUTBOX_ENTRIES: usize = 16_000;
+const MAX_QUEUED_OUTBOX_ENTRIES: usize = 40_000;
 /// Most outbox entries in one `Outbox` message.
 const MAX_OUTBOX_BATCH: usize = 10_000;
 /// Most entries committed in one transaction (several queued batches merged). SQLite has one
