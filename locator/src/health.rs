@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::db::{audit_kind, EdgeRecord, Health, LocatorAuditEntry, StoreError};
+use crate::db::{EdgeRecord, Health, StoreError};
 use crate::tokens::now_ms;
 use crate::LocatorState;
 
@@ -229,40 +229,20 @@ async fn mark(state: &LocatorState, edge_id: &str, health: Health, detail: Strin
     if silent_ms < timeout_ms || edge.health == Health::Unavailable {
         return Ok(());
     }
-    // The update is conditional on what was just read (health, epoch, last heartbeat): exactly
-    // one replica carries out the verdict, and none does once the edge registered again or a
-    // heartbeat arrived.
-    let from: &[Health] = match health {
-        Health::LinkLost => &[Health::Up],
-        _ => &[Health::Up, Health::LinkLost],
-    };
+    // Conditional on what was just read (health, epoch, last heartbeat): exactly one replica
+    // carries out the verdict, and none does once the edge registered again or a heartbeat
+    // arrived. Unavailability, the sessions' ends and their audit entries are one transaction.
     let epoch = edge.link_epoch;
-    if !state.store.change_edge_health(edge_id, from, health, epoch, Some(edge.last_heartbeat_at), now).await? {
-        return Ok(());
-    }
+    let heard = edge.last_heartbeat_at;
     if health == Health::Unavailable {
-        let ended = state.store.end_live_sessions_on(edge_id, epoch, END_REASON_EDGE_UNAVAILABLE, now).await?;
+        let Some(ended) = state.store.declare_unavailable(edge_id, epoch, heard, &detail, now).await? else {
+            return Ok(());
+        };
         tracing::warn!(edge.id = %edge_id, silent_ms, sessions_ended = ended.len(), %detail, "edge unavailable");
-        let mut entries = vec![LocatorAuditEntry {
-            at_ms: now,
-            kind: audit_kind::EDGE_UNAVAILABLE.into(),
-            edge_id: Some(edge_id.to_owned()),
-            session_id: None,
-            actor: "locator".into(),
-            detail,
-        }];
-        entries.extend(ended.into_iter().map(|session_id| LocatorAuditEntry {
-            at_ms: now,
-            kind: audit_kind::SESSION_ENDED_BY_LOCATOR.into(),
-            edge_id: Some(edge_id.to_owned()),
-            session_id: Some(session_id),
-            actor: "locator".into(),
-            detail: END_REASON_EDGE_UNAVAILABLE.into(),
-        }));
-        for entry in &entries {
-            state.store.insert_audit(entry).await?;
-        }
     } else {
+        if !state.store.change_edge_health(edge_id, &[Health::Up], health, epoch, Some(heard), now).await? {
+            return Ok(());
+        }
         tracing::warn!(edge.id = %edge_id, silent_ms, "edge link lost; the edge still answers its health probe");
     }
     if let Err(e) = state.placer.refresh_edges(&state.store).await {

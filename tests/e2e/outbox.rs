@@ -157,12 +157,17 @@ impl Churn {
                         continue;
                     };
                     let _ = g.leave();
+                    let mut left = false;
                     while let Some(ev) = g.recv().await {
-                        if matches!(ev, Event::Closed { .. }) {
+                        if let Event::Closed { code, .. } = ev {
+                            left = code == Some(1000);
                             break;
                         }
                     }
-                    rounds.fetch_add(1, Ordering::Relaxed);
+                    // Only a leave the edge answered counts (not one cut short by a kill).
+                    if left {
+                        rounds.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }));
         }
@@ -305,6 +310,23 @@ impl Rig {
     }
 }
 
+/// How many `participant_left` entries of `edge-f` are stored: each churn round that finished
+/// wrote one, so this must be at least the number of rounds (the two sets agreeing on their
+/// numbers is not enough: an entry never pushed would be missing from both).
+async fn stored_leaves(store: &Store) -> u64 {
+    let filter =
+        EntryFilter { edge_id: Some("edge-f".into()), kind: Some("participant_left".into()), ..Default::default() };
+    let (mut n, mut cursor) = (0u64, None);
+    loop {
+        let (page, next) = store.audit_entries(&filter, 1000, cursor).await.expect("read audit entries");
+        n += page.len() as u64;
+        match next {
+            Some(c) => cursor = Some(c),
+            None => return n,
+        }
+    }
+}
+
 fn locator_addr(url: &str) -> std::net::SocketAddr {
     url.trim_start_matches("http://").parse().expect("locator address")
 }
@@ -350,7 +372,11 @@ async fn kill_9_edge_mid_traffic() {
     rig.produce(MIN_ENTRIES).await;
     let rounds = rounds + churn.stop().await;
     let n = rig.assert_every_entry_stored_once().await;
-    eprintln!("kill -9: {n} entries produced, {n} stored once, {rounds} churn rounds");
+    // A round ends when the guest sees the close that answers its `leave`, which the edge sends
+    // only once the leave's audit entry is on disk: even the rounds just before the kill count.
+    let leaves = stored_leaves(&rig.store).await;
+    assert!(leaves >= rounds, "{leaves} participant_left entries stored for {rounds} rounds");
+    eprintln!("kill -9: {n} entries produced, {n} stored once, {rounds} churn rounds, {leaves} leaves stored");
     assert!(bystander.stop().await > 0);
 }
 
@@ -374,7 +400,9 @@ async fn link_blackholed_without_killing_either_side() {
     rig.produce(MIN_ENTRIES).await;
     let rounds = churn.stop().await;
     let n = rig.assert_every_entry_stored_once().await;
-    eprintln!("black-holed link: {n} entries produced, {n} stored once, {rounds} churn rounds");
+    let leaves = stored_leaves(&rig.store).await;
+    assert!(leaves >= rounds, "{leaves} participant_left entries stored for {rounds} rounds");
+    eprintln!("black-holed link: {n} entries produced, {n} stored once, {rounds} churn rounds, {leaves} leaves stored");
     assert!(bystander.stop().await > 0);
 }
 
@@ -399,7 +427,9 @@ async fn locator_restart() {
     rig.produce(MIN_ENTRIES).await;
     let rounds = churn.stop().await;
     let n = rig.assert_every_entry_stored_once().await;
-    eprintln!("locator restart: {n} entries produced, {n} stored once, {rounds} churn rounds");
+    let leaves = stored_leaves(&rig.store).await;
+    assert!(leaves >= rounds, "{leaves} participant_left entries stored for {rounds} rounds");
+    eprintln!("locator restart: {n} entries produced, {n} stored once, {rounds} churn rounds, {leaves} leaves stored");
     assert!(bystander.stop().await > 0);
 }
 
@@ -422,6 +452,8 @@ async fn database_restart() {
     rig.produce(MIN_ENTRIES).await;
     let rounds = churn.stop().await;
     let n = rig.assert_every_entry_stored_once().await;
-    eprintln!("database restart: {n} entries produced, {n} stored once, {rounds} churn rounds");
+    let leaves = stored_leaves(&rig.store).await;
+    assert!(leaves >= rounds, "{leaves} participant_left entries stored for {rounds} rounds");
+    eprintln!("database restart: {n} entries produced, {n} stored once, {rounds} churn rounds, {leaves} leaves stored");
     assert!(bystander.stop().await > 0);
 }

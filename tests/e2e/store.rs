@@ -647,6 +647,28 @@ pub async fn fenced_session_updates(dialect: Dialect) {
     assert_eq!((s2.started_at, s2.ended_at, s2.end_reason), (Some(90), None, None), "running again, started now");
     assert!(!store.restore_session("s_2", "edge-a", back, 95).await.unwrap(), "restored once");
     assert_eq!(store.live_sessions_on("edge-a").await.unwrap().len(), 1);
+
+    // Declaring it unavailable is all or nothing, and only as judged.
+    assert_eq!(store.declare_unavailable("edge-a", epoch, 1_000, "gone", 100).await.unwrap(), None, "stale epoch");
+    assert_eq!(store.declare_unavailable("edge-a", back, 79, "gone", 100).await.unwrap(), None, "heard since");
+    let ended = store.declare_unavailable("edge-a", back, 80, "no heartbeat, probe refused", 100).await.unwrap();
+    assert_eq!(ended, Some(vec!["s_2".to_owned()]));
+    assert_eq!(store.declare_unavailable("edge-a", back, 80, "again", 110).await.unwrap(), None, "declared once");
+    let a = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((a.health, a.health_changed_at), (Health::Unavailable, 100));
+    let by_locator = EntryFilter { edge_id: Some("edge-a".into()), ..Default::default() };
+    let audit = store.audit_entries(&by_locator, 10, None).await.unwrap().0;
+    let kinds: Vec<(&str, Option<&str>, &str)> =
+        audit.iter().map(|e| (e.kind.as_str(), e.session_id.as_deref(), e.detail.as_str())).collect();
+    assert_eq!(
+        kinds,
+        [
+            (audit_kind::EDGE_UNAVAILABLE, None, "no heartbeat, probe refused"),
+            (audit_kind::SESSION_ENDED_BY_LOCATOR, Some("s_2"), END_REASON_EDGE_UNAVAILABLE)
+        ]
+    );
+    assert!(audit.iter().all(|e| e.actor.as_deref() == Some(ACTOR_LOCATOR)));
+    assert!(store.session("s_4").await.unwrap().unwrap().ended_at.is_none(), "other edges' sessions run on");
     store.close().await;
     db.drop_db().await;
 }

@@ -5,7 +5,8 @@
 //! # Flow
 //!
 //! Session actors call [`Outbox::push`], which never waits: it encodes the entry, assigns the next
-//! sequence number and appends it to an in-memory queue (at most [`QUEUE_CAPACITY`] entries).
+//! sequence number and appends it to an in-memory queue (metrics entries up to
+//! [`QUEUE_CAPACITY`] queued, audit entries up to [`AUDIT_QUEUE_CAPACITY`]).
 //! One writer task ([`OutboxWriter::run`]) takes everything queued, inserts it in one transaction
 //! (a group commit, at most [`MAX_BATCH`] entries) and publishes the highest committed sequence
 //! number on [`Outbox::written`]. The link reads committed entries with [`Outbox::read_after`],
@@ -35,8 +36,9 @@
 //!   kept for audit entries, so metrics piling up while the locator is unreachable cannot crowd
 //!   out the record of what happened.
 //! - An audit entry is refused only once the depth reaches `max_entries`.
-//! - An entry is also refused when the queue in front of the writer holds [`QUEUE_CAPACITY`]
-//!   entries (the disk has stalled), or after the writer has stopped.
+//! - An entry is also refused when the queue in front of the writer is full (the disk has
+//!   stalled): [`QUEUE_CAPACITY`] entries for metrics, [`AUDIT_QUEUE_CAPACITY`] for audit
+//!   entries, which thereby ride out bursts; or after the writer has stopped.
 //!
 //! Every refused entry is counted ([`OutboxStatus::dropped_audit`],
 //! [`OutboxStatus::dropped_metrics`]). Each refused audit entry is also logged at error level with
@@ -81,6 +83,12 @@ use store::Row;
 /// many group commits' worth (one commit takes a few milliseconds), so it fills only when the
 /// disk stalls; pushes are then refused like when the outbox is full.
 pub const QUEUE_CAPACITY: usize = 16_384;
+
+/// Audit entries may fill the queue this far: a burst (an edge shutting down, a network blip
+/// that drops thousands of clients at once) pushes tens of thousands of participant-left and
+/// session-ended entries within milliseconds, faster than one commit, and an audit entry is
+/// refused only when there is truly no room. About 40 MB of queued entries at most.
+pub const AUDIT_QUEUE_CAPACITY: usize = 262_144;
 
 /// Most entries committed in one transaction. One fsync is already shared by thousands of entries
 /// at this size, and a larger transaction would hold the write lock longer, delaying an
@@ -311,15 +319,15 @@ impl Outbox {
                 return;
             }
         };
-        let limit = match entry {
-            OutboxEntry::Audit(_) => shared.max_entries,
-            OutboxEntry::Metrics(_) => shared.metrics_limit,
+        let (limit, queue_capacity) = match entry {
+            OutboxEntry::Audit(_) => (shared.max_entries, AUDIT_QUEUE_CAPACITY),
+            OutboxEntry::Metrics(_) => (shared.metrics_limit, QUEUE_CAPACITY),
         };
         let refusal = {
             let mut pipeline = lock(&shared.pipeline);
             if pipeline.closed {
                 Some(Refusal::WriterStopped)
-            } else if pipeline.queue.len() >= QUEUE_CAPACITY {
+            } else if pipeline.queue.len() >= queue_capacity {
                 Some(Refusal::QueueFull)
             } else if shared.depth.load(Ordering::Acquire) >= limit {
                 Some(Refusal::Full)
@@ -987,10 +995,18 @@ mod tests {
         // The writer never runs, so nothing leaves the queue.
         let (outbox, _writer) = Outbox::open(&dir.path().join("outbox.db"), 1_000_000).await.unwrap();
         for n in 0..=QUEUE_CAPACITY {
-            outbox.push(audit(n as u32));
+            outbox.push(metrics(n as u64));
         }
         let status = outbox.status();
-        assert_eq!((status.depth, status.dropped_audit), (QUEUE_CAPACITY as u64, 1));
+        assert_eq!((status.depth, status.dropped_metrics), (QUEUE_CAPACITY as u64, 1));
+        // Audit entries have the larger queue of their own.
+        for n in 0..AUDIT_QUEUE_CAPACITY - QUEUE_CAPACITY {
+            outbox.push(audit(n as u32));
+        }
+        assert_eq!(outbox.status().dropped_audit, 0);
+        outbox.push(audit(0));
+        let status = outbox.status();
+        assert_eq!((status.depth, status.dropped_audit), (AUDIT_QUEUE_CAPACITY as u64, 1));
     }
 
     #[tokio::test]

@@ -152,7 +152,8 @@ pub(super) async fn insert(conn: &mut SqliteConnection, rows: &[Row]) -> Result<
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     for chunk in rows.chunks(ROWS_PER_INSERT) {
         let mut sql = String::with_capacity(48 + chunk.len() * 10);
-        sql.push_str("INSERT INTO entries (seq, at_ms, entry) VALUES ");
+        // A retry of a commit that did succeed (its answer was lost) finds its rows there.
+        sql.push_str("INSERT OR IGNORE INTO entries (seq, at_ms, entry) VALUES ");
         for i in 0..chunk.len() {
             sql.push_str(if i == 0 { "(?, ?, ?)" } else { ", (?, ?, ?)" });
         }

@@ -24,6 +24,10 @@ use session::SessionCmd;
 
 type Conn<S> = Reader<BufWriter<S>>;
 
+/// The longest a `leave` waits for its audit entry to be committed before the connection closes
+/// (only a stalled disk takes that long).
+const LEAVE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Serves one upgraded session websocket until it closes. Generic over the stream so tests can
 /// drive it through an in-memory pipe on paused time.
 pub async fn serve<S>(state: Arc<EdgeState>, session_id: String, ws: WebSocket<S>)
@@ -115,7 +119,7 @@ where
     tracing::debug!("joined");
 
     // ---- relay until the connection ends ----
-    let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason };
+    let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason, done: None };
     loop {
         let next = tokio::select! {
             next = conn.next() => next,
@@ -167,7 +171,20 @@ where
                 }
             }
             ClientFrame::Leave => {
-                let _ = handle.tx.send(leave(LeaveReason::Left)).await;
+                // The close that answers `leave` follows its audit entry onto disk, so a client
+                // that saw it knows the record is kept (a group commit: a few milliseconds).
+                let (done, applied) = oneshot::channel();
+                let cmd = SessionCmd::Leave {
+                    participant_id: pid,
+                    conn: conn_id,
+                    reason: LeaveReason::Left,
+                    done: Some(done),
+                };
+                if handle.tx.send(cmd).await.is_ok() && applied.await.is_ok() {
+                    if let Err(e) = tokio::time::timeout(LEAVE_FLUSH_TIMEOUT, state.outbox.flush()).await {
+                        tracing::warn!(error = %e, "leave not yet on disk; closing anyway");
+                    }
+                }
                 conn.writer().close(1000, "left");
                 return;
             }

@@ -51,6 +51,8 @@ pub enum SessionCmd {
         participant_id: ParticipantId,
         conn: ConnId,
         reason: LeaveReason,
+        /// Answered once the leave is applied and its audit entry pushed to the outbox.
+        done: Option<oneshot::Sender<()>>,
     },
     /// End the session now (a locator command or shutdown); every connection is closed with `code`.
     End {
@@ -121,9 +123,12 @@ impl Session {
                 SessionCmd::Send { from, conn, message_id, to, payload } => {
                     self.relay(from, conn, message_id, to, payload);
                 }
-                SessionCmd::Leave { participant_id, conn, reason } => {
+                SessionCmd::Leave { participant_id, conn, reason, done } => {
                     if self.members.get(&participant_id).is_some_and(|m| m.conn == conn) {
                         self.remove(participant_id, reason);
+                    }
+                    if let Some(done) = done {
+                        let _ = done.send(());
                     }
                 }
                 SessionCmd::End { reason, code } => {

@@ -105,8 +105,9 @@ impl Store {
             options = options.max_connections(1).after_connect(|conn, _| {
                 Box::pin(async move {
                     // WAL lets readers run beside the writer; NORMAL sync is durable in WAL mode
-                    // except for the last transactions before a power cut, which the locator can
-                    // lose without harm (edges resend what was not acknowledged).
+                    // except for the last transactions before a power cut: sessions and
+                    // heartbeats the edges report again. Outbox commits, which edges do not
+                    // resend once acknowledged, switch to FULL (`Store::store_outbox`).
                     sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout = 5000").execute(&mut *conn).await?;
@@ -795,9 +796,37 @@ impl Store {
         }
         let audit_range = seq_range(&audit, |r| r.seq);
         let metrics_range = seq_range(&metrics, |r| r.seq);
-        let mut tx = self.pool.begin().await?;
-        let audit_known = self.stored_seqs(&mut tx, EntryTable::Audit, &origin, audit_range).await?;
-        let metrics_known = self.stored_seqs(&mut tx, EntryTable::Metrics, &origin, metrics_range).await?;
+        // The edge deletes what is acknowledged, so an acknowledged commit must survive a power
+        // cut: on SQLite (WAL, `synchronous = NORMAL` for everything else) this transaction
+        // syncs the log at its commit. PostgreSQL and MySQL commit durably by default.
+        let mut conn = self.pool.acquire().await?;
+        let sqlite = self.dialect == Dialect::Sqlite;
+        if sqlite {
+            sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await?;
+        }
+        let stored = self.store_outbox_on(&mut conn, &origin, audit, metrics, audit_range, metrics_range, now_ms).await;
+        if sqlite {
+            if let Err(e) = sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await {
+                tracing::warn!(error = %e, "could not restore synchronous = NORMAL; the connection stays on FULL");
+            }
+        }
+        stored
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn store_outbox_on(
+        &self,
+        conn: &mut sqlx::pool::PoolConnection<sqlx::Any>,
+        origin: &OutboxOrigin<'_>,
+        mut audit: Vec<AuditRow<'_>>,
+        mut metrics: Vec<MetricsRow<'_>>,
+        audit_range: Option<(i64, i64)>,
+        metrics_range: Option<(i64, i64)>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = sqlx::Connection::begin(&mut **conn).await?;
+        let audit_known = self.stored_seqs(&mut tx, EntryTable::Audit, origin, audit_range).await?;
+        let metrics_known = self.stored_seqs(&mut tx, EntryTable::Metrics, origin, metrics_range).await?;
         audit.retain(|r| !audit_known.contains(&r.seq));
         metrics.retain(|r| !metrics_known.contains(&r.seq));
 
@@ -805,18 +834,18 @@ impl Store {
         let mut full_sql = None;
         for chunk in statement_chunks(&audit, AuditRow::text_bytes) {
             let sql = self.entry_insert_sql(AUDIT_INSERT, AUDIT_ROW, chunk.len(), &mut full_sql);
-            let q = bind_audit_rows(sqlx::query(&sql), &origin, chunk, now_ms);
+            let q = bind_audit_rows(sqlx::query(&sql), origin, chunk, now_ms);
             stored += q.persistent(chunk.len() == ENTRY_ROWS_PER_STATEMENT).execute(&mut *tx).await?.rows_affected();
         }
         let mut full_sql = None;
         for chunk in statement_chunks(&metrics, MetricsRow::text_bytes) {
             let sql = self.entry_insert_sql(METRICS_INSERT, METRICS_ROW, chunk.len(), &mut full_sql);
-            let q = bind_metrics_rows(sqlx::query(&sql), &origin, chunk, now_ms);
+            let q = bind_metrics_rows(sqlx::query(&sql), origin, chunk, now_ms);
             stored += q.persistent(chunk.len() == ENTRY_ROWS_PER_STATEMENT).execute(&mut *tx).await?.rows_affected();
         }
         if self.dialect == Dialect::Mysql {
-            let audit_now = self.count_seqs(&mut tx, EntryTable::Audit, &origin, audit_range).await?;
-            let metrics_now = self.count_seqs(&mut tx, EntryTable::Metrics, &origin, metrics_range).await?;
+            let audit_now = self.count_seqs(&mut tx, EntryTable::Audit, origin, audit_range).await?;
+            let metrics_now = self.count_seqs(&mut tx, EntryTable::Metrics, origin, metrics_range).await?;
             stored = (audit_now - audit_known.len() as u64) + (metrics_now - metrics_known.len() as u64);
         }
         tx.commit().await?;
@@ -892,6 +921,13 @@ impl Store {
     /// Stores an audit entry the locator made itself (no outbox id or sequence number; stored
     /// at `at_ms`).
     pub async fn insert_audit(&self, e: &LocatorAuditEntry) -> Result<(), StoreError> {
+        self.insert_audit_with(&self.pool, e).await
+    }
+
+    async fn insert_audit_with<'e, E>(&self, executor: E, e: &LocatorAuditEntry) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'e, Database = sqlx::Any>,
+    {
         let edge_id = e.edge_id.as_deref().map(|s| clean_text(s, MAX_ID_CHARS));
         let session_id = e.session_id.as_deref().map(|s| clean_text(s, MAX_ID_CHARS));
         let kind = clean_text(&e.kind, MAX_KIND_CHARS);
@@ -909,9 +945,86 @@ impl Store {
             .bind(actor.as_ref())
             .bind(detail.as_ref())
             .bind(e.at_ms)
-            .execute(&self.pool)
+            .execute(executor)
             .await?;
         Ok(())
+    }
+
+    /// Declares an edge unavailable, in one transaction: its health becomes `unavailable` (if it
+    /// is still `up` or `link_lost` with link epoch `epoch` and no heartbeat after
+    /// `heard_before`), its live sessions end with [`END_REASON_EDGE_UNAVAILABLE`], and the audit
+    /// entries are written (one `edge_unavailable` with `detail`, one `session_ended_by_locator`
+    /// per session). Answers the sessions ended, or `None` when the edge is no longer as judged
+    /// (another replica declared it, it registered again, a heartbeat arrived). Updating the
+    /// edge row first locks it, so a registration racing with this waits for it and then
+    /// reconciles (restoring the sessions the edge still runs).
+    pub async fn declare_unavailable(
+        &self,
+        edge_id: &str,
+        epoch: u64,
+        heard_before: i64,
+        detail: &str,
+        now_ms: i64,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = self.sql(
+            "UPDATE edges SET health = ?, health_changed_at = ? WHERE id = ? AND link_epoch = ? \
+             AND health IN (?, ?) AND last_heartbeat_at <= ?",
+        );
+        let changed = sqlx::query(&sql)
+            .bind(Health::Unavailable.as_str())
+            .bind(now_ms)
+            .bind(edge_id)
+            .bind(epoch as i64)
+            .bind(Health::Up.as_str())
+            .bind(Health::LinkLost.as_str())
+            .bind(heard_before)
+            .execute(&mut *tx)
+            .await?;
+        if changed.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let mut ids: Vec<String> = if self.dialect == Dialect::Mysql {
+            let rows = sqlx::query("SELECT id FROM sessions WHERE edge_id = ? AND ended_at IS NULL FOR UPDATE")
+                .bind(edge_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE edge_id = ? AND ended_at IS NULL")
+                .bind(now_ms)
+                .bind(END_REASON_EDGE_UNAVAILABLE)
+                .bind(edge_id)
+                .execute(&mut *tx)
+                .await?;
+            rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?
+        } else {
+            let sql = self.sql(
+                "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE edge_id = ? AND ended_at IS NULL RETURNING id",
+            );
+            let rows = sqlx::query(&sql)
+                .bind(now_ms)
+                .bind(END_REASON_EDGE_UNAVAILABLE)
+                .bind(edge_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?
+        };
+        ids.sort_unstable();
+        let entry = |kind: &str, session_id: Option<String>, detail: &str| LocatorAuditEntry {
+            at_ms: now_ms,
+            kind: kind.into(),
+            edge_id: Some(edge_id.to_owned()),
+            session_id,
+            actor: ACTOR_LOCATOR.into(),
+            detail: detail.into(),
+        };
+        self.insert_audit_with(&mut *tx, &entry(audit_kind::EDGE_UNAVAILABLE, None, detail)).await?;
+        for id in &ids {
+            let e = entry(audit_kind::SESSION_ENDED_BY_LOCATOR, Some(id.clone()), END_REASON_EDGE_UNAVAILABLE);
+            self.insert_audit_with(&mut *tx, &e).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(ids))
     }
 
     /// Audit entries matching `filter`, oldest first by (`at`, `id`), at most `limit` of them,

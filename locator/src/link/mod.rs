@@ -298,7 +298,7 @@ async fn serve_registered(
     let (heartbeat_tx, heartbeat_rx) = watch::channel(None);
     let (events_tx, events_rx) = mpsc::channel(SESSION_EVENT_QUEUE);
     let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queued = Arc::new(Queued::default());
     let _heartbeats = AbortOnDrop(tokio::spawn(store_heartbeats(link.clone(), heartbeat_rx)));
     let _events = AbortOnDrop(tokio::spawn(store_session_events(link.clone(), events_rx)));
     let _outbox = AbortOnDrop(tokio::spawn(commit_outbox(link.clone(), hello.outbox_id, outbox_rx, queued.clone())));
@@ -322,7 +322,7 @@ async fn serve_registered(
                 return;
             }
             Ok(Ok(Message::Binary(bytes))) => match codec::decode_edge(&bytes) {
-                Ok(m) => m,
+                Ok(m) => (m, bytes.len()),
                 Err(e) => return refuse(&writer, CloseCode::LinkMalformed, &e.to_string()),
             },
             Ok(Ok(Message::Text(_))) => return refuse(&writer, CloseCode::LinkMalformed, "text frame"),
@@ -332,6 +332,7 @@ async fn serve_registered(
                 return;
             }
         };
+        let (msg, frame_bytes) = msg;
         match msg {
             EdgeMessage::Heartbeat(hb) => {
                 heartbeat_tx.send_replace(Some((hb, now_ms())));
@@ -358,12 +359,16 @@ async fn serve_registered(
                 }
                 last_seq = entries.last().map_or(last_seq, |e| e.seq);
                 let n = entries.len();
-                // A well-behaved edge has at most its window (20,000 entries) unacknowledged.
-                if queued.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED_OUTBOX_ENTRIES {
+                // A well-behaved edge has at most its window (20,000 entries, a few MB)
+                // unacknowledged; more entries or bytes waiting for commit is a violation.
+                let over_entries = queued.entries.fetch_add(n, Ordering::AcqRel) + n > MAX_QUEUED_OUTBOX_ENTRIES;
+                let over_bytes =
+                    queued.bytes.fetch_add(frame_bytes, Ordering::AcqRel) + frame_bytes > MAX_QUEUED_OUTBOX_BYTES;
+                if over_entries || over_bytes {
                     return refuse(&writer, CloseCode::LinkMalformed, "outbox entries sent beyond the window");
                 }
                 let entries = entries.into_iter().map(sanitize_entry).collect();
-                if outbox_tx.send(entries).is_err() {
+                if outbox_tx.send((entries, frame_bytes)).is_err() {
                     return;
                 }
             }
@@ -375,6 +380,15 @@ async fn serve_registered(
 /// Entries one link may have queued for commit; the edge's window is 20,000, so more is a
 /// protocol violation, not load.
 const MAX_QUEUED_OUTBOX_ENTRIES: usize = 40_000;
+/// Bytes (as received) one link may have queued for commit, whatever the entry count.
+const MAX_QUEUED_OUTBOX_BYTES: usize = 64 << 20;
+
+/// Outbox entries received on a link and not yet committed.
+#[derive(Default)]
+struct Queued {
+    entries: AtomicUsize,
+    bytes: AtomicUsize,
+}
 /// Most outbox entries in one `Outbox` message.
 const MAX_OUTBOX_BATCH: usize = 10_000;
 /// Most entries committed in one transaction (several queued batches merged). SQLite has one
@@ -451,6 +465,7 @@ fn sanitize_entry(mut e: SequencedEntry) -> SequencedEntry {
                 at -= 1;
             }
             s.truncate(at);
+            s.shrink_to_fit();
         }
     }
     match &mut e.entry {
@@ -545,17 +560,20 @@ async fn store_session_events(link: Arc<LinkContext>, mut rx: mpsc::Receiver<Ses
 async fn commit_outbox(
     link: Arc<LinkContext>,
     outbox_id: u64,
-    mut rx: mpsc::UnboundedReceiver<Vec<SequencedEntry>>,
-    queued: Arc<AtomicUsize>,
+    mut rx: mpsc::UnboundedReceiver<(Vec<SequencedEntry>, usize)>,
+    queued: Arc<Queued>,
 ) {
     let max_commit = match link.state.store.dialect() {
         crate::db::Dialect::Sqlite => MAX_COMMIT_ENTRIES_SQLITE,
         _ => MAX_COMMIT_ENTRIES,
     };
-    while let Some(mut batch) = rx.recv().await {
+    while let Some((mut batch, mut bytes)) = rx.recv().await {
         while batch.len() < max_commit {
             match rx.try_recv() {
-                Ok(more) => batch.extend(more),
+                Ok((more, more_bytes)) => {
+                    batch.extend(more);
+                    bytes += more_bytes;
+                }
                 Err(_) => break,
             }
         }
@@ -573,7 +591,8 @@ async fn commit_outbox(
                 }
             }
         }
-        queued.fetch_sub(batch.len(), Ordering::AcqRel);
+        queued.entries.fetch_sub(batch.len(), Ordering::AcqRel);
+        queued.bytes.fetch_sub(bytes, Ordering::AcqRel);
         if send(&link.writer, &LocatorMessage::OutboxAck { up_to }).is_err() {
             return;
         }
