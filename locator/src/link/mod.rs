@@ -627,45 +627,44 @@ async fn reconcile(state: &LocatorState, hello: &Hello, epoch: u64) -> Vec<Strin
     let now = now_ms();
     let edge_id = &hello.edge_id;
     let live: std::collections::HashSet<&str> = hello.live_sessions.iter().map(String::as_str).collect();
-    match state.store.live_sessions_on(edge_id).await {
-        Ok(sessions) => {
-            for s in sessions {
-                if s.started_at.is_some() && !live.contains(s.id.as_str()) {
-                    match state
-                        .store
-                        .mark_session_ended_fenced(&s.id, edge_id, epoch, "ended_while_unlinked", now)
-                        .await
-                    {
-                        Ok(true) => tracing::info!(session.id = %s.id, "session ended while the link was down"),
-                        Ok(false) => {}
-                        Err(e) => tracing::warn!(session.id = %s.id, error = %e, "could not reconcile session"),
-                    }
-                }
+    // One query for the sessions the database has running here: the common case (the edge
+    // runs what the database says) needs nothing more, however many sessions there are.
+    let known: std::collections::HashMap<String, crate::db::SessionRecord> =
+        match state.store.live_sessions_on(edge_id).await {
+            Ok(sessions) => sessions.into_iter().map(|s| (s.id.clone(), s)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reconcile sessions");
+                return Vec::new();
+            }
+        };
+    for s in known.values() {
+        if s.started_at.is_some() && !live.contains(s.id.as_str()) {
+            match state.store.mark_session_ended_fenced(&s.id, edge_id, epoch, "ended_while_unlinked", now).await {
+                Ok(true) => tracing::info!(session.id = %s.id, "session ended while the link was down"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(session.id = %s.id, error = %e, "could not reconcile session"),
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not reconcile sessions"),
     }
     let mut stale = Vec::new();
     for id in &hello.live_sessions {
-        let record = match state.store.session(id).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(session.id = %id, error = %e, "could not reconcile session");
-                continue;
-            }
-        };
-        let result = match record {
-            Some(s) if s.edge_id == *edge_id && s.ended_at.is_none() => {
-                state.store.mark_session_started_fenced(id, edge_id, epoch, now).await.map(|_| ())
-            }
-            Some(s) if s.edge_id == *edge_id && s.end_reason.as_deref() == Some(END_REASON_EDGE_UNAVAILABLE) => {
-                restore(state, id, edge_id, epoch, now).await
-            }
-            _ => {
-                tracing::info!(session.id = %id, "edge runs a session the locator does not place there; ending it");
-                stale.push(id.clone());
-                Ok(())
-            }
+        let result = match known.get(id) {
+            Some(s) if s.started_at.is_some() => Ok(()),
+            Some(_) => state.store.mark_session_started_fenced(id, edge_id, epoch, now).await.map(|_| ()),
+            // Not running here as far as the database knows: ended, elsewhere, or unknown.
+            None => match state.store.session(id).await {
+                Ok(Some(s))
+                    if s.edge_id == *edge_id && s.end_reason.as_deref() == Some(END_REASON_EDGE_UNAVAILABLE) =>
+                {
+                    restore(state, id, edge_id, epoch, now).await
+                }
+                Ok(_) => {
+                    tracing::info!(session.id = %id, "edge runs a session the locator does not place there; ending it");
+                    stale.push(id.clone());
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = result {
             tracing::warn!(session.id = %id, error = %e, "could not reconcile session");
