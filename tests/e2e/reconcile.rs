@@ -162,3 +162,30 @@ async fn edge_back_from_unavailable_gets_its_sessions_restored_and_stale_ones_en
     }
     assert_eq!(rig.ended(&stale).await.as_deref(), Some("ended"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ended_while_the_link_was_down_is_ended_on_return() {
+    let rig = Rig::start(Duration::from_secs(60)).await;
+    let store = &rig.cluster.locator.state.store;
+    let (session_id, host, guest) = rig.session("Ada").await;
+    rig.link.blackhole();
+    wait_for_edge_health(store, "edge-0", Health::LinkLost, WAIT).await;
+    // Everyone leaves while the locator cannot hear it.
+    for s in [&guest, &host] {
+        s.leave().expect("leave");
+    }
+    let state = rig.cluster.edges[0].state.clone();
+    wait_until("the session ended on the edge", WAIT, || {
+        let gone = !state.live_sessions().contains(&session_id);
+        async move { gone }
+    })
+    .await;
+    assert_eq!(rig.ended(&session_id).await, None, "the locator has not heard yet");
+
+    rig.link.heal();
+    wait_for_edge_health(store, "edge-0", Health::Up, WAIT).await;
+    wait_until("the session is ended in the database", WAIT, || async { rig.ended(&session_id).await.is_some() }).await;
+    let reason = rig.ended(&session_id).await.unwrap();
+    assert!(["ended_while_unlinked", "empty"].contains(&reason.as_str()), "{reason}");
+    assert_eq!(rig.join_status(&session_id).await, Err(410));
+}
