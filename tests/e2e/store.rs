@@ -621,17 +621,14 @@ pub async fn fenced_session_updates(dialect: Dialect) {
     );
     assert!(!store.change_edge_health("edge-a", &[Health::LinkLost], Health::Up, epoch, None, 50).await.unwrap());
     assert!(store.change_edge_health("edge-a", &[Health::Up], Health::LinkLost, epoch, Some(2), 50).await.unwrap());
-    let from = [Health::Up, Health::LinkLost];
-    assert!(store.change_edge_health("edge-a", &from, Health::Unavailable, epoch, Some(2), 55).await.unwrap());
-    assert!(!store.change_edge_health("edge-a", &from, Health::Unavailable, epoch, Some(2), 56).await.unwrap());
-    let a = store.edge("edge-a").await.unwrap().unwrap();
-    assert_eq!((a.health, a.health_changed_at), (Health::Unavailable, 55));
 
     // The edge is declared dead: its two live sessions end, once, unless it registered since.
-    assert!(store.end_live_sessions_on("edge-a", stale, END_REASON_EDGE_UNAVAILABLE, 60).await.unwrap().is_empty());
-    let ended = store.end_live_sessions_on("edge-a", epoch, END_REASON_EDGE_UNAVAILABLE, 60).await.unwrap();
-    assert_eq!(ended, ["s_2", "s_3"]);
-    assert!(store.end_live_sessions_on("edge-a", epoch, END_REASON_EDGE_UNAVAILABLE, 70).await.unwrap().is_empty());
+    assert_eq!(store.declare_unavailable("edge-a", stale, 2, "gone", 60).await.unwrap(), None, "stale epoch");
+    let ended = store.declare_unavailable("edge-a", epoch, 2, "gone", 60).await.unwrap();
+    assert_eq!(ended, Some(vec!["s_2".to_owned(), "s_3".to_owned()]));
+    assert_eq!(store.declare_unavailable("edge-a", epoch, 2, "gone", 70).await.unwrap(), None, "declared once");
+    let a = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((a.health, a.health_changed_at), (Health::Unavailable, 60));
     assert!(store.session("s_4").await.unwrap().unwrap().ended_at.is_none(), "other edges' sessions run on");
     let s2 = store.session("s_2").await.unwrap().unwrap();
     assert_eq!((s2.ended_at, s2.end_reason.as_deref()), (Some(60), Some("edge_unavailable")));
@@ -656,7 +653,7 @@ pub async fn fenced_session_updates(dialect: Dialect) {
     assert_eq!(store.declare_unavailable("edge-a", back, 80, "again", 110).await.unwrap(), None, "declared once");
     let a = store.edge("edge-a").await.unwrap().unwrap();
     assert_eq!((a.health, a.health_changed_at), (Health::Unavailable, 100));
-    let by_locator = EntryFilter { edge_id: Some("edge-a".into()), ..Default::default() };
+    let by_locator = EntryFilter { edge_id: Some("edge-a".into()), from: Some(100), ..Default::default() };
     let audit = store.audit_entries(&by_locator, 10, None).await.unwrap().0;
     let kinds: Vec<(&str, Option<&str>, &str)> =
         audit.iter().map(|e| (e.kind.as_str(), e.session_id.as_deref(), e.detail.as_str())).collect();

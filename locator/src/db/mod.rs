@@ -545,63 +545,6 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Ends every session on an edge that has not ended, with `reason`, and answers their ids
-    /// (sorted), provided the edge's link epoch is still `epoch` (it has not registered again
-    /// since the caller judged it; a registration then reconciles its sessions itself). A session
-    /// another caller ended meanwhile is not in the answer, so each id is answered once however
-    /// many replicas try. Writes no audit entry: the caller does.
-    pub async fn end_live_sessions_on(
-        &self,
-        edge_id: &str,
-        epoch: u64,
-        reason: &str,
-        now_ms: i64,
-    ) -> Result<Vec<String>, StoreError> {
-        const FENCE: &str = "EXISTS (SELECT 1 FROM edges WHERE edges.id = ? AND edges.link_epoch = ?)";
-        let mut ids: Vec<String> = if self.dialect == Dialect::Mysql {
-            // No RETURNING on MySQL: lock the edge row (registrations update it) and the live
-            // sessions (and the index range, so no new one slips in), then end exactly those.
-            let mut tx = self.pool.begin().await?;
-            let fenced = sqlx::query("SELECT id FROM edges WHERE id = ? AND link_epoch = ? FOR UPDATE")
-                .bind(edge_id)
-                .bind(epoch as i64)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if fenced.is_none() {
-                return Ok(Vec::new());
-            }
-            let rows = sqlx::query("SELECT id FROM sessions WHERE edge_id = ? AND ended_at IS NULL FOR UPDATE")
-                .bind(edge_id)
-                .fetch_all(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE edge_id = ? AND ended_at IS NULL")
-                .bind(now_ms)
-                .bind(reason)
-                .bind(edge_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?
-        } else {
-            let sql = format!(
-                "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE edge_id = ? AND ended_at IS NULL AND {FENCE} \
-                 RETURNING id"
-            );
-            let sql = self.sql(&sql);
-            let rows = sqlx::query(&sql)
-                .bind(now_ms)
-                .bind(reason)
-                .bind(edge_id)
-                .bind(edge_id)
-                .bind(epoch as i64)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?
-        };
-        ids.sort_unstable();
-        Ok(ids)
-    }
-
     /// Brings back a session the locator ended because its edge was declared unavailable
     /// ([`END_REASON_EDGE_UNAVAILABLE`]) and that the edge, linked again with `epoch`, still runs:
     /// clears `ended_at` and `end_reason`, and sets `started_at` to `now_ms` if it was never set.
