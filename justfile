@@ -29,6 +29,10 @@ bless:
 bench *args:
     scripts/bench {{args}}
 
+# Fuzz every protocol decoder, 60 s a target on nightly (`just fuzz --smoke`: 10 s each; `--seconds N`).
+fuzz *args:
+    scripts/fuzz {{args}}
+
 # Each benchmark scenario once, briefly: checks everything works and writes nothing (what CI runs).
 bench-smoke:
     scripts/bench --smoke

@@ -34,6 +34,23 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_OUTBOX_MAX_ENTRIES: u64 = 1_000_000;
 /// A usage metrics entry every minute.
 pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(60);
+/// 2 MiB of recent events per session for participants that resume: minutes of editing traffic.
+pub const DEFAULT_REPLAY_WINDOW_BYTES: usize = 2 << 20;
+/// Events are replayable for 2 minutes, and an away guest keeps its place that long: a laptop
+/// lid closed for a coffee, a Wi-Fi change, a VPN reconnecting.
+pub const DEFAULT_REPLAY_WINDOW_AGE: Duration = Duration::from_secs(120);
+/// An absent host keeps its session alive for 2 minutes.
+pub const DEFAULT_HOST_GRACE: Duration = Duration::from_secs(120);
+/// A session in which nobody sent anything for an hour ends.
+pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// 50 participants per session: far above pair or mob programming, small enough to bound fan-out.
+pub const DEFAULT_MAX_PARTICIPANTS: u32 = 50;
+/// A connection that sends nothing, not even a ping, for 90 s is closed (clients ping every 30 s).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// 500 messages per second per connection (bursts of twice that), far above typing speed.
+pub const DEFAULT_MAX_MESSAGES_PER_SECOND: u32 = 500;
+/// 256 connections from one client address: an office behind one NAT address fits.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 256;
 
 /// duet edge: relays live session traffic between an IDE host and its guests.
 ///
@@ -100,6 +117,38 @@ pub struct EdgeArgs {
     /// Interval between usage metrics entries, e.g. 60s [default: 60s].
     #[arg(long, env = "DUET_METRICS_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub metrics_interval: Option<Duration>,
+    /// Bytes of recent events each session keeps for participants that resume (capped at
+    /// max_queued_bytes, so a whole replay can be queued) [default: 2097152].
+    #[arg(long, env = "DUET_REPLAY_WINDOW_BYTES", value_name = "BYTES")]
+    pub replay_window_bytes: Option<usize>,
+    /// How long events stay replayable, and how long an away guest keeps its place [default: 2m].
+    #[arg(long, env = "DUET_REPLAY_WINDOW_AGE", value_name = "DURATION", value_parser = parse_duration)]
+    pub replay_window_age: Option<Duration>,
+    /// How long a session outlives its host's absence (lost connection or leave) [default: 2m].
+    #[arg(long, env = "DUET_HOST_GRACE", value_name = "DURATION", value_parser = parse_duration)]
+    pub host_grace: Option<Duration>,
+    /// A session in which nobody sends a message for this long ends (close code 4204) [default: 1h].
+    #[arg(long, env = "DUET_SESSION_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub session_idle_timeout: Option<Duration>,
+    /// Most participants in one session, waiting guests included (a session may ask for fewer)
+    /// [default: 50].
+    #[arg(long, env = "DUET_MAX_PARTICIPANTS", value_name = "N")]
+    pub max_participants: Option<u32>,
+    /// A connection that sends no frame at all (pings count) for this long is closed with 4301
+    /// [default: 90s].
+    #[arg(long, env = "DUET_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Most messages per second one connection may send, in bursts of up to twice that; more
+    /// closes it with 4007; 0 for no limit [default: 500].
+    #[arg(long, env = "DUET_MAX_MESSAGES_PER_SECOND", value_name = "N")]
+    pub max_messages_per_second: Option<u32>,
+    /// Most open websockets from one client address (more get HTTP 429); 0 for no limit [default: 256].
+    #[arg(long, env = "DUET_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<u32>,
+    /// Proxies (comma-separated addresses or CIDRs) whose Forwarded / X-Forwarded-For headers
+    /// name the client address [default: none].
+    #[arg(long, env = "DUET_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -129,6 +178,19 @@ pub struct EdgeFile {
     pub outbox_max_entries: Option<u64>,
     #[serde(default, deserialize_with = "de_duration")]
     pub metrics_interval: Option<Duration>,
+    pub replay_window_bytes: Option<usize>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub replay_window_age: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub host_grace: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub session_idle_timeout: Option<Duration>,
+    pub max_participants: Option<u32>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub idle_timeout: Option<Duration>,
+    pub max_messages_per_second: Option<u32>,
+    pub max_connections_per_address: Option<u32>,
+    pub trusted_proxies: Option<Vec<String>>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -162,6 +224,17 @@ pub struct EdgeConfig {
     pub shutdown_timeout: Duration,
     pub outbox_max_entries: u64,
     pub metrics_interval: Duration,
+    pub replay_window_bytes: usize,
+    pub replay_window_age: Duration,
+    pub host_grace: Duration,
+    pub session_idle_timeout: Duration,
+    pub max_participants: u32,
+    pub idle_timeout: Duration,
+    /// 0: no limit.
+    pub max_messages_per_second: u32,
+    /// 0: no limit.
+    pub max_connections_per_address: u32,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -183,6 +256,15 @@ impl std::fmt::Debug for EdgeConfig {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("outbox_max_entries", &self.outbox_max_entries)
             .field("metrics_interval", &self.metrics_interval)
+            .field("replay_window_bytes", &self.replay_window_bytes)
+            .field("replay_window_age", &self.replay_window_age)
+            .field("host_grace", &self.host_grace)
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("max_participants", &self.max_participants)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_messages_per_second", &self.max_messages_per_second)
+            .field("max_connections_per_address", &self.max_connections_per_address)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -207,6 +289,15 @@ impl EdgeConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
+            replay_window_bytes: DEFAULT_REPLAY_WINDOW_BYTES,
+            replay_window_age: DEFAULT_REPLAY_WINDOW_AGE,
+            host_grace: DEFAULT_HOST_GRACE,
+            session_idle_timeout: DEFAULT_SESSION_IDLE_TIMEOUT,
+            max_participants: DEFAULT_MAX_PARTICIPANTS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -271,6 +362,37 @@ impl EdgeConfig {
             return Err(ConfigError::Invalid {
                 option: "metrics_interval",
                 reason: "must be between 1s and 1h".into(),
+            });
+        }
+        if self.replay_window_bytes > 1 << 30 {
+            return Err(ConfigError::Invalid {
+                option: "replay_window_bytes",
+                reason: "must be at most 1073741824 (1 GiB)".into(),
+            });
+        }
+        let durations = [
+            ("replay_window_age", self.replay_window_age, Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+            ("host_grace", self.host_grace, Duration::ZERO, Duration::from_secs(24 * 3600)),
+            (
+                "session_idle_timeout",
+                self.session_idle_timeout,
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 86400),
+            ),
+            ("idle_timeout", self.idle_timeout, Duration::from_secs(1), Duration::from_secs(24 * 3600)),
+        ];
+        for (option, value, min, max) in durations {
+            if value < min || value > max {
+                return Err(ConfigError::Invalid {
+                    option,
+                    reason: format!("must be between {min:?} and {max:?}, not {value:?}"),
+                });
+            }
+        }
+        if !(2..=10_000).contains(&self.max_participants) {
+            return Err(ConfigError::Invalid {
+                option: "max_participants",
+                reason: "must be between 2 and 10000".into(),
             });
         }
         Ok(())
@@ -390,6 +512,33 @@ impl EdgeArgs {
         if let Some(v) = self.metrics_interval.or(file.metrics_interval) {
             config.metrics_interval = v;
         }
+        if let Some(v) = self.replay_window_bytes.or(file.replay_window_bytes) {
+            config.replay_window_bytes = v;
+        }
+        if let Some(v) = self.replay_window_age.or(file.replay_window_age) {
+            config.replay_window_age = v;
+        }
+        if let Some(v) = self.host_grace.or(file.host_grace) {
+            config.host_grace = v;
+        }
+        if let Some(v) = self.session_idle_timeout.or(file.session_idle_timeout) {
+            config.session_idle_timeout = v;
+        }
+        if let Some(v) = self.max_participants.or(file.max_participants) {
+            config.max_participants = v;
+        }
+        if let Some(v) = self.idle_timeout.or(file.idle_timeout) {
+            config.idle_timeout = v;
+        }
+        if let Some(v) = self.max_messages_per_second.or(file.max_messages_per_second) {
+            config.max_messages_per_second = v;
+        }
+        if let Some(v) = self.max_connections_per_address.or(file.max_connections_per_address) {
+            config.max_connections_per_address = v;
+        }
+        if let Some(list) = self.trusted_proxies.or(file.trusted_proxies) {
+            config.trusted_proxies = parse_trusted_proxies(&list)?;
+        }
         config.validate()?;
         Ok((config, self.log_format.or(file.log_format).unwrap_or_default()))
     }
@@ -402,6 +551,33 @@ impl EdgeArgs {
         let file: EdgeFile = read_toml(self.config.as_deref())?;
         Ok(file.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")))
     }
+}
+
+/// Parses proxy addresses or CIDRs (`10.0.0.1`, `10.0.0.0/8`, `::1`); host bits must be zero.
+pub fn parse_trusted_proxies(list: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let mut out = Vec::new();
+    for item in list.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+        let net = match item.parse::<ipnet::IpNet>() {
+            Ok(net) => net,
+            Err(_) => match item.parse::<std::net::IpAddr>() {
+                Ok(ip) => ipnet::IpNet::from(ip),
+                Err(_) => {
+                    return Err(ConfigError::Invalid {
+                        option: "trusted_proxies",
+                        reason: format!("{item:?} is neither an IP address nor a CIDR"),
+                    })
+                }
+            },
+        };
+        if net.trunc() != net {
+            return Err(ConfigError::Invalid {
+                option: "trusted_proxies",
+                reason: format!("{item:?} has host bits set; did you mean {}?", net.trunc()),
+            });
+        }
+        out.push(net);
+    }
+    Ok(out)
 }
 
 /// Parses `500ms`, `10s`, `2m`, `1h`, `30d` (a bare number is seconds).

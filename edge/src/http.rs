@@ -1,9 +1,10 @@
 //! The edge's public listener: session websockets at `/v1/sessions/{id}`, `/livez`, `/readyz`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -51,7 +52,41 @@ fn valid_session_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-async fn session_ws(State(app): State<AppState>, Path(session_id): Path<String>, mut req: Request) -> Response {
+/// One open websocket counted against its client address; released on drop.
+struct AddressSlot {
+    edge: Arc<EdgeState>,
+    ip: IpAddr,
+}
+
+impl AddressSlot {
+    /// Counts a connection from `ip`, or refuses it when that address is at its limit.
+    fn take(edge: &Arc<EdgeState>, ip: IpAddr) -> Option<AddressSlot> {
+        let max = edge.config.max_connections_per_address;
+        let mut count = edge.per_address.entry(ip).or_insert(0);
+        if max > 0 && *count >= max {
+            return None;
+        }
+        *count += 1;
+        drop(count);
+        Some(AddressSlot { edge: edge.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        if let Some(mut count) = self.edge.per_address.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+        }
+        self.edge.per_address.remove_if(&self.ip, |_, count| *count == 0);
+    }
+}
+
+async fn session_ws(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(session_id): Path<String>,
+    mut req: Request,
+) -> Response {
     if !valid_session_id(&session_id) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "invalid session id");
     }
@@ -61,6 +96,18 @@ async fn session_ws(State(app): State<AppState>, Path(session_id): Path<String>,
     if app.edge.shutdown.is_cancelled() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "edge is shutting down; ask the locator again");
     }
+    let client = duet_netaddr::client_ip(peer.ip(), req.headers(), &app.edge.trusted_proxies);
+    let Some(slot) = AddressSlot::take(&app.edge, client) else {
+        tracing::info!(client.ip = %client, "connection refused: too many from this address");
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!(
+                "{client} already has {} open connections to this edge",
+                app.edge.config.max_connections_per_address
+            ),
+        );
+    };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(x) => x,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("websocket upgrade failed: {e}")),
@@ -71,6 +118,7 @@ async fn session_ws(State(app): State<AppState>, Path(session_id): Path<String>,
             Ok(ws) => crate::relay::serve(edge, session_id, ws).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
         }
+        drop(slot);
     });
     response.map(Body::new)
 }
@@ -79,6 +127,7 @@ async fn session_ws(State(app): State<AppState>, Path(session_id): Path<String>,
 pub async fn serve(edge: Arc<EdgeState>, listener: TcpListener, tasks: TaskTracker) {
     let shutdown = edge.shutdown.clone();
     let app = router(edge, tasks);
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
         tracing::error!(error = %e, "edge listener failed");
     }

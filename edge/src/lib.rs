@@ -80,6 +80,10 @@ pub struct EdgeState {
     next_conn: AtomicU64,
     /// Open client websockets (counted from upgrade to close).
     pub connections: AtomicUsize,
+    /// Open client websockets per client address (for `max_connections_per_address`).
+    per_address: DashMap<std::net::IpAddr, u32>,
+    /// Proxies whose forwarding headers name the client address.
+    trusted_proxies: duet_netaddr::TrustedProxies,
     /// Events for the locator; the link task drains it.
     link_tx: mpsc::Sender<EdgeMessage>,
     /// True while the link to the locator is up.
@@ -132,6 +136,17 @@ impl EdgeState {
             }
         };
         Ok(handle)
+    }
+
+    /// The handle of a running session, for `resume` (which never starts a session).
+    fn existing_session(&self, session_id: &str) -> Result<SessionHandle, CloseCode> {
+        if self.ended.contains_key(session_id) {
+            return Err(CloseCode::SessionEnded);
+        }
+        match self.sessions.get(session_id) {
+            Some(h) if !h.tx.is_closed() => Ok(h.clone()),
+            _ => Err(CloseCode::ResumeRefused),
+        }
     }
 
     /// Called by a session actor as it ends.
@@ -310,6 +325,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         outbox::Outbox::open(&config.data_dir.join("outbox.sqlite"), config.outbox_max_entries).await?;
     let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     let tasks = TaskTracker::new();
+    let config_trusted = config.trusted_proxies.clone();
     let state = Arc::new(EdgeState {
         config,
         edge_id,
@@ -321,6 +337,8 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         next_generation: AtomicU64::new(1),
         next_conn: AtomicU64::new(1),
         connections: AtomicUsize::new(0),
+        per_address: DashMap::new(),
+        trusted_proxies: duet_netaddr::TrustedProxies::new(config_trusted),
         link_tx,
         linked: AtomicBool::new(false),
         link_attempts: AtomicU64::new(0),

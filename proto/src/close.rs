@@ -24,6 +24,8 @@ pub enum CloseCode {
     UnexpectedFrame,
     /// A text websocket frame; the protocol is binary only.
     TextFrame,
+    /// More messages per second than the edge allows one connection.
+    TooManyMessages,
 
     // 4100-4199: authentication.
     /// The token is malformed, forged, or signed by an unknown key.
@@ -36,6 +38,11 @@ pub enum CloseCode {
     TokenWrongEdge,
     /// The edge has no verification keys yet (it has never reached the locator).
     KeysUnavailable,
+    /// `resume` asked for events the replay window no longer holds: join again with a token.
+    ResyncNeeded,
+    /// `resume` named no place this edge holds for it (wrong secret, unknown participant or
+    /// session, the place was released): join again with a token.
+    ResumeRefused,
 
     // 4200-4299: session.
     /// The session has ended; it cannot be joined again.
@@ -44,10 +51,22 @@ pub enum CloseCode {
     Replaced,
     /// The edge holds as many sessions or connections as it is configured for.
     EdgeFull,
+    /// The host ended the session.
+    EndedByHost,
+    /// Nothing was sent in the session for the idle timeout.
+    SessionIdle,
+    /// The session holds its maximum number of participants.
+    SessionFull,
+    /// The host refused this guest, or the session ended before it was admitted.
+    NotAdmitted,
+    /// The host was gone for longer than the host grace period.
+    HostGone,
 
     // 4300-4399: flow control.
     /// The client did not read fast enough; too many bytes were queued for it.
     SlowReader,
+    /// The client sent nothing (not even a ping) for the idle timeout.
+    ConnectionIdle,
 
     // 4400-4499: edge lifecycle.
     /// The edge is shutting down: ask the locator again.
@@ -82,15 +101,24 @@ impl CloseCode {
         CloseCode::HandshakeTimeout,
         CloseCode::UnexpectedFrame,
         CloseCode::TextFrame,
+        CloseCode::TooManyMessages,
         CloseCode::TokenInvalid,
         CloseCode::TokenExpired,
         CloseCode::TokenWrongSession,
         CloseCode::TokenWrongEdge,
         CloseCode::KeysUnavailable,
+        CloseCode::ResyncNeeded,
+        CloseCode::ResumeRefused,
         CloseCode::SessionEnded,
         CloseCode::Replaced,
         CloseCode::EdgeFull,
+        CloseCode::EndedByHost,
+        CloseCode::SessionIdle,
+        CloseCode::SessionFull,
+        CloseCode::NotAdmitted,
+        CloseCode::HostGone,
         CloseCode::SlowReader,
+        CloseCode::ConnectionIdle,
         CloseCode::EdgeShuttingDown,
         CloseCode::Internal,
         CloseCode::LinkUnsupportedVersion,
@@ -110,15 +138,24 @@ impl CloseCode {
             CloseCode::HandshakeTimeout => 4004,
             CloseCode::UnexpectedFrame => 4005,
             CloseCode::TextFrame => 4006,
+            CloseCode::TooManyMessages => 4007,
             CloseCode::TokenInvalid => 4100,
             CloseCode::TokenExpired => 4101,
             CloseCode::TokenWrongSession => 4102,
             CloseCode::TokenWrongEdge => 4103,
             CloseCode::KeysUnavailable => 4104,
+            CloseCode::ResyncNeeded => 4105,
+            CloseCode::ResumeRefused => 4106,
             CloseCode::SessionEnded => 4200,
             CloseCode::Replaced => 4201,
             CloseCode::EdgeFull => 4202,
+            CloseCode::EndedByHost => 4203,
+            CloseCode::SessionIdle => 4204,
+            CloseCode::SessionFull => 4205,
+            CloseCode::NotAdmitted => 4206,
+            CloseCode::HostGone => 4207,
             CloseCode::SlowReader => 4300,
+            CloseCode::ConnectionIdle => 4301,
             CloseCode::EdgeShuttingDown => 4400,
             CloseCode::Internal => 4500,
             CloseCode::LinkUnsupportedVersion => 4600,
@@ -140,15 +177,24 @@ impl CloseCode {
             CloseCode::HandshakeTimeout => "handshake timeout",
             CloseCode::UnexpectedFrame => "unexpected frame",
             CloseCode::TextFrame => "text frames are not supported",
+            CloseCode::TooManyMessages => "too many messages per second",
             CloseCode::TokenInvalid => "token invalid",
             CloseCode::TokenExpired => "token expired",
             CloseCode::TokenWrongSession => "token is for another session",
             CloseCode::TokenWrongEdge => "token is for another edge",
             CloseCode::KeysUnavailable => "verification keys unavailable",
+            CloseCode::ResyncNeeded => "resync needed",
+            CloseCode::ResumeRefused => "resume refused",
             CloseCode::SessionEnded => "session ended",
             CloseCode::Replaced => "replaced by a newer connection",
             CloseCode::EdgeFull => "edge at capacity",
+            CloseCode::EndedByHost => "session ended by the host",
+            CloseCode::SessionIdle => "session idle",
+            CloseCode::SessionFull => "session full",
+            CloseCode::NotAdmitted => "not admitted",
+            CloseCode::HostGone => "host gone",
             CloseCode::SlowReader => "slow reader",
+            CloseCode::ConnectionIdle => "connection idle",
             CloseCode::EdgeShuttingDown => "edge shutting down",
             CloseCode::Internal => "internal error",
             CloseCode::LinkUnsupportedVersion => "link protocol version not supported",

@@ -169,6 +169,12 @@ pub enum SessionEndReason {
     Ended,
     /// The edge shut down.
     EdgeShutdown,
+    /// The host sent `end_session`.
+    EndedByHost,
+    /// Nothing was sent for the session idle timeout.
+    Idle,
+    /// The host was gone for longer than the host grace period.
+    HostGone,
 }
 
 impl SessionEndReason {
@@ -177,6 +183,9 @@ impl SessionEndReason {
             SessionEndReason::Empty => "empty",
             SessionEndReason::Ended => "ended",
             SessionEndReason::EdgeShutdown => "edge_shutdown",
+            SessionEndReason::EndedByHost => "ended_by_host",
+            SessionEndReason::Idle => "idle",
+            SessionEndReason::HostGone => "host_gone",
         }
     }
 }

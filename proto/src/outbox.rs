@@ -47,6 +47,16 @@ pub enum AuditEvent {
     /// The outbox was full and metrics entries were dropped (the detail says how many); audit
     /// entries are never dropped without one of these.
     OutboxOverflow,
+    /// A participant's connection was lost; it keeps its place for its grace period.
+    ParticipantAway,
+    /// An away participant resumed (the detail says how many events were replayed).
+    ParticipantResumed,
+    /// A guest asked to join a session that needs the host's approval.
+    AdmissionRequested,
+    /// The host admitted a waiting guest.
+    ParticipantAdmitted,
+    /// A join was refused: by the host, or because the session was full.
+    ParticipantRefused,
 }
 
 impl AuditEvent {
@@ -60,6 +70,11 @@ impl AuditEvent {
             AuditEvent::EdgeStarted => "edge_started",
             AuditEvent::EdgeStopping => "edge_stopping",
             AuditEvent::OutboxOverflow => "outbox_overflow",
+            AuditEvent::ParticipantAway => "participant_away",
+            AuditEvent::ParticipantResumed => "participant_resumed",
+            AuditEvent::AdmissionRequested => "admission_requested",
+            AuditEvent::ParticipantAdmitted => "participant_admitted",
+            AuditEvent::ParticipantRefused => "participant_refused",
         }
     }
 }

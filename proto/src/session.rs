@@ -11,8 +11,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-/// The session protocol version a client asks for in `join`.
-pub const SESSION_PROTOCOL_VERSION: u8 = 1;
+/// The session protocol version a client asks for in `join` and `resume`. Version 2 added resume,
+/// away participants, host approval and `end_session`; version 1 is no longer accepted.
+pub const SESSION_PROTOCOL_VERSION: u8 = 2;
 
 /// A participant's id inside one session, assigned by the locator (the host is 1).
 pub type ParticipantId = u32;
@@ -26,6 +27,9 @@ pub mod kind {
     pub const SEND: u8 = 0x02;
     pub const PING: u8 = 0x03;
     pub const LEAVE: u8 = 0x04;
+    pub const RESUME: u8 = 0x05;
+    pub const END_SESSION: u8 = 0x06;
+    pub const ADMIT: u8 = 0x07;
 
     pub const WELCOME: u8 = 0x81;
     pub const PARTICIPANT_JOINED: u8 = 0x82;
@@ -34,6 +38,11 @@ pub mod kind {
     pub const ACK: u8 = 0x85;
     pub const ERROR: u8 = 0x86;
     pub const PONG: u8 = 0x87;
+    pub const RESUMED: u8 = 0x88;
+    pub const PARTICIPANT_AWAY: u8 = 0x89;
+    pub const PARTICIPANT_BACK: u8 = 0x8a;
+    pub const JOIN_REQUEST: u8 = 0x8b;
+    pub const WAITING: u8 = 0x8c;
 }
 
 /// A participant's role in a session.
@@ -80,7 +89,7 @@ impl Role {
 pub enum LeaveReason {
     /// It sent `leave`.
     Left,
-    /// Its connection closed or failed.
+    /// Its connection was lost and it did not resume within its grace period.
     Disconnected,
     /// Its connection was closed by the edge (slow reader, protocol error).
     Removed,
@@ -111,6 +120,12 @@ pub mod error_code {
     pub const UNKNOWN_PARTICIPANT: u16 = 1;
     /// `send` named the sender itself.
     pub const SELF_ADDRESSED: u16 = 2;
+    /// `end_session` or `admit` from a participant that is not the host.
+    pub const NOT_HOST: u16 = 3;
+    /// `admit` named a participant that is not waiting for approval.
+    pub const NOT_WAITING: u16 = 4;
+    /// `send` from a guest still waiting for the host's approval.
+    pub const NOT_ADMITTED: u16 = 5;
 }
 
 /// A participant as listed in `welcome` and `participant_joined`.
@@ -142,6 +157,21 @@ pub enum ClientFrame {
     },
     /// Leave the session on purpose (the edge then closes with 1000).
     Leave,
+    /// First frame of a reconnecting participant instead of `join`: the secret from its
+    /// `welcome` and the highest sequence number it received.
+    Resume {
+        version: u8,
+        participant_id: ParticipantId,
+        resume_secret: Bytes,
+        last_seq: u64,
+    },
+    /// The host ends the session for everyone.
+    EndSession,
+    /// The host admits (`admit == true`) or refuses a guest waiting for approval.
+    Admit {
+        participant_id: ParticipantId,
+        admit: bool,
+    },
 }
 
 /// Frames the edge sends.
@@ -154,8 +184,10 @@ pub enum EdgeFrame {
         seq: u64,
         /// Secret for resuming this participant's place after a dropped connection.
         resume_secret: Bytes,
-        /// Everyone connected, this participant included.
+        /// Everyone holding a place in the session, this participant included.
         participants: Vec<Participant>,
+        /// Those of `participants` whose connection is lost (they may resume).
+        away: Vec<ParticipantId>,
     },
     ParticipantJoined {
         seq: u64,
@@ -183,6 +215,28 @@ pub enum EdgeFrame {
     Pong {
         nonce: u64,
     },
+    /// Answers `resume`: the replayed events (those after the resume's `last_seq`) follow, then
+    /// live traffic. `seq` is the session's latest sequence number, the last one replayed.
+    Resumed {
+        seq: u64,
+        replayed: u32,
+    },
+    /// A participant's connection was lost; it keeps its place and may resume.
+    ParticipantAway {
+        seq: u64,
+        participant_id: ParticipantId,
+    },
+    /// An away participant resumed or joined again.
+    ParticipantBack {
+        seq: u64,
+        participant_id: ParticipantId,
+    },
+    /// To the host: a guest asks to join a session that needs approval.
+    JoinRequest {
+        participant: Participant,
+    },
+    /// To a guest: the host must approve the join; `welcome` follows if it does.
+    Waiting,
 }
 
 /// Why a frame could not be decoded.
@@ -293,6 +347,13 @@ fn put_str16(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), Enc
     Ok(())
 }
 
+fn put_bytes8(out: &mut BytesMut, b: &[u8], field: &'static str) -> Result<(), EncodeError> {
+    let len = u8::try_from(b.len()).map_err(|_| EncodeError::TooLong { field, max: u8::MAX as usize })?;
+    out.put_u8(len);
+    out.put_slice(b);
+    Ok(())
+}
+
 fn put_participant(out: &mut BytesMut, p: &Participant) -> Result<(), EncodeError> {
     out.put_u32(p.id);
     out.put_u8(p.role.to_byte());
@@ -331,6 +392,19 @@ impl ClientFrame {
                 out.put_u64(*nonce);
             }
             ClientFrame::Leave => out.put_u8(kind::LEAVE),
+            ClientFrame::Resume { version, participant_id, resume_secret, last_seq } => {
+                out.put_u8(kind::RESUME);
+                out.put_u8(*version);
+                out.put_u32(*participant_id);
+                put_bytes8(&mut out, resume_secret, "resume_secret")?;
+                out.put_u64(*last_seq);
+            }
+            ClientFrame::EndSession => out.put_u8(kind::END_SESSION),
+            ClientFrame::Admit { participant_id, admit } => {
+                out.put_u8(kind::ADMIT);
+                out.put_u32(*participant_id);
+                out.put_u8(u8::from(*admit));
+            }
         }
         Ok(out.freeze())
     }
@@ -345,6 +419,23 @@ impl ClientFrame {
             }
             kind::PING => ClientFrame::Ping { nonce: r.u64("nonce")? },
             kind::LEAVE => ClientFrame::Leave,
+            kind::RESUME => ClientFrame::Resume {
+                version: r.u8("version")?,
+                participant_id: r.u32("participant_id")?,
+                resume_secret: r.bytes8("resume_secret")?,
+                last_seq: r.u64("last_seq")?,
+            },
+            kind::END_SESSION => ClientFrame::EndSession,
+            kind::ADMIT => {
+                let participant_id = r.u32("participant_id")?;
+                let b = r.u8("admit")?;
+                let admit = match b {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::InvalidValue { field: "admit", value: b.into() }),
+                };
+                ClientFrame::Admit { participant_id, admit }
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -356,20 +447,23 @@ impl EdgeFrame {
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
         let mut out = BytesMut::new();
         match self {
-            EdgeFrame::Welcome { version, participant_id, seq, resume_secret, participants } => {
+            EdgeFrame::Welcome { version, participant_id, seq, resume_secret, participants, away } => {
                 out.put_u8(kind::WELCOME);
                 out.put_u8(*version);
                 out.put_u32(*participant_id);
                 out.put_u64(*seq);
-                let len = u8::try_from(resume_secret.len())
-                    .map_err(|_| EncodeError::TooLong { field: "resume_secret", max: 255 })?;
-                out.put_u8(len);
-                out.put_slice(resume_secret);
+                put_bytes8(&mut out, resume_secret, "resume_secret")?;
                 let count = u16::try_from(participants.len())
                     .map_err(|_| EncodeError::TooLong { field: "participants", max: u16::MAX as usize })?;
                 out.put_u16(count);
                 for p in participants {
                     put_participant(&mut out, p)?;
+                }
+                let count = u16::try_from(away.len())
+                    .map_err(|_| EncodeError::TooLong { field: "away", max: u16::MAX as usize })?;
+                out.put_u16(count);
+                for id in away {
+                    out.put_u32(*id);
                 }
             }
             EdgeFrame::ParticipantJoined { seq, participant } => {
@@ -408,6 +502,26 @@ impl EdgeFrame {
                 out.put_u8(kind::PONG);
                 out.put_u64(*nonce);
             }
+            EdgeFrame::Resumed { seq, replayed } => {
+                out.put_u8(kind::RESUMED);
+                out.put_u64(*seq);
+                out.put_u32(*replayed);
+            }
+            EdgeFrame::ParticipantAway { seq, participant_id } => {
+                out.put_u8(kind::PARTICIPANT_AWAY);
+                out.put_u64(*seq);
+                out.put_u32(*participant_id);
+            }
+            EdgeFrame::ParticipantBack { seq, participant_id } => {
+                out.put_u8(kind::PARTICIPANT_BACK);
+                out.put_u64(*seq);
+                out.put_u32(*participant_id);
+            }
+            EdgeFrame::JoinRequest { participant } => {
+                out.put_u8(kind::JOIN_REQUEST);
+                put_participant(&mut out, participant)?;
+            }
+            EdgeFrame::Waiting => out.put_u8(kind::WAITING),
         }
         Ok(out.freeze())
     }
@@ -431,7 +545,15 @@ impl EdgeFrame {
                 for _ in 0..count {
                     participants.push(r.participant()?);
                 }
-                EdgeFrame::Welcome { version, participant_id, seq, resume_secret, participants }
+                let count = r.u16("away_count")?;
+                if usize::from(count) * 4 > r.buf.len() {
+                    return Err(DecodeError::Truncated { kind: k, field: "away" });
+                }
+                let mut away = Vec::with_capacity(count.into());
+                for _ in 0..count {
+                    away.push(r.u32("away")?);
+                }
+                EdgeFrame::Welcome { version, participant_id, seq, resume_secret, participants, away }
             }
             kind::PARTICIPANT_JOINED => {
                 EdgeFrame::ParticipantJoined { seq: r.u64("seq")?, participant: r.participant()? }
@@ -453,6 +575,15 @@ impl EdgeFrame {
             kind::ACK => EdgeFrame::Ack { message_id: r.u64("message_id")?, seq: r.u64("seq")? },
             kind::ERROR => EdgeFrame::Error { code: r.u16("code")?, message: r.str16("message")? },
             kind::PONG => EdgeFrame::Pong { nonce: r.u64("nonce")? },
+            kind::RESUMED => EdgeFrame::Resumed { seq: r.u64("seq")?, replayed: r.u32("replayed")? },
+            kind::PARTICIPANT_AWAY => {
+                EdgeFrame::ParticipantAway { seq: r.u64("seq")?, participant_id: r.u32("participant_id")? }
+            }
+            kind::PARTICIPANT_BACK => {
+                EdgeFrame::ParticipantBack { seq: r.u64("seq")?, participant_id: r.u32("participant_id")? }
+            }
+            kind::JOIN_REQUEST => EdgeFrame::JoinRequest { participant: r.participant()? },
+            kind::WAITING => EdgeFrame::Waiting,
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -471,10 +602,38 @@ mod tests {
             ClientFrame::Send { message_id: 7, to: 0, payload: Bytes::from_static(b"hi") },
             ClientFrame::Ping { nonce: u64::MAX },
             ClientFrame::Leave,
+            ClientFrame::Resume {
+                version: 2,
+                participant_id: 3,
+                resume_secret: Bytes::from_static(&[7; 32]),
+                last_seq: 41,
+            },
+            ClientFrame::EndSession,
+            ClientFrame::Admit { participant_id: 4, admit: true },
+            ClientFrame::Admit { participant_id: 5, admit: false },
         ];
         for f in frames {
             assert_eq!(ClientFrame::decode(&f.encode().unwrap()).unwrap(), f);
         }
+    }
+
+    #[test]
+    fn edge_frames_round_trip() {
+        let ada = Participant { id: 1, role: Role::Host, user_id: "ada".into(), display_name: "Ada".into() };
+        let frames = [
+            EdgeFrame::Resumed { seq: 9, replayed: 3 },
+            EdgeFrame::ParticipantAway { seq: 10, participant_id: 2 },
+            EdgeFrame::ParticipantBack { seq: 11, participant_id: 2 },
+            EdgeFrame::JoinRequest { participant: ada },
+            EdgeFrame::Waiting,
+        ];
+        for f in frames {
+            assert_eq!(EdgeFrame::decode(&f.encode().unwrap()).unwrap(), f);
+        }
+        assert_eq!(
+            ClientFrame::decode(&[kind::ADMIT, 0, 0, 0, 2, 7]),
+            Err(DecodeError::InvalidValue { field: "admit", value: 7 })
+        );
     }
 
     #[test]
@@ -490,6 +649,7 @@ mod tests {
                 user_id: "ada".into(),
                 display_name: "Ada".into(),
             }],
+            away: vec![1],
         };
         let bytes = frame.encode().unwrap();
         for cut in 0..bytes.len() {

@@ -22,6 +22,12 @@ pub struct Claims {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<String>,
+    /// Guests need the host's approval before they receive session traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub appr: bool,
+    /// The most participants the session holds at once (the edge's own limit applies too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxp: Option<u32>,
     /// The edge the session is placed on.
     pub edge: String,
     /// Issued at, Unix seconds.

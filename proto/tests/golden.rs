@@ -22,7 +22,20 @@ fn host() -> Participant {
 
 fn samples() -> Vec<(&'static str, Vec<u8>)> {
     let session: Vec<(&str, Bytes)> = vec![
-        ("session-join", ClientFrame::Join { version: 1, token: "eyJ0".into() }.encode().unwrap()),
+        ("session-join", ClientFrame::Join { version: 2, token: "eyJ0".into() }.encode().unwrap()),
+        (
+            "session-resume",
+            ClientFrame::Resume {
+                version: 2,
+                participant_id: 2,
+                resume_secret: Bytes::from_static(&[0xab; 4]),
+                last_seq: 9,
+            }
+            .encode()
+            .unwrap(),
+        ),
+        ("session-end-session", ClientFrame::EndSession.encode().unwrap()),
+        ("session-admit", ClientFrame::Admit { participant_id: 3, admit: true }.encode().unwrap()),
         (
             "session-send",
             ClientFrame::Send { message_id: 42, to: EVERYONE, payload: Bytes::from_static(b"hi") }.encode().unwrap(),
@@ -36,7 +49,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         (
             "session-welcome",
             EdgeFrame::Welcome {
-                version: 1,
+                version: 2,
                 participant_id: 2,
                 seq: 5,
                 resume_secret: Bytes::from_static(&[0xab; 4]),
@@ -44,6 +57,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
                     host(),
                     Participant { id: 2, role: Role::Guest, user_id: "bo".into(), display_name: "Bo".into() },
                 ],
+                away: vec![1],
             }
             .encode()
             .unwrap(),
@@ -65,6 +79,18 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             EdgeFrame::Error { code: error_code::UNKNOWN_PARTICIPANT, message: "no 9".into() }.encode().unwrap(),
         ),
         ("session-pong", EdgeFrame::Pong { nonce: 1 }.encode().unwrap()),
+        ("session-resumed", EdgeFrame::Resumed { seq: 12, replayed: 3 }.encode().unwrap()),
+        ("session-participant-away", EdgeFrame::ParticipantAway { seq: 10, participant_id: 1 }.encode().unwrap()),
+        ("session-participant-back", EdgeFrame::ParticipantBack { seq: 11, participant_id: 1 }.encode().unwrap()),
+        (
+            "session-join-request",
+            EdgeFrame::JoinRequest {
+                participant: Participant { id: 3, role: Role::Guest, user_id: "cy".into(), display_name: "Cy".into() },
+            }
+            .encode()
+            .unwrap(),
+        ),
+        ("session-waiting", EdgeFrame::Waiting.encode().unwrap()),
     ];
     let mut all: Vec<(&'static str, Vec<u8>)> = session.into_iter().map(|(n, b)| (n, b.to_vec())).collect();
 

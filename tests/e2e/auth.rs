@@ -15,6 +15,8 @@ fn claims(session: &str, edge: &str) -> Claims {
         sub: "mallory".into(),
         name: "Mallory".into(),
         team: None,
+        appr: false,
+        maxp: None,
         edge: edge.into(),
         iat: 0,
         exp: 0,

@@ -57,10 +57,30 @@ async fn handshake_violations_get_protocol_close_codes() {
         Some(4005),
         "ping before join"
     );
-    assert_eq!(close_code_after(url, vec![Ok(join(2))]).await, Some(4003), "unsupported version");
+    assert_eq!(close_code_after(url, vec![Ok(join(1))]).await, Some(4003), "version 1 is no longer spoken");
+    assert_eq!(close_code_after(url, vec![Ok(join(3))]).await, Some(4003), "unsupported version");
     assert_eq!(close_code_after(url, vec![]).await, Some(4004), "no join within the handshake timeout");
     assert_eq!(close_code_after(url, vec![Ok(vec![0u8; 2000])]).await, Some(4002), "oversized first frame");
-    assert_eq!(close_code_after(url, vec![Ok(join(1)), Ok(join(1))]).await, Some(4005), "second join");
+    assert_eq!(close_code_after(url, vec![Ok(join(2)), Ok(join(2))]).await, Some(4005), "second join");
+    let resume = ClientFrame::Resume {
+        version: 2,
+        participant_id: 1,
+        resume_secret: bytes::Bytes::from_static(&[0; 32]),
+        last_seq: 0,
+    };
+    // (The second join removed the only participant, which ended that session: a new one.)
+    let again = cluster.client().create_session(&Default::default()).await.unwrap();
+    let join_again = ClientFrame::Join { version: 2, token: again.token.clone() }.encode().unwrap().to_vec();
+    assert_eq!(
+        close_code_after(&again.edge.url, vec![Ok(join_again), Ok(resume.encode().unwrap().to_vec())]).await,
+        Some(4005),
+        "a resume after the join"
+    );
+    assert_eq!(
+        close_code_after(url, vec![Ok(vec![kind::ADMIT, 0, 0, 0, 2, 9])]).await,
+        Some(4000),
+        "admit with a bad value"
+    );
 
     // The edge still serves a well-behaved client afterwards.
     let (_, s) = host(&cluster, "Ada").await;

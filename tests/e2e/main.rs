@@ -13,6 +13,7 @@ mod outbox;
 mod placement;
 mod reconcile;
 mod relay;
+mod resume;
 mod store;
 mod support;
 mod tls;

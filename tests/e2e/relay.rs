@@ -148,7 +148,7 @@ async fn a_direct_message_reaches_only_its_target() {
 }
 
 #[tokio::test]
-async fn leaving_is_seen_and_the_last_one_out_ends_the_session() {
+async fn leaving_going_away_and_the_host_ending_the_session() {
     let cluster = Cluster::start().await;
     let (placed, mut host, mut g1, mut g2) = trio(&cluster).await;
 
@@ -162,19 +162,20 @@ async fn leaving_is_seen_and_the_last_one_out_ends_the_session() {
             other => panic!("{other:?}"),
         }
     }
-    // A dropped connection (close without leave) is seen as a disconnect.
+    // A dropped connection (close without leave) makes the participant away: it keeps its place.
     g2.close();
     match next_frame(&mut host).await {
-        EdgeFrame::ParticipantLeft { participant_id, reason, .. } => {
-            assert_eq!((participant_id, reason), (3, LeaveReason::Disconnected))
-        }
+        EdgeFrame::ParticipantAway { participant_id, .. } => assert_eq!(participant_id, 3),
         other => panic!("{other:?}"),
     }
-    // A new connection with the host's token replaces the old one.
+    // A new connection with the host's token replaces the old one; its welcome lists the away guest.
     let mut again = duet_client::connect(&placed.edge.url, &placed.token).await.unwrap();
     assert_eq!(closed(&mut host).await, Some(4201));
-    again.leave().unwrap();
-    assert_eq!(closed(&mut again).await, Some(1000));
+    assert_eq!(again.welcome.away, vec![3]);
+    assert_eq!(again.welcome.participants.iter().map(|p| p.id).collect::<Vec<_>>(), vec![1, 3]);
+    // The host ends the session for everyone, itself included.
+    again.sender().end_session().unwrap();
+    assert_eq!(closed(&mut again).await, Some(4203));
 
     // The session is over: the locator hears it from the edge and refuses joins with 410.
     let client = cluster.client();

@@ -119,12 +119,15 @@ pub async fn sessions_and_participants(dialect: Dialect) {
         team: Some("platform".into()),
         region_hint: None,
         created_at: 10,
+        require_approval: true,
+        max_participants: Some(4),
     };
     store.create_session(&s, &person(Role::Host, "ada")).await.unwrap();
     assert!(store.create_session(&s, &person(Role::Host, "ada")).await.is_err(), "ids are unique");
     let rec = store.session("s_1").await.unwrap().unwrap();
     assert_eq!(rec.team.as_deref(), Some("platform"));
     assert_eq!(rec.region_hint, None);
+    assert_eq!((rec.require_approval, rec.max_participants), (true, Some(4)));
     assert_eq!((rec.started_at, rec.ended_at, rec.participant_count), (None, None, 1));
 
     // Concurrent joins get distinct ids.
@@ -227,6 +230,8 @@ pub async fn placements_in_batches(dialect: Dialect) {
             edge_id: "edge-a".into(),
             team: i.is_multiple_of(2).then(|| "t".to_owned()),
             region_hint: None,
+            require_approval: i.is_multiple_of(3),
+            max_participants: i.is_multiple_of(5).then_some(7),
             created_at: i as i64,
         },
         host: person(Role::Host, &format!("h{i}")),
@@ -242,6 +247,10 @@ pub async fn placements_in_batches(dialect: Dialect) {
     assert_eq!(store.live_sessions_on("edge-a").await.unwrap().len(), 1_100);
     let s = store.session("s_1099").await.unwrap().unwrap();
     assert_eq!((s.participant_count, s.created_at, s.team), (1, 1_099, None));
+    let s = store.session("s_1090").await.unwrap().unwrap();
+    assert_eq!((s.require_approval, s.max_participants), (false, Some(7)));
+    let s = store.session("s_1098").await.unwrap().unwrap();
+    assert_eq!((s.require_approval, s.max_participants), (true, None));
     let host = &store.participants("s_1099").await.unwrap()[0];
     assert_eq!((host.participant_id, host.role, host.user_id.as_str()), (1, Role::Host, "h1099"));
     let p = store.placement("s_7").await.unwrap().unwrap();
@@ -596,6 +605,8 @@ pub async fn fenced_session_updates(dialect: Dialect) {
         team: None,
         region_hint: None,
         created_at: 10,
+        require_approval: false,
+        max_participants: None,
     };
     for (id, edge) in [("s_1", "edge-a"), ("s_2", "edge-a"), ("s_3", "edge-a"), ("s_4", "edge-b")] {
         store.create_session(&session(id, edge), &person(Role::Host, "ada")).await.unwrap();

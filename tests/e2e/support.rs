@@ -61,6 +61,7 @@ pub async fn trio(cluster: &Cluster) -> (Placement, Session, Session, Session) {
 }
 
 /// A client of the admin API with the test admin token.
+#[derive(Clone)]
 pub struct Admin {
     http: reqwest::Client,
     base: String,

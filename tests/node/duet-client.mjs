@@ -5,16 +5,22 @@
 // Value conventions of this module:
 //   - frames are plain objects `{ type, ...fields }`; `type` and the field names are exactly the
 //     names of docs/protocol.md §2 (`message_id`, `participant_id`, `resume_secret`, ...);
-//   - `u8`/`u16`/`u32` fields are JS numbers; `u64` fields (`message_id`, `seq`, `nonce`) are
-//     decoded as BigInt because they can exceed 2^53; the encoder takes a BigInt or a safe
-//     non-negative integer number;
+//   - `u8`/`u16`/`u32` fields are JS numbers; `u64` fields (`message_id`, `seq`, `nonce`,
+//     `last_seq`) are decoded as BigInt because they can exceed 2^53; the encoder takes a BigInt
+//     or a safe non-negative integer number;
 //   - `str` fields are JS strings; `bytes`/`bytes8` fields are decoded as Buffers and encoded from
-//     any Uint8Array (or, for `payload` only, from a string, taken as UTF-8).
+//     any Uint8Array (or, for `payload` only, from a string, taken as UTF-8);
+//   - a participant record is `{ id, role, user_id, display_name }`; `welcome.participants` is an
+//     array of them and `welcome.away` the array of the `away_count` participant ids;
+//     `participant_joined` and `join_request` hold theirs in `participant`.
 
 import WebSocket from 'ws';
 
-/** The only session protocol version (§2, `join`: "A version other than 1 closes with 4003"). */
-export const PROTOCOL_VERSION = 1;
+/**
+ * The session protocol version this client speaks (§2 "Versions and enums": "this page describes
+ * version 2, and a `join` or `resume` with another version is closed with 4003").
+ */
+export const PROTOCOL_VERSION = 2;
 
 /** Kind bytes (§2 tables "Client to edge" and "Edge to client"). */
 export const KIND = Object.freeze({
@@ -22,6 +28,9 @@ export const KIND = Object.freeze({
   send: 0x02,
   ping: 0x03,
   leave: 0x04,
+  resume: 0x05,
+  end_session: 0x06,
+  admit: 0x07,
   welcome: 0x81,
   participant_joined: 0x82,
   participant_left: 0x83,
@@ -29,15 +38,51 @@ export const KIND = Object.freeze({
   ack: 0x85,
   error: 0x86,
   pong: 0x87,
+  resumed: 0x88,
+  participant_away: 0x89,
+  participant_back: 0x8a,
+  join_request: 0x8b,
+  waiting: 0x8c,
 });
 const TYPE_OF_KIND = new Map(Object.entries(KIND).map(([type, kind]) => [kind, type]));
 
+/**
+ * The session events: the frames that carry a `seq` of the session's one sequence (§2, bullet
+ * "Sequence numbers": "`participant_joined`, `participant_left`, `participant_away`,
+ * `participant_back`, `message`"). `ack` and `resumed` carry a seq too but are not events.
+ */
+export const SEQUENCED_EVENTS = Object.freeze(
+  new Set(['participant_joined', 'participant_left', 'participant_away', 'participant_back', 'message']),
+);
+
 /** Participant roles (§2, participant encoding: "1 = host, 2 = guest"). */
 export const ROLE = Object.freeze({ host: 1, guest: 2 });
-/** `participant_left.reason` (§2: "0 left, 1 disconnected, 2 removed by the edge"). */
+/**
+ * `participant_left.reason` (§2: "0 left, 1 disconnected and did not come back in time, 2 removed
+ * by the edge").
+ */
 export const LEFT_REASON = Object.freeze({ left: 0, disconnected: 1, removed: 2 });
-/** `error.code` values (§2, bullet on `error`). */
-export const ERROR_CODE = Object.freeze({ unknown_recipient: 1, sent_to_self: 2 });
+/** `admit.admit` (§2, "Client to edge": "1 admit, 0 refuse"). */
+export const ADMIT = Object.freeze({ refuse: 0, admit: 1 });
+/**
+ * `error.code` values (§2, bullet on `error`). The set is open ("`error.code` is open: unknown
+ * codes are still non-fatal errors").
+ */
+export const ERROR_CODE = Object.freeze({
+  /** `send` named a participant that holds no place in the session. */
+  unknown_recipient: 1,
+  /** `send` named the sender itself. */
+  sent_to_self: 2,
+  /** `end_session` or `admit` from a guest. */
+  not_host: 3,
+  /** `admit` for a participant that is not waiting. */
+  not_waiting: 4,
+  /** `send` from a guest still waiting for approval. */
+  awaiting_approval: 5,
+});
+/** The error codes that answer a `send` (§2: "Every `send` gets at most one answer"). */
+const SEND_ERROR_CODES = new Set([ERROR_CODE.unknown_recipient, ERROR_CODE.sent_to_self, ERROR_CODE.awaiting_approval]);
+
 /** The session close codes of §2 "Close codes" (the 46xx link codes are not for clients). */
 export const CLOSE = Object.freeze({
   normal: 1000,
@@ -48,22 +93,77 @@ export const CLOSE = Object.freeze({
   handshake_timeout: 4004,
   unexpected_frame: 4005,
   text_frame: 4006,
+  too_many_messages: 4007,
   token_invalid: 4100,
   token_expired: 4101,
   token_other_session: 4102,
   token_other_edge: 4103,
   keys_unavailable: 4104,
+  resync_needed: 4105,
+  resume_refused: 4106,
   session_ended: 4200,
   replaced: 4201,
   edge_at_capacity: 4202,
+  ended_by_host: 4203,
+  session_idle: 4204,
+  session_full: 4205,
+  not_admitted: 4206,
+  host_gone: 4207,
   slow_reader: 4300,
+  connection_idle: 4301,
   edge_shutting_down: 4400,
   internal_error: 4500,
 });
 
 /**
+ * Whether a connection closed with `code` may come back with `resume`: the codes §2 says so of
+ * (4300 "slow reader ... resume", 4301 "connection idle ... resume"), any other 43xx ("43xx
+ * reconnect"), and a standard code other than 1000 (1006, ...: "reconnect and, if that fails,
+ * ask the locator again"; the Resume section's "a connection can drop"). Not 1000 (after
+ * `leave`, the place is given up) nor any other 4xxx.
+ */
+export function canResume(code) {
+  if (code === CLOSE.normal) return false;
+  if (code >= 4300 && code <= 4399) return true;
+  return code > 1000 && code <= 2999;
+}
+
+/** The name of each session close code, from §2 "Close codes" (for messages). */
+export const CLOSE_NAME = Object.freeze({
+  1000: 'normal',
+  4000: 'malformed frame',
+  4001: 'unknown frame kind',
+  4002: 'message too large',
+  4003: 'unsupported protocol version',
+  4004: 'handshake timeout',
+  4005: 'unexpected frame',
+  4006: 'text frames are not supported',
+  4007: 'too many messages per second',
+  4100: 'token invalid',
+  4101: 'token expired',
+  4102: 'token is for another session',
+  4103: 'token is for another edge',
+  4104: 'verification keys unavailable',
+  4105: 'resync needed',
+  4106: 'resume refused',
+  4200: 'session ended',
+  4201: 'replaced by a newer connection',
+  4202: 'edge at capacity',
+  4203: 'session ended by the host',
+  4204: 'session idle',
+  4205: 'session full',
+  4206: 'not admitted',
+  4207: 'host gone',
+  4300: 'slow reader',
+  4301: 'connection idle',
+  4400: 'edge shutting down',
+  4500: 'internal error',
+});
+
+/**
  * What a client should do about a close code, from its range (§2 "Close codes": "A client that
- * meets an unknown code acts on its range").
+ * meets an unknown 4xxx code acts on its range"). Known codes can be more specific (see CLOSE,
+ * canResume).
  */
 export function closeCodeAction(code) {
   if (code === 1000) return 'closed normally';
@@ -77,6 +177,12 @@ export function closeCodeAction(code) {
     46: 'edge-to-locator link only',
   };
   return (code >= 4000 && code <= 4699 && ranges[Math.floor(code / 100)]) || 'unregistered code';
+}
+
+/** `4106 resume refused (...)`: a close code with its name and what to do, for messages. */
+export function describeClose(code) {
+  const name = CLOSE_NAME[code];
+  return `${code}${name ? ` ${name}` : ''} (${closeCodeAction(code)})`;
 }
 
 /**
@@ -168,6 +274,12 @@ function writeParticipant(w, p) {
   w.str(p.display_name, 'participant.display_name');
 }
 
+function checkAdmit(admit) {
+  if (admit !== ADMIT.admit && admit !== ADMIT.refuse) {
+    throw new RangeError(`admit: ${admit} is not 1 (admit) or 0 (refuse)`);
+  }
+}
+
 /** Field writers of every kind, client and edge side (§2 tables). */
 const ENCODERS = {
   join: (w, f) => w.u8(f.version ?? PROTOCOL_VERSION, 'version').str(f.token, 'token'),
@@ -178,6 +290,17 @@ const ENCODERS = {
       .bytes(typeof f.payload === 'string' ? utf8.encode(f.payload) : f.payload, 'payload'),
   ping: (w, f) => w.u64(f.nonce, 'nonce'),
   leave: () => {},
+  resume: (w, f) =>
+    w
+      .u8(f.version ?? PROTOCOL_VERSION, 'version')
+      .u32(f.participant_id, 'participant_id')
+      .bytes8(f.resume_secret, 'resume_secret')
+      .u64(f.last_seq, 'last_seq'),
+  end_session: () => {},
+  admit: (w, f) => {
+    checkAdmit(f.admit);
+    w.u32(f.participant_id, 'participant_id').u8(f.admit, 'admit');
+  },
   welcome: (w, f) => {
     w.u8(f.version ?? PROTOCOL_VERSION, 'version')
       .u32(f.participant_id, 'participant_id')
@@ -185,6 +308,9 @@ const ENCODERS = {
       .bytes8(f.resume_secret, 'resume_secret')
       .u16(f.participants.length, 'count');
     for (const p of f.participants) writeParticipant(w, p);
+    const away = f.away ?? [];
+    w.u16(away.length, 'away_count');
+    for (const id of away) w.u32(id, 'away participant_id');
   },
   participant_joined: (w, f) => {
     w.u64(f.seq, 'seq');
@@ -201,6 +327,11 @@ const ENCODERS = {
   ack: (w, f) => w.u64(f.message_id, 'message_id').u64(f.seq, 'seq'),
   error: (w, f) => w.u16(f.code, 'code').str(f.message, 'message'),
   pong: (w, f) => w.u64(f.nonce, 'nonce'),
+  resumed: (w, f) => w.u64(f.seq, 'seq').u32(f.replayed, 'replayed'),
+  participant_away: (w, f) => w.u64(f.seq, 'seq').u32(f.participant_id, 'participant_id'),
+  participant_back: (w, f) => w.u64(f.seq, 'seq').u32(f.participant_id, 'participant_id'),
+  join_request: (w, f) => writeParticipant(w, f.participant),
+  waiting: () => {},
 };
 
 /** Encodes a frame of any kind (client to edge or edge to client) into one binary message. */
@@ -279,6 +410,21 @@ const DECODERS = {
   send: (r) => ({ message_id: r.u64('message_id'), to: r.u32('to'), payload: r.bytes('payload') }),
   ping: (r) => ({ nonce: r.u64('nonce') }),
   leave: () => ({}),
+  resume: (r) => ({
+    version: r.u8('version'),
+    participant_id: r.u32('participant_id'),
+    resume_secret: r.bytes8('resume_secret'),
+    last_seq: r.u64('last_seq'),
+  }),
+  end_session: () => ({}),
+  admit: (r) => {
+    const f = { participant_id: r.u32('participant_id'), admit: r.u8('admit') };
+    // §2: "any `admit` byte other than 0 or 1 closes with 4000".
+    if (f.admit !== ADMIT.admit && f.admit !== ADMIT.refuse) {
+      throw r.bad(`unknown admit value ${f.admit} (1 admit, 0 refuse)`);
+    }
+    return f;
+  },
   welcome: (r) => {
     const f = {
       version: r.u8('version'),
@@ -289,6 +435,9 @@ const DECODERS = {
     const count = r.u16('count');
     f.participants = [];
     for (let i = 0; i < count; i++) f.participants.push(readParticipant(r));
+    const awayCount = r.u16('away_count');
+    f.away = [];
+    for (let i = 0; i < awayCount; i++) f.away.push(r.u32('away participant_id'));
     return f;
   },
   participant_joined: (r) => ({ seq: r.u64('seq'), participant: readParticipant(r) }),
@@ -301,11 +450,15 @@ const DECODERS = {
   },
   message: (r) => ({ seq: r.u64('seq'), from: r.u32('from'), to: r.u32('to'), payload: r.bytes('payload') }),
   ack: (r) => ({ message_id: r.u64('message_id'), seq: r.u64('seq') }),
-  // `error.code` is deliberately not checked against the two known codes: the document calls it
-  // a code, not an enum, and the connection stays open after an error (§2), so a client should
-  // pass a code it does not know on rather than treat the frame as malformed.
+  // `error.code` is deliberately not checked against the known codes: §2 says "`error.code` is
+  // open: unknown codes are still non-fatal errors".
   error: (r) => ({ code: r.u16('code'), message: r.str('message') }),
   pong: (r) => ({ nonce: r.u64('nonce') }),
+  resumed: (r) => ({ seq: r.u64('seq'), replayed: r.u32('replayed') }),
+  participant_away: (r) => ({ seq: r.u64('seq'), participant_id: r.u32('participant_id') }),
+  participant_back: (r) => ({ seq: r.u64('seq'), participant_id: r.u32('participant_id') }),
+  join_request: (r) => ({ participant: readParticipant(r) }),
+  waiting: () => ({}),
 };
 
 /**
@@ -403,7 +556,8 @@ const base = (locatorUrl) => String(locatorUrl).replace(/\/+$/, '');
 
 /**
  * `POST /api/v1/sessions`: starts a session as its host. `body` is optional
- * (`{ team, user: { id, name }, region }`). Resolves with the `201` answer
+ * (`{ team, user: { id, name }, region, options: { require_approval, max_participants } }`).
+ * Resolves with the `201` answer
  * `{ session_id, participant_id, role, edge: { id, region, url }, token, expires_at }`.
  */
 export function createSession(locatorUrl, body = {}) {
@@ -422,27 +576,84 @@ export function joinSession(locatorUrl, sessionId, body = {}) {
 // Session connection (§2)
 // ---------------------------------------------------------------------------------------------
 
+/** A u64 given as a BigInt or a safe non-negative integer, as a BigInt (RangeError otherwise). */
+function toU64(v, name) {
+  let big;
+  if (typeof v === 'bigint') big = v;
+  else if (Number.isSafeInteger(v)) big = BigInt(v);
+  else throw new RangeError(`${name}: ${v} is not a u64`);
+  if (big < 0n || big > U64_MAX) throw new RangeError(`${name}: ${v} is not a u64`);
+  return big;
+}
+
+/** A close reason from a message: at most the 123 bytes of UTF-8 a close frame holds (RFC 6455). */
+function closeReason(message) {
+  let s = String(message);
+  while (Buffer.byteLength(s) > 123) s = s.slice(0, -1);
+  return s.isWellFormed() ? s : s.slice(0, -1);
+}
+
+/** A frame from the edge that breaks a rule of §2 beyond its encoding (order, state). */
+const violation = (message) => new DecodeError('bad_value', message);
+
 /**
- * A joined session connection. Incoming frames after `welcome` are queued in arrival order;
- * read them with `await conn.next()` (null once the connection is closed and the queue is
- * drained) or `for await (const frame of conn)`. `conn.closed` resolves with `{ code, reason }`
- * when the socket closes, whoever closed it.
+ * A session connection, once joined (`welcome`) or resumed (`resumed`). Incoming frames are
+ * queued in arrival order; read them with `await conn.next()` (null once the connection is closed
+ * and the queue is drained) or `for await (const frame of conn)`. `conn.closed` resolves with
+ * `{ code, reason }` when the socket closes, whoever closed it.
+ *
+ * It keeps what a later `resume` needs (§2 "Resume"): `participantId`, `resumeSecret`, and
+ * `lastSeq`, "the highest `seq` it has received, from events and from `ack`s", counting the frames
+ * next() has handed out (drain the queue of a dropped connection before resuming with it). Before
+ * any event or ack, `lastSeq` is `welcome.seq` (see connect()), or on a resumed connection the
+ * `last_seq` it resumed from. It also keeps the sends not acknowledged yet (`unacked`), to re-send
+ * after a resume, and the highest message id used (`highestMessageId`), since "Message ids must
+ * increase over a participant's life in the session (across its connections)".
+ *
+ * Frames that break §2's ordering rules are treated like broken frames (§2: "a version-2 client
+ * may treat anything else from the edge as a broken frame and close with 4000"): the connection
+ * is closed with 4000 and `protocolError` says why. Those rules: a session event's `seq` is above
+ * every `seq` received before (events are seen "in sequence order", "never ... a number twice or
+ * out of order", and "An `ack` for `seq` N arrives after every event numbered below N"); a
+ * replayed event is not above `resumed.seq`; `welcome`, `waiting` and `resumed` only answer the
+ * connection's first frame.
  */
 export class Connection {
   #ws;
   #queue = [];
   #waiters = [];
   #isClosed = false;
+  /** Sends with a non-zero message id that got no `ack` yet: message_id (BigInt) -> entry. */
+  #unacked = new Map();
+  /** False once a send without a message id was made: errors can then not be attributed. */
+  #everySendHasId = true;
+  /** The highest seq received (events and acks), handed out or still queued. */
+  #seenSeq;
+  /** Replayed events announced by `resumed` and not received yet. */
+  #replayLeft;
 
-  /** @internal use connect() */
-  constructor(ws, welcome) {
+  /** @internal use connect() or resume() */
+  constructor(ws, { participantId, resumeSecret, lastSeq, welcome = null, resumed = null, highestMessageId = 0n }) {
     this.#ws = ws;
+    /** The `welcome` this connection was joined with, or null for a resumed connection. */
     this.welcome = welcome;
-    /** Our own participant id, from `welcome`. */
-    this.participantId = welcome.participant_id;
+    /** The `resumed` this connection was resumed with, or null for a joined connection. */
+    this.resumed = resumed;
+    /** Our own participant id. */
+    this.participantId = participantId;
+    /** The resume secret (from `welcome`; a resumed connection keeps the one it resumed with). */
+    this.resumeSecret = Buffer.from(resumeSecret);
+    /** The highest `seq` received from events and `ack`s (a BigInt): `last_seq` for `resume`. */
+    this.lastSeq = lastSeq;
+    /** Replayed events announced by `resumed` not handed out yet (§2 "Resume", step 3). */
+    this.replayPending = resumed ? resumed.replayed : 0;
+    this.#replayLeft = this.replayPending;
+    this.#seenSeq = lastSeq;
+    /** The highest non-zero `message_id` sent by this participant (a BigInt). */
+    this.highestMessageId = toU64(highestMessageId, 'highestMessageId');
     /** Set when the socket closes: `{ code, reason }`. */
     this.closeInfo = null;
-    /** The first local protocol error (an undecodable frame from the edge), if any. */
+    /** The first local protocol error (an undecodable or out-of-order frame from the edge), if any. */
     this.protocolError = null;
     this.closed = new Promise((resolve) => {
       ws.on('close', (code, reason) => {
@@ -456,25 +667,70 @@ export class Connection {
   }
 
   #onMessage(data, isBinary) {
+    if (this.protocolError) return; // closing: nothing more is taken
     // §2: every message is one binary websocket message; the edge closes on a text message with
     // 4006, so we treat a text message from the edge the same way.
     if (!isBinary) return this.#fail(CLOSE.text_frame, new DecodeError('bad_value', 'text message from the edge'));
     let frame;
     try {
       frame = decodeEdgeFrame(data);
+      this.#check(frame);
     } catch (e) {
       return this.#fail(e.closeCode ?? CLOSE.malformed, e);
     }
-    // `welcome` only ever answers `join`, which we sent once.
-    if (frame.type === 'welcome') return this.#fail(CLOSE.malformed, new DecodeError('bad_value', 'second welcome'));
     const waiter = this.#waiters.shift();
-    if (waiter) waiter(frame);
+    if (waiter) waiter(this.#apply(frame));
     else this.#queue.push(frame);
+  }
+
+  /** Checks a frame's place in the stream when it arrives; throws on a violation of §2. */
+  #check(frame) {
+    const { type } = frame;
+    if (type === 'welcome' || type === 'waiting') throw violation(`${type} after the connection was set up: it only answers join`);
+    if (type === 'resumed') throw violation('resumed after the connection was set up: it only answers resume');
+    if (SEQUENCED_EVENTS.has(type)) {
+      if (frame.seq <= this.#seenSeq) {
+        throw violation(`${type} with seq ${frame.seq}, not above ${this.#seenSeq}, the highest seq received before (§2: events come in sequence order, never a number twice)`);
+      }
+      if (this.#replayLeft > 0) {
+        if (frame.seq > this.resumed.seq) {
+          throw violation(`replayed ${type} with seq ${frame.seq}, above resumed.seq ${this.resumed.seq} (the session's latest)`);
+        }
+        this.#replayLeft -= 1;
+      }
+      this.#seenSeq = frame.seq;
+    } else if (type === 'ack' && frame.seq > this.#seenSeq) {
+      this.#seenSeq = frame.seq;
+    }
+  }
+
+  /**
+   * Applies a frame to lastSeq, replayPending and unacked as it is handed out by next(), so that
+   * they describe what the application has been given (a frame still queued when the socket
+   * drops is handed out later, but counts only then).
+   */
+  #apply(frame) {
+    const { type } = frame;
+    if (SEQUENCED_EVENTS.has(type)) {
+      if (this.replayPending > 0) this.replayPending -= 1;
+      this.lastSeq = frame.seq;
+    } else if (type === 'ack') {
+      // A re-send's ack carries its original seq, or 0 outside the replay window (§2): the highest
+      // one counts.
+      if (frame.seq > this.lastSeq) this.lastSeq = frame.seq;
+      this.#unacked.delete(frame.message_id);
+    } else if (type === 'error' && SEND_ERROR_CODES.has(frame.code) && this.#everySendHasId) {
+      // §2 "Answers come in order": a send error answers the oldest send not answered yet; with
+      // only non-zero ids every send gets an answer, so that is the oldest unacknowledged one.
+      const oldest = this.#unacked.keys().next();
+      if (!oldest.done) this.#unacked.delete(oldest.value);
+    }
+    return frame;
   }
 
   #fail(code, error) {
     this.protocolError ??= error;
-    this.#ws.close(code, error.message.slice(0, 120));
+    this.#ws.close(code, closeReason(error.message));
   }
 
   /**
@@ -482,7 +738,7 @@ export class Connection {
    * `timeoutMs`, rejects if nothing arrives in time.
    */
   next(timeoutMs) {
-    if (this.#queue.length > 0) return Promise.resolve(this.#queue.shift());
+    if (this.#queue.length > 0) return Promise.resolve(this.#apply(this.#queue.shift()));
     if (this.#isClosed) return Promise.resolve(null);
     return new Promise((resolve, reject) => {
       let timer;
@@ -517,10 +773,64 @@ export class Connection {
   /**
    * `send`: `to` 0 (default) is everyone else, otherwise one participant's id; `messageId` 0
    * (default) is none, a non-zero id is echoed in an `ack` (§2). `payload`: bytes or a string
-   * (sent as UTF-8).
+   * (sent as UTF-8). A non-zero `messageId` must be above every id this participant used before
+   * (§2: "Message ids must increase"; the edge would take it for a re-send and not relay it), so
+   * a lower one throws a RangeError; use `nextMessageId()`, or `resend()` to re-send.
    */
   send(payload, { to = 0, messageId = 0 } = {}) {
-    this.#write({ type: 'send', message_id: messageId, to, payload });
+    const id = toU64(messageId, 'messageId');
+    if (id !== 0n && id <= this.highestMessageId) {
+      throw new RangeError(
+        `messageId ${id} is not above ${this.highestMessageId}, the highest this participant used: message ids must increase (§2); use resend() to re-send`,
+      );
+    }
+    this.#write({ type: 'send', message_id: id, to, payload });
+    if (id === 0n) {
+      this.#everySendHasId = false;
+    } else {
+      this.highestMessageId = id;
+      this.#unacked.set(id, { message_id: id, to, payload });
+    }
+  }
+
+  /** The next free message id: one above the highest used (a BigInt). */
+  nextMessageId() {
+    return this.highestMessageId + 1n;
+  }
+
+  /**
+   * The sends with a non-zero message id that got no `ack` (nor, while every send had an id, an
+   * `error`) yet, oldest first: `{ message_id, to, payload }`.
+   */
+  get unacked() {
+    return [...this.#unacked.values()];
+  }
+
+  /**
+   * Re-sends `entries` (default: every unacknowledged send) with their original message ids,
+   * as §2 "Resume" step 4 says after a resume: the edge acknowledges the ones it had already
+   * sequenced with their original `seq` and sequences the others.
+   */
+  resend(entries = this.unacked) {
+    for (const e of [...entries]) {
+      const id = toU64(e.message_id, 'message_id');
+      if (id === 0n) throw new RangeError('a send without a message id cannot be re-sent');
+      this.#write({ type: 'send', message_id: id, to: e.to ?? 0, payload: e.payload });
+      this.#unacked.delete(id); // re-inserted last: the order of the answers
+      this.#unacked.set(id, { message_id: id, to: e.to ?? 0, payload: e.payload });
+      if (id > this.highestMessageId) this.highestMessageId = id;
+    }
+  }
+
+  /** What `resume()` needs to take this participant's place again on a new connection. */
+  resumeState() {
+    return {
+      participantId: this.participantId,
+      resumeSecret: Buffer.from(this.resumeSecret),
+      lastSeq: this.lastSeq,
+      highestMessageId: this.highestMessageId,
+      unacked: this.unacked,
+    };
   }
 
   /** `ping`: the edge answers with a `pong` carrying the same nonce (a u64). */
@@ -528,23 +838,40 @@ export class Connection {
     this.#write({ type: 'ping', nonce });
   }
 
-  /** `leave`: leave on purpose; the edge then closes the connection with 1000 (§2). */
+  /** `leave`: give up our place; the edge then closes the connection with 1000 (§2). */
   leave() {
     this.#write({ type: 'leave' });
   }
 
-  /** Closes the socket from this side (without `leave`: others see us as disconnected). */
+  /**
+   * `end_session` (host only): the session ends for everyone, who are closed with 4203, the host
+   * too; from a guest the edge answers `error` 3 (§2).
+   */
+  endSession() {
+    this.#write({ type: 'end_session' });
+  }
+
+  /**
+   * `admit` (host only): admits (`admit` true, the default) or refuses (false) a guest waiting
+   * for approval (§2 "Host approval"). The edge answers `error` 3 from a guest and `error` 4 when
+   * the participant is not waiting.
+   */
+  admit(participantId, admit = true) {
+    this.#write({ type: 'admit', participant_id: participantId, admit: admit ? ADMIT.admit : ADMIT.refuse });
+  }
+
+  /** Closes the socket from this side (without `leave`: we keep our place and may resume). */
   close(code = 1000, reason = '') {
     this.#ws.close(code, reason);
   }
 
-  /** Drops the socket at once, without a closing handshake. */
+  /** Drops the socket at once, without a closing handshake (the edge then sees a lost connection). */
   terminate() {
     this.#ws.terminate();
   }
 }
 
-/** The edge closed (or the socket failed) before `welcome`. */
+/** The edge closed (or the socket failed) before the connection was set up. */
 export class ConnectError extends Error {
   constructor(message, closeInfo) {
     super(message);
@@ -555,60 +882,176 @@ export class ConnectError extends Error {
 }
 
 /**
- * Opens a websocket to `edgeUrl` (the placement answer's `edge.url`, used as is, §1), sends
- * `join(1, token)` and resolves with a Connection once `welcome` arrives. Rejects with a
- * ConnectError if the socket fails or closes first (its `closeInfo.code` then tells why, e.g.
- * 41xx for a token problem), or after `timeoutMs` without a welcome.
+ * Opens a websocket to `edgeUrl`, sends `first` once it is open, and feeds each frame from the
+ * edge to `step(frame, ctx)` until it returns a function that builds the Connection (called in the
+ * same tick, so the Connection's listeners see every later frame). A frame `step` refuses (it
+ * throws) closes the socket with its close code.
  */
-export function connect(edgeUrl, token, { timeoutMs = 10_000 } = {}) {
+function handshake(edgeUrl, first, answer, timeoutMs, step) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(edgeUrl);
     ws.binaryType = 'nodebuffer';
     let settled = false;
+    let timer = null;
+    let pinger = null;
     const finish = (err, conn) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      ws.off('message', onFirst);
+      clearInterval(pinger);
+      ws.off('message', onMessage);
       if (err) {
-        if (ws.readyState === WebSocket.OPEN) ws.close(err.closeCode ?? 1000);
+        if (ws.readyState === WebSocket.OPEN) ws.close(err.closeCode ?? 1000, closeReason(err.message));
         else if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
         reject(err);
       } else {
         resolve(conn);
       }
     };
-    const timer = setTimeout(() => finish(new ConnectError(`no welcome from ${edgeUrl} within ${timeoutMs} ms`, null)), timeoutMs);
+    const ctx = {
+      /** Replaces the deadline: `ms` undefined or Infinity for none. */
+      deadline(ms, what) {
+        clearTimeout(timer);
+        timer = ms === undefined || ms === Infinity ? null : setTimeout(() => finish(new ConnectError(`no ${what} from ${edgeUrl} within ${ms} ms`, null)), ms);
+      },
+      /** Sends a `ping` every `ms` until the handshake ends; returns the nonces sent. */
+      startPinging(ms) {
+        const sent = new Set();
+        let nonce = 0n;
+        pinger = setInterval(() => {
+          nonce += 1n;
+          sent.add(nonce);
+          if (ws.readyState === WebSocket.OPEN) ws.send(encode({ type: 'ping', nonce }), { binary: true });
+        }, ms);
+        return sent;
+      },
+    };
+    ctx.deadline(timeoutMs, answer);
 
-    // `join` must be the first message (§2).
-    ws.on('open', () => ws.send(encode({ type: 'join', version: PROTOCOL_VERSION, token }), { binary: true }));
-    // Stays attached after the welcome too, so a later socket error is never an unhandled
+    ws.on('open', () => ws.send(encode(first), { binary: true }));
+    // Stays attached after the handshake too, so a later socket error is never an unhandled
     // 'error' event; 'close' always follows it and the Connection reports that.
     ws.on('error', (e) => finish(new ConnectError(`websocket to ${edgeUrl} failed: ${e.message}`, null)));
     ws.on('close', (code, reason) => {
       const info = { code, reason: reason.toString('utf8') };
-      finish(new ConnectError(`edge closed the connection before welcome: ${code} ${info.reason} (${closeCodeAction(code)})`, info));
+      finish(new ConnectError(`edge closed the connection before ${answer}: ${describeClose(code)} ${JSON.stringify(info.reason)}`, info));
     });
 
-    const onFirst = (data, isBinary) => {
-      let frame;
+    const onMessage = (data, isBinary) => {
+      let build;
       try {
         if (!isBinary) throw Object.assign(new DecodeError('bad_value', 'text message from the edge'), { closeCode: CLOSE.text_frame });
-        frame = decodeEdgeFrame(data);
+        build = step(decodeEdgeFrame(data), ctx);
       } catch (e) {
-        return finish(Object.assign(new ConnectError(`bad first frame from the edge: ${e.message}`, null), { closeCode: e.closeCode }));
+        return finish(Object.assign(new ConnectError(`before ${answer}: ${e.message}`, null), { closeCode: e.closeCode ?? CLOSE.malformed }));
       }
-      // `welcome` answers `join` (§2); nothing else may come before it.
-      if (frame.type !== 'welcome') {
-        return finish(Object.assign(new ConnectError(`expected welcome, got ${frame.type}`, null), { closeCode: CLOSE.malformed }));
-      }
-      if (frame.version !== PROTOCOL_VERSION) {
-        return finish(Object.assign(new ConnectError(`welcome has version ${frame.version}, this client speaks ${PROTOCOL_VERSION}`, null), { closeCode: CLOSE.bad_version }));
-      }
-      // The Connection's own listeners take over from here; frames in the same tick as the
-      // welcome are delivered to them because listeners are attached synchronously.
-      finish(null, new Connection(ws, frame));
+      if (build) finish(null, build(ws));
     };
-    ws.on('message', onFirst);
+    ws.on('message', onMessage);
+  });
+}
+
+/**
+ * Opens a websocket to `edgeUrl` (the placement answer's `edge.url`, used as is, §1), sends
+ * `join(2, token)` and resolves with a Connection once `welcome` arrives. Rejects with a
+ * ConnectError if the socket fails or closes first (its `closeInfo.code` then tells why, e.g.
+ * 41xx for a token problem, 4206 for a guest the host refused), or after `timeoutMs` without an
+ * answer.
+ *
+ * In a session that requires approval (§2 "Host approval") the edge answers `waiting` first:
+ * `onWaiting()` is then called, the connection pings every `pingIntervalMs` (§2: "It waits as
+ * long as its connection stays open (it pings like anyone)"), and the `welcome` is awaited for
+ * `approvalTimeoutMs` (default: as long as it takes). Until then nothing but `pong` may arrive
+ * ("Until admitted, the guest receives no session traffic").
+ */
+export function connect(edgeUrl, token, { timeoutMs = 10_000, approvalTimeoutMs, pingIntervalMs = 30_000, onWaiting } = {}) {
+  let waitingPings = null;
+  return handshake(edgeUrl, { type: 'join', version: PROTOCOL_VERSION, token }, 'welcome', timeoutMs, (frame, ctx) => {
+    if (frame.type === 'waiting' && waitingPings === null) {
+      waitingPings = ctx.startPinging(pingIntervalMs);
+      ctx.deadline(approvalTimeoutMs, 'welcome (admission by the host)');
+      onWaiting?.();
+      return null;
+    }
+    if (frame.type === 'pong' && waitingPings?.has(frame.nonce)) {
+      waitingPings.delete(frame.nonce);
+      return null;
+    }
+    // `welcome` answers `join` (§2); before it only `waiting` (once) and our pongs may come.
+    if (frame.type !== 'welcome') {
+      throw violation(
+        waitingPings === null
+          ? `expected welcome or waiting, got ${frame.type}`
+          : `a guest waiting for approval receives no session traffic, got ${frame.type}`,
+      );
+    }
+    if (frame.version !== PROTOCOL_VERSION) {
+      throw Object.assign(violation(`welcome has version ${frame.version}, this client speaks ${PROTOCOL_VERSION}`), { closeCode: CLOSE.bad_version });
+    }
+    return (ws) =>
+      new Connection(ws, {
+        welcome: frame,
+        participantId: frame.participant_id,
+        resumeSecret: frame.resume_secret,
+        // Nothing received yet: the session's state we got is the welcome's, as of its seq (the
+        // next event, our own join, is one we never receive).
+        lastSeq: frame.seq,
+      });
+  });
+}
+
+/**
+ * Takes a participant's place again on a new websocket to `edgeUrl` (the same `edge.url`) with
+ * `resume(2, participantId, resumeSecret, lastSeq)` (§2 "Resume"), and resolves with a Connection
+ * once `resumed` arrives; the `resumed.replayed` replayed events follow on it (counted down in
+ * `replayPending`), then live traffic. Rejects with a ConnectError when the edge closes first:
+ * 4105 (resync needed) and 4106 (resume refused) mean join again with a token, 4200 the session
+ * ended.
+ *
+ * Options: `highestMessageId`, the highest message id this participant used (so that later
+ * sends keep increasing); `resend`, sends to re-send right after `resumed` with their original
+ * ids (`conn.resumeState().unacked` of the dropped connection; §2 "Resume" step 4).
+ * `resumeState()` of the old Connection gives every argument:
+ *
+ *     const s = old.resumeState();
+ *     const conn = await resume(url, s.participantId, s.resumeSecret, s.lastSeq,
+ *                               { highestMessageId: s.highestMessageId, resend: s.unacked });
+ */
+export function resume(edgeUrl, participantId, resumeSecret, lastSeq, { timeoutMs = 10_000, highestMessageId = 0n, resend = [] } = {}) {
+  const first = {
+    type: 'resume',
+    version: PROTOCOL_VERSION,
+    participant_id: participantId,
+    resume_secret: resumeSecret,
+    last_seq: toU64(lastSeq, 'lastSeq'),
+  };
+  // Thrown here, not in the socket's callback, when an argument does not fit.
+  encode(first);
+  toU64(highestMessageId, 'highestMessageId');
+  for (const e of resend) {
+    if (toU64(e.message_id, 'message_id') === 0n) throw new RangeError('a send without a message id cannot be re-sent');
+    encode({ type: 'send', message_id: e.message_id, to: e.to ?? 0, payload: e.payload });
+  }
+  return handshake(edgeUrl, first, 'resumed', timeoutMs, (frame) => {
+    // §2 "Resume" step 3: "The edge answers `resumed`" (a refused resume is closed "with its code
+    // and no frame before it").
+    if (frame.type !== 'resumed') throw violation(`expected resumed, got ${frame.type}`);
+    // A last_seq above the session's latest is refused (4106), so the answer cannot be below it,
+    // and it cannot replay more events than there are numbers above last_seq.
+    if (frame.seq < first.last_seq) throw violation(`resumed.seq ${frame.seq} is below our last_seq ${first.last_seq}`);
+    if (BigInt(frame.replayed) > frame.seq - first.last_seq) {
+      throw violation(`resumed announces ${frame.replayed} replayed events, but only ${frame.seq - first.last_seq} numbers lie above last_seq ${first.last_seq}`);
+    }
+    return (ws) => {
+      const conn = new Connection(ws, {
+        resumed: frame,
+        participantId,
+        resumeSecret,
+        lastSeq: first.last_seq,
+        highestMessageId,
+      });
+      if (resend.length > 0) conn.resend(resend);
+      return conn;
+    };
   });
 }

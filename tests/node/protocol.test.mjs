@@ -1,16 +1,29 @@
 // Checks this client's encoder and decoder against the byte-level examples of docs/protocol.md
-// (§2 "Byte-level examples"), and that the decoder is strict (§2: "A message must contain exactly
-// its fields").
+// (§2 "Byte-level examples"), its kind and close code tables against the document's, that the
+// decoder is strict (§2: "A message must contain exactly its fields"), and its handshakes and
+// bookkeeping (waiting, resume, last_seq, message ids) against a scripted edge in this process.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { WebSocketServer } from 'ws';
 import {
+  ADMIT,
+  canResume,
+  CLOSE,
+  CLOSE_NAME,
   closeCodeAction,
+  connect,
+  ConnectError,
   decode,
   decodeClientFrame,
   decodeEdgeFrame,
   DecodeError,
   encode,
+  ERROR_CODE,
+  KIND,
+  PROTOCOL_VERSION,
+  resume,
   ROLE,
 } from './duet-client.mjs';
 
@@ -28,13 +41,25 @@ function fixturesOfTheDocument() {
 }
 
 const FIXTURES = fixturesOfTheDocument();
+/** §2 of the document, "Session protocol", up to §3. */
+const SESSION_SECTION = (() => {
+  const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+  const start = doc.indexOf('\n## 2. ');
+  const end = doc.indexOf('\n## 3. ');
+  assert.ok(start >= 0 && end > start, 'docs/protocol.md has no section 2');
+  return doc.slice(start, end);
+})();
 
 // The message each example describes, built from the prose above it.
 const ada = { id: 1, role: ROLE.host, user_id: 'ada', display_name: 'Ada' };
 const bo = { id: 2, role: ROLE.guest, user_id: 'bo', display_name: 'Bo' };
+// The prose does not give cy's role; a participant waiting for approval is a guest (§2 "Host
+// approval": "a guest's `join` is answered with `waiting`").
+const cy = { id: 3, role: ROLE.guest, user_id: 'cy', display_name: 'Cy' };
+const secret = Buffer.from([0xab, 0xab, 0xab, 0xab]);
 const DESCRIBED = {
-  // "`join` with version 1 and the token `eyJ0`"
-  'session-join': { type: 'join', version: 1, token: 'eyJ0' },
+  // "`join` with version 2 and the token `eyJ0`"
+  'session-join': { type: 'join', version: 2, token: 'eyJ0' },
   // "`send` with `message_id` 42 to everyone (`to` 0), payload `hi`"
   'session-send': { type: 'send', message_id: 42n, to: 0, payload: Buffer.from('hi') },
   // "`send` without a message id, to participant 2, payload `k`"
@@ -45,15 +70,16 @@ const DESCRIBED = {
   // "`leave`"
   'session-leave': { type: 'leave' },
   // "`welcome` for participant 2 at sequence 5, resume secret `ab ab ab ab`, two participants:
-  // the host (1, user `ada`, name `Ada`) and the guest itself (2, `bo`, `Bo`)". The prose does
-  // not state `version`; 1 is the only protocol version.
+  // the host (1, user `ada`, name `Ada`) and the guest itself (2, `bo`, `Bo`), with the host
+  // away". The prose does not state `version`; this page describes version 2.
   'session-welcome': {
     type: 'welcome',
-    version: 1,
+    version: 2,
     participant_id: 2,
     seq: 5n,
-    resume_secret: Buffer.from([0xab, 0xab, 0xab, 0xab]),
+    resume_secret: secret,
     participants: [ada, bo],
+    away: [1],
   },
   // "`participant_joined` at sequence 6 for the host" (the host of the welcome example: 1, `ada`, `Ada`)
   'session-participant-joined': { type: 'participant_joined', seq: 6n, participant: ada },
@@ -65,8 +91,22 @@ const DESCRIBED = {
   'session-ack': { type: 'ack', message_id: 42n, seq: 8n },
   // "`error` code 1, message `no 9`"
   'session-error': { type: 'error', code: 1, message: 'no 9' },
+  // "`resume` for participant 2 with secret `ab ab ab ab`, having received up to sequence 9"
+  // (version: not stated; 2, the only one `resume` exists in)
+  'session-resume': { type: 'resume', version: 2, participant_id: 2, resume_secret: secret, last_seq: 9n },
+  // "Its answer, `resumed`: the session is at sequence 12 and 3 events are replayed"
+  'session-resumed': { type: 'resumed', seq: 12n, replayed: 3 },
+  // "`participant_away` at sequence 10 for participant 1, and `participant_back` at 11"
+  'session-participant-away': { type: 'participant_away', seq: 10n, participant_id: 1 },
+  'session-participant-back': { type: 'participant_back', seq: 11n, participant_id: 1 },
+  // "`end_session`, and `admit` of participant 3"
+  'session-end-session': { type: 'end_session' },
+  'session-admit': { type: 'admit', participant_id: 3, admit: 1 },
+  // "`join_request` for participant 3 (user `cy`, name `Cy`), and `waiting`"
+  'session-join-request': { type: 'join_request', participant: cy },
+  'session-waiting': { type: 'waiting' },
 };
-const CLIENT_SIDE = new Set(['join', 'send', 'ping', 'leave']);
+const CLIENT_SIDE = new Set(['join', 'send', 'ping', 'leave', 'resume', 'end_session', 'admit']);
 
 const isDecodeError = (reason) => (e) => {
   assert.ok(e instanceof DecodeError, `expected a DecodeError, got ${e}`);
@@ -83,10 +123,22 @@ describe('byte-level examples of docs/protocol.md', () => {
 
   test('every frame kind of section 2 has an example', () => {
     const kinds = new Set(Object.values(DESCRIBED).map((f) => f.type));
-    assert.deepEqual([...kinds].sort(), [
-      'ack', 'error', 'join', 'leave', 'message', 'participant_joined',
-      'participant_left', 'ping', 'pong', 'send', 'welcome',
-    ]);
+    assert.deepEqual([...kinds].sort(), Object.keys(KIND).sort());
+  });
+
+  test('the kind tables of section 2 are exactly the kinds this client knows', () => {
+    const tables = [...SESSION_SECTION.matchAll(/^\| `0x([0-9a-f]{2})` \| `([a-z_]+)` +\|/gm)];
+    assert.deepEqual(
+      Object.fromEntries(tables.map((m) => [m[2], parseInt(m[1], 16)])),
+      { ...KIND },
+    );
+  });
+
+  test('the client kinds are 0x01-0x7f and the edge kinds 0x81-0xff', () => {
+    for (const [type, kind] of Object.entries(KIND)) {
+      assert.equal(kind < 0x80, CLIENT_SIDE.has(type), type);
+      assert.ok(kind !== 0x00 && kind !== 0x80, type);
+    }
   });
 
   for (const [name, frame] of Object.entries(DESCRIBED)) {
@@ -128,14 +180,16 @@ describe('byte-level examples of docs/protocol.md', () => {
 
 describe('strict decoding', () => {
   test('unknown kinds are rejected with 4001', () => {
-    for (const kind of [0x00, 0x05, 0x7f, 0x80, 0x88, 0xff]) {
+    for (const kind of [0x00, 0x08, 0x7f, 0x80, 0x8d, 0xff]) {
       assert.throws(() => decode(Buffer.from([kind, 0, 0, 0, 0, 0, 0, 0, 0])), isDecodeError('unknown_kind'));
     }
   });
 
   test('invalid UTF-8 in a str is rejected', () => {
-    // join(1, token = ff fe): not UTF-8.
-    assert.throws(() => decode(Buffer.from('01010002fffe', 'hex')), isDecodeError('bad_utf8'));
+    // join(2, token = ff fe): not UTF-8.
+    assert.throws(() => decode(Buffer.from('01020002fffe', 'hex')), isDecodeError('bad_utf8'));
+    // join_request for 3 (guest) with user_id ed a0 80: an encoded surrogate, not UTF-8.
+    assert.throws(() => decode(Buffer.from('8b0000000302' + '0003eda080' + '00024379', 'hex')), isDecodeError('bad_utf8'));
     // error(1, message = c3): a truncated two-byte sequence.
     assert.throws(() => decode(Buffer.from('8600010001c3', 'hex')), isDecodeError('bad_utf8'));
   });
@@ -152,19 +206,47 @@ describe('strict decoding', () => {
     const left = Buffer.from(FIXTURES.get('session-participant-left'));
     left[13] = 3; // reason
     assert.throws(() => decode(left), isDecodeError('bad_value'));
+    // §2: "any `admit` byte other than 0 or 1 closes with 4000".
+    const admit = Buffer.from(FIXTURES.get('session-admit'));
+    for (const value of [2, 0x80, 0xff]) {
+      admit[5] = value;
+      assert.throws(() => decode(admit), isDecodeError('bad_value'));
+    }
+    admit[5] = 0;
+    assert.deepStrictEqual(decode(admit), { type: 'admit', participant_id: 3, admit: ADMIT.refuse });
+    const request = Buffer.from(FIXTURES.get('session-join-request'));
+    request[5] = 0; // kind(1) + id(4): the role byte
+    assert.throws(() => decode(request), isDecodeError('bad_value'));
   });
 
   test('a declared length beyond the message is a truncation', () => {
     // send with a payload length of 2^32-1 and no payload.
     const send = Buffer.from('02' + '00'.repeat(8) + '00000000' + 'ffffffff', 'hex');
     assert.throws(() => decode(send), isDecodeError('truncated'));
-    // welcome announcing 3 participants but holding 2.
+    // welcome announcing 1 participant but holding 2: the second one's first bytes are read as
+    // away_count 0, and the rest trails.
     const welcome = Buffer.from(FIXTURES.get('session-welcome'));
-    welcome[20] = 3; // low byte of count
-    assert.throws(() => decode(welcome), isDecodeError('truncated'));
-    // welcome announcing 1 participant but holding 2.
-    welcome[20] = 1;
+    welcome[20] = 1; // low byte of count
     assert.throws(() => decode(welcome), isDecodeError('trailing'));
+    // welcome announcing 3 participants but holding 2: the away list is read as a participant
+    // (whose role byte, 0, is no role) and then runs out.
+    welcome[20] = 3;
+    assert.throws(() => decode(welcome), DecodeError);
+    // The away list: away_count is the u16 before the last 4 bytes.
+    const away = Buffer.from(FIXTURES.get('session-welcome'));
+    const awayCount = away.length - 4 - 1; // low byte
+    assert.deepStrictEqual(decode(away).away, [1]);
+    away[awayCount] = 2;
+    assert.throws(() => decode(away), isDecodeError('truncated'));
+    away[awayCount] = 0;
+    assert.throws(() => decode(away), isDecodeError('trailing'));
+    // A welcome without the away list (version 1's layout) is truncated.
+    const v1 = FIXTURES.get('session-welcome').subarray(0, awayCount - 1);
+    assert.throws(() => decode(v1), isDecodeError('truncated'));
+    // resume with a secret length of 255 and a 4-byte secret.
+    const resume = Buffer.from(FIXTURES.get('session-resume'));
+    resume[6] = 0xff; // kind(1) + version(1) + participant_id(4): the secret's length
+    assert.throws(() => decode(resume), isDecodeError('truncated'));
   });
 
   test('an empty message is rejected', () => {
@@ -208,23 +290,307 @@ describe('encoding', () => {
     assert.throws(() => encode(welcome), RangeError);
     assert.throws(() => encode({ type: 'participant_left', seq: 1n, participant_id: 2, reason: 3 }), RangeError);
     assert.throws(() => encode({ type: 'nope' }), TypeError);
+    // v2 fields.
+    assert.throws(() => encode({ type: 'admit', participant_id: 3, admit: 2 }), RangeError);
+    assert.throws(() => encode({ type: 'admit', participant_id: 3, admit: true }), RangeError);
+    assert.throws(() => encode({ ...DESCRIBED['session-resume'], resume_secret: Buffer.alloc(256) }), RangeError);
+    assert.throws(() => encode({ ...DESCRIBED['session-resume'], last_seq: -1 }), RangeError);
+    assert.throws(() => encode({ ...DESCRIBED['session-resume'], participant_id: 2 ** 32 }), RangeError);
+    assert.throws(() => encode({ ...DESCRIBED['session-welcome'], away: [2 ** 32] }), RangeError);
+    assert.throws(() => encode({ ...DESCRIBED['session-welcome'], away: new Array(65536).fill(1) }), RangeError);
+    assert.throws(() => encode({ type: 'resumed', seq: 1n, replayed: 2 ** 32 }), RangeError);
+    assert.throws(() => encode({ type: 'participant_away', seq: 1n, participant_id: -1 }), RangeError);
+    assert.throws(() => encode({ type: 'join_request', participant: { ...cy, role: 3 } }), RangeError);
   });
 
   test('the longest values that fit are accepted', () => {
     const token = 'x'.repeat(65535);
-    assert.deepStrictEqual(decode(encode({ type: 'join', version: 1, token })), { type: 'join', version: 1, token });
+    assert.deepStrictEqual(decode(encode({ type: 'join', version: 2, token })), { type: 'join', version: 2, token });
     const welcome = { ...DESCRIBED['session-welcome'], resume_secret: Buffer.alloc(255, 7) };
     assert.deepStrictEqual(decode(encode(welcome)), welcome);
+    const resume = { ...DESCRIBED['session-resume'], resume_secret: Buffer.alloc(255, 7), last_seq: (1n << 64n) - 1n };
+    assert.deepStrictEqual(decode(encode(resume)), resume);
+    const crowd = { ...DESCRIBED['session-welcome'], away: Array.from({ length: 65535 }, (_, i) => i + 1) };
+    assert.deepStrictEqual(decode(encode(crowd)), crowd);
+    const resumed = { type: 'resumed', seq: 1n << 63n, replayed: 2 ** 32 - 1 };
+    assert.deepStrictEqual(decode(encode(resumed)), resumed);
+  });
+
+  test('defaults: join, resume and welcome take the protocol version, welcome an empty away list', () => {
+    assert.equal(PROTOCOL_VERSION, 2);
+    assert.equal(encode({ type: 'join', token: 'eyJ0' }).toString('hex'), FIXTURES.get('session-join').toString('hex'));
+    const { version: _v, ...resume } = DESCRIBED['session-resume'];
+    assert.equal(encode(resume).toString('hex'), FIXTURES.get('session-resume').toString('hex'));
+    const { away: _a, ...welcome } = DESCRIBED['session-welcome'];
+    assert.ok(encode(welcome).subarray(-2).equals(Buffer.from([0, 0])));
   });
 });
 
-test('close codes are classified by their range', () => {
-  assert.equal(closeCodeAction(1000), 'closed normally');
-  assert.equal(closeCodeAction(4099), 'fix the client');
-  assert.equal(closeCodeAction(4101), 'get a new token from the locator');
-  assert.equal(closeCodeAction(4201), 'the session is gone or refused');
-  assert.equal(closeCodeAction(4300), 'reconnect');
-  assert.equal(closeCodeAction(4400), 'ask the locator again');
-  assert.equal(closeCodeAction(4577), 'retry later');
-  assert.equal(closeCodeAction(4900), 'unregistered code');
+describe('close codes', () => {
+  test('are classified by their range', () => {
+    assert.equal(closeCodeAction(1000), 'closed normally');
+    assert.equal(closeCodeAction(4099), 'fix the client');
+    assert.equal(closeCodeAction(4101), 'get a new token from the locator');
+    assert.equal(closeCodeAction(4201), 'the session is gone or refused');
+    assert.equal(closeCodeAction(4300), 'reconnect');
+    assert.equal(closeCodeAction(4400), 'ask the locator again');
+    assert.equal(closeCodeAction(4577), 'retry later');
+    assert.equal(closeCodeAction(4900), 'unregistered code');
+  });
+
+  test('the table of section 2 is exactly the codes this client knows (the 46xx link codes aside)', () => {
+    const rows = [...SESSION_SECTION.matchAll(/^\| (\d{4}) \| ([^|]+?) +\|/gm)];
+    const table = Object.fromEntries(rows.map((m) => [m[1], m[2]]).filter(([code]) => !code.startsWith('46')));
+    assert.ok(Object.keys(table).length > 20, 'the close code table was not found');
+    assert.deepEqual(table, Object.fromEntries(Object.entries(CLOSE_NAME).map(([code, name]) => [code, name])));
+    assert.deepEqual(Object.values(CLOSE).sort(), Object.keys(CLOSE_NAME).map(Number).sort());
+  });
+
+  test('resume follows drops, 4300 and 4301, not a leave, a refusal or the end of the session', () => {
+    for (const code of [1001, 1005, 1006, 1011, CLOSE.slow_reader, CLOSE.connection_idle]) assert.ok(canResume(code), code);
+    const notResumable = [
+      CLOSE.normal, CLOSE.malformed, CLOSE.too_many_messages, CLOSE.token_invalid, CLOSE.resync_needed,
+      CLOSE.resume_refused, CLOSE.session_ended, CLOSE.replaced, CLOSE.ended_by_host, CLOSE.not_admitted,
+      CLOSE.host_gone, CLOSE.edge_shutting_down, CLOSE.internal_error,
+    ];
+    for (const code of notResumable) assert.ok(!canResume(code), code);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Connections against a scripted edge: a websocket server in this process that answers as §2
+// says (or breaks it on purpose), to check the client's handshakes and its bookkeeping.
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Starts a websocket server; `script(ws, first, frames)` runs for each connection once its first
+ * frame has arrived (`first`, decoded), with `frames.next()` giving the later ones.
+ */
+async function scriptedEdge(script) {
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await once(server, 'listening');
+  const closes = [];
+  server.on('connection', (ws) => {
+    const queue = [];
+    const waiters = [];
+    const frames = {
+      next: () => (queue.length > 0 ? Promise.resolve(queue.shift()) : new Promise((r) => waiters.push(r))),
+    };
+    const closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+    closes.push(closed);
+    let started = false;
+    ws.on('message', (data) => {
+      const frame = decodeClientFrame(data);
+      if (!started) {
+        started = true;
+        Promise.resolve(script(ws, frame, frames)).catch((e) => ws.close(4500, String(e.message).slice(0, 100)));
+      } else if (waiters.length > 0) {
+        waiters.shift()(frame);
+      } else {
+        queue.push(frame);
+      }
+    });
+  });
+  return {
+    url: `ws://127.0.0.1:${server.address().port}/v1/sessions/s_test`,
+    /** The close code of the n-th connection, as the edge saw it. */
+    closeCode: (n = 0) => closes[n],
+    stop: () => new Promise((resolve) => {
+      for (const c of server.clients) c.terminate();
+      server.close(resolve);
+    }),
+  };
+}
+
+const sendAll = (ws, ...frames) => {
+  for (const f of frames) ws.send(encode(f), { binary: true });
+};
+const welcomeFor = (participant_id, seq, participants = [ada, bo], away = []) => ({
+  type: 'welcome', version: 2, participant_id, seq, resume_secret: secret, participants, away,
+});
+const rejection = (code) => (e) => {
+  assert.ok(e instanceof ConnectError, `expected a ConnectError, got ${e?.stack ?? e}`);
+  assert.equal(e.closeInfo?.code, code, e.message);
+  return true;
+};
+
+describe('connections against a scripted edge', () => {
+  test('join: welcome, then events; lastSeq follows events and acks', async (t) => {
+    const edge = await scriptedEdge(async (ws, first, frames) => {
+      assert.deepStrictEqual(first, { type: 'join', version: 2, token: 'tok' });
+      // The welcome and the next frames in one go: none may be lost between connect() and next().
+      sendAll(ws, welcomeFor(2, 5n, [ada, bo], [1]), { type: 'participant_back', seq: 7n, participant_id: 1 });
+      const send = await frames.next();
+      assert.deepStrictEqual(send, { type: 'send', message_id: 1n, to: 0, payload: Buffer.from('a') });
+      sendAll(ws, { type: 'ack', message_id: 1n, seq: 9n });
+    });
+    t.after(edge.stop);
+    const conn = await connect(edge.url, 'tok');
+    assert.deepStrictEqual(conn.welcome.away, [1]);
+    assert.equal(conn.participantId, 2);
+    assert.deepStrictEqual(conn.resumeSecret, secret);
+    assert.equal(conn.lastSeq, 5n);
+    assert.deepStrictEqual(await conn.next(2000), { type: 'participant_back', seq: 7n, participant_id: 1 });
+    assert.equal(conn.lastSeq, 7n);
+    conn.send('a', { messageId: conn.nextMessageId() });
+    assert.deepStrictEqual(conn.unacked, [{ message_id: 1n, to: 0, payload: 'a' }]);
+    assert.deepStrictEqual(await conn.next(2000), { type: 'ack', message_id: 1n, seq: 9n });
+    assert.equal(conn.lastSeq, 9n);
+    assert.deepStrictEqual(conn.unacked, []);
+    assert.deepStrictEqual(conn.resumeState(), { participantId: 2, resumeSecret: secret, lastSeq: 9n, highestMessageId: 1n, unacked: [] });
+    conn.close();
+    await conn.closed;
+  });
+
+  test('join with approval: waiting, pings while waiting, then welcome', async (t) => {
+    const edge = await scriptedEdge(async (ws, first, frames) => {
+      sendAll(ws, { type: 'waiting' });
+      const ping = await frames.next();
+      assert.equal(ping.type, 'ping');
+      sendAll(ws, { type: 'pong', nonce: ping.nonce }, welcomeFor(3, 8n, [ada, bo, cy]), { type: 'message', seq: 10n, from: 1, to: 0, payload: Buffer.from('hi') });
+    });
+    t.after(edge.stop);
+    let waited = 0;
+    const conn = await connect(edge.url, 'tok', { pingIntervalMs: 20, onWaiting: () => waited++ });
+    assert.equal(waited, 1);
+    assert.equal(conn.welcome.participant_id, 3);
+    const m = await conn.next(2000);
+    assert.equal(m.type, 'message');
+    assert.equal(conn.lastSeq, 10n);
+    conn.close();
+  });
+
+  test('join with approval: a refused guest is rejected with 4206', async (t) => {
+    const edge = await scriptedEdge((ws) => {
+      sendAll(ws, { type: 'waiting' });
+      setTimeout(() => ws.close(4206, 'not admitted'), 50);
+    });
+    t.after(edge.stop);
+    let waited = false;
+    await assert.rejects(connect(edge.url, 'tok', { onWaiting: () => (waited = true) }), rejection(CLOSE.not_admitted));
+    assert.ok(waited);
+  });
+
+  test('join: session traffic while waiting, or anything but welcome/waiting first, closes with 4000', async (t) => {
+    const early = { type: 'message', seq: 1n, from: 1, to: 0, payload: Buffer.alloc(0) };
+    const edge = await scriptedEdge((ws, first) => {
+      if (first.token === 'waits') sendAll(ws, { type: 'waiting' }, early);
+      else if (first.token === 'twice') sendAll(ws, { type: 'waiting' }, { type: 'waiting' });
+      else sendAll(ws, first.token === 'resumed' ? { type: 'resumed', seq: 1n, replayed: 0 } : early);
+    });
+    t.after(edge.stop);
+    let n = 0;
+    for (const token of ['waits', 'twice', 'resumed', 'early']) {
+      await assert.rejects(connect(edge.url, token), (e) => e instanceof ConnectError && e.closeCode === 4000, token);
+      assert.equal(await edge.closeCode(n++), 4000, token);
+    }
+  });
+
+  test('join: a welcome of another version closes with 4003', async (t) => {
+    const edge = await scriptedEdge((ws) => sendAll(ws, { ...welcomeFor(2, 0n), version: 1 }));
+    t.after(edge.stop);
+    await assert.rejects(connect(edge.url, 'tok'), (e) => e instanceof ConnectError && e.closeCode === 4003);
+    assert.equal(await edge.closeCode(), 4003);
+  });
+
+  test('resume: resumed, the replayed events, then re-sends', async (t) => {
+    const edge = await scriptedEdge(async (ws, first, frames) => {
+      assert.deepStrictEqual(first, DESCRIBED['session-resume']);
+      sendAll(
+        ws,
+        { type: 'resumed', seq: 12n, replayed: 2 },
+        { type: 'participant_away', seq: 10n, participant_id: 1 },
+        { type: 'message', seq: 12n, from: 3, to: 2, payload: Buffer.from('x') },
+      );
+      // The re-send of the unacknowledged message 7, right after resumed.
+      assert.deepStrictEqual(await frames.next(), { type: 'send', message_id: 7n, to: 0, payload: Buffer.from('r') });
+      sendAll(ws, { type: 'ack', message_id: 7n, seq: 11n }, { type: 'participant_back', seq: 13n, participant_id: 1 });
+    });
+    t.after(edge.stop);
+    const conn = await resume(edge.url, 2, secret, 9n, {
+      highestMessageId: 7n,
+      resend: [{ message_id: 7n, to: 0, payload: Buffer.from('r') }],
+    });
+    assert.equal(conn.welcome, null);
+    assert.deepStrictEqual(conn.resumed, { type: 'resumed', seq: 12n, replayed: 2 });
+    assert.equal(conn.participantId, 2);
+    assert.equal(conn.lastSeq, 9n);
+    assert.equal(conn.replayPending, 2);
+    assert.equal((await conn.next(2000)).type, 'participant_away');
+    assert.equal(conn.replayPending, 1);
+    assert.equal((await conn.next(2000)).type, 'message');
+    assert.equal(conn.replayPending, 0);
+    assert.equal(conn.lastSeq, 12n);
+    // The ack of a re-send carries its original seq, below lastSeq: lastSeq stays.
+    assert.deepStrictEqual(await conn.next(2000), { type: 'ack', message_id: 7n, seq: 11n });
+    assert.equal(conn.lastSeq, 12n);
+    assert.deepStrictEqual(conn.unacked, []);
+    assert.equal((await conn.next(2000)).seq, 13n);
+    assert.throws(() => conn.send('again', { messageId: 7 }), RangeError);
+    assert.equal(conn.nextMessageId(), 8n);
+    conn.close();
+  });
+
+  test('resume: refusals are rejected with their close code', async (t) => {
+    const edge = await scriptedEdge((ws, first) => ws.close(first.last_seq === 1n ? 4105 : 4106, 'no'));
+    t.after(edge.stop);
+    await assert.rejects(resume(edge.url, 2, secret, 1n), rejection(CLOSE.resync_needed));
+    await assert.rejects(resume(edge.url, 2, secret, 2n), rejection(CLOSE.resume_refused));
+  });
+
+  test('resume: an answer that cannot be right closes with 4000', async (t) => {
+    const edge = await scriptedEdge((ws, first) => {
+      const answers = {
+        1: [{ type: 'resumed', seq: 8n, replayed: 0 }], // below last_seq 9
+        2: [{ type: 'resumed', seq: 10n, replayed: 2 }], // two replayed events, one number
+        3: [{ type: 'pong', nonce: 1n }], // not resumed
+      };
+      sendAll(ws, ...answers[first.participant_id]);
+    });
+    t.after(edge.stop);
+    for (const pid of [1, 2, 3]) {
+      await assert.rejects(resume(edge.url, pid, secret, 9n), (e) => e instanceof ConnectError && e.closeCode === 4000, `case ${pid}`);
+      assert.equal(await edge.closeCode(pid - 1), 4000);
+    }
+  });
+
+  test('events out of order, or replayed beyond resumed.seq, close the connection with 4000', async (t) => {
+    const edge = await scriptedEdge((ws, first) => {
+      if (first.type === 'join') {
+        // seq 5 is the welcome's: the first event must be above it.
+        sendAll(ws, welcomeFor(2, 5n), { type: 'message', seq: 5n, from: 1, to: 0, payload: Buffer.alloc(0) });
+      } else {
+        sendAll(ws, { type: 'resumed', seq: 12n, replayed: 1 }, { type: 'participant_back', seq: 13n, participant_id: 1 });
+      }
+    });
+    t.after(edge.stop);
+    const joined = await connect(edge.url, 'tok');
+    assert.equal(await joined.next(2000), null);
+    assert.equal(joined.closeInfo.code, 4000);
+    assert.match(joined.protocolError.message, /seq 5, not above 5/);
+    assert.equal(await edge.closeCode(0), 4000);
+    const resumed = await resume(edge.url, 2, secret, 9n);
+    assert.equal(await resumed.next(2000), null);
+    assert.equal(resumed.closeInfo.code, 4000);
+    assert.match(resumed.protocolError.message, /above resumed.seq 12/);
+  });
+
+  test('message ids must increase; an error answers the oldest unacknowledged send', async (t) => {
+    const edge = await scriptedEdge(async (ws, first, frames) => {
+      sendAll(ws, welcomeFor(2, 0n));
+      await frames.next();
+      await frames.next();
+      sendAll(ws, { type: 'error', code: ERROR_CODE.unknown_recipient, message: 'no 9' });
+    });
+    t.after(edge.stop);
+    const conn = await connect(edge.url, 'tok');
+    conn.send('to 9', { to: 9, messageId: 3 });
+    conn.send('to all', { messageId: 4 });
+    for (const id of [1, 3, 4n]) assert.throws(() => conn.send('x', { messageId: id }), RangeError);
+    assert.throws(() => conn.send('x', { messageId: -1 }), RangeError);
+    const error = await conn.next(2000);
+    assert.equal(error.code, ERROR_CODE.unknown_recipient);
+    assert.deepStrictEqual(conn.unacked.map((e) => e.message_id), [4n]);
+    conn.close();
+  });
 });

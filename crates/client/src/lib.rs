@@ -25,8 +25,10 @@ use duet_ws::{Limits, Message, Writer};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-/// How long to wait for `welcome` after sending `join`.
+/// How long to wait for `welcome` after sending `join` (or for `resumed` after `resume`).
 pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a guest of a session that needs approval waits for the host's decision.
+pub const ADMISSION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Decoded frames buffered between the reader task and the application.
 const EVENT_QUEUE: usize = 1024;
 
@@ -59,6 +61,18 @@ pub struct PlacementRequest {
     pub user: Option<User>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// Session options (create only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub options: Option<SessionOptions>,
+}
+
+/// What a host chooses for its session at creation.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct SessionOptions {
+    /// Guests wait for the host's `admit`.
+    pub require_approval: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_participants: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,13 +170,21 @@ pub enum Event {
     },
 }
 
-/// The `welcome` a participant got.
+/// The `welcome` a participant got (or, after [`resume`], what it resumed).
 #[derive(Debug, Clone)]
 pub struct Welcome {
     pub participant_id: ParticipantId,
+    /// The session's latest sequence number: before this participant's join, or after a resume
+    /// the last one replayed.
     pub seq: u64,
     pub resume_secret: Bytes,
+    /// Everyone holding a place (empty after a resume: the replayed events tell what changed).
     pub participants: Vec<Participant>,
+    pub away: Vec<ParticipantId>,
+    /// The guest waited for the host's approval before this welcome.
+    pub waited: bool,
+    /// After a resume: how many events were replayed.
+    pub replayed: Option<u32>,
 }
 
 /// A joined participant's connection.
@@ -170,6 +192,10 @@ pub struct Session {
     pub welcome: Welcome,
     writer: Writer,
     events: mpsc::Receiver<Event>,
+    /// The highest seq handed to the application by [`Session::recv`].
+    last_seq: u64,
+    /// Dropped with the session: its reader task then ends and the connection goes away.
+    _abort: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// Cloneable sending half of a [`Session`], for sending from another task.
@@ -192,6 +218,16 @@ impl SessionSender {
     /// Leaves the session on purpose; the edge then closes the connection.
     pub fn leave(&self) -> Result<(), ClientError> {
         Ok(self.writer.send(ClientFrame::Leave.encode()?)?)
+    }
+
+    /// (Host) ends the session for everyone.
+    pub fn end_session(&self) -> Result<(), ClientError> {
+        Ok(self.writer.send(ClientFrame::EndSession.encode()?)?)
+    }
+
+    /// (Host) admits or refuses a guest waiting for approval.
+    pub fn admit(&self, participant_id: ParticipantId, admit: bool) -> Result<(), ClientError> {
+        Ok(self.writer.send(ClientFrame::Admit { participant_id, admit }.encode()?)?)
     }
 
     /// Sends a text message, which the edge must refuse (for protocol tests).
@@ -222,9 +258,27 @@ impl Session {
         self.sender().leave()
     }
 
+    /// The highest sequence number this session has handed out through [`Session::recv`]
+    /// (events and acks): what [`resume`] needs. Frames received but not yet read do not count,
+    /// so a resume replays them.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Drops the connection without a close frame, as a lost network would (for tests).
+    pub fn abort(self) {
+        self.writer.abort();
+    }
+
     /// The next event; `None` after the connection has ended and every event was read.
     pub async fn recv(&mut self) -> Option<Event> {
-        self.events.recv().await
+        let event = self.events.recv().await;
+        if let Some(Event::Frame(f)) = &event {
+            if let Some(seq) = sequence_number(f) {
+                self.last_seq = self.last_seq.max(seq);
+            }
+        }
+        event
     }
 
     /// Closes the connection without `leave` (as a dropped network would, but cleanly).
@@ -260,7 +314,8 @@ pub async fn open_raw(edge_url: &str) -> Result<(SessionSender, mpsc::Receiver<R
     Ok((SessionSender { writer }, rx))
 }
 
-/// Connects to a session on its edge: sends `join` with `token` and waits for `welcome`.
+/// Connects to a session on its edge: sends `join` with `token` and waits for `welcome` (a guest
+/// of a session that needs approval waits up to [`ADMISSION_TIMEOUT`] for the host's decision).
 /// `wss://` URLs are verified against the system roots.
 pub async fn connect(edge_url: &str, token: &str) -> Result<Session, ClientError> {
     connect_with_tls(edge_url, token, None).await
@@ -272,29 +327,81 @@ pub async fn connect_with_tls(
     token: &str,
     tls: Option<std::sync::Arc<duet_ws::tls::ClientConfig>>,
 ) -> Result<Session, ClientError> {
+    let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: token.to_owned() };
+    enter(edge_url, join, tls).await
+}
+
+/// Reconnects a participant whose connection was lost: sends `resume` with the secret from its
+/// welcome and the last sequence number it received ([`Session::last_seq`]). The events it missed
+/// arrive first, then live traffic. Refusals are [`ClientError::Closed`] with 4105 (resync
+/// needed: join again with a token) or 4106 (no such place).
+pub async fn resume(
+    edge_url: &str,
+    participant_id: ParticipantId,
+    resume_secret: Bytes,
+    last_seq: u64,
+) -> Result<Session, ClientError> {
+    let frame = ClientFrame::Resume { version: SESSION_PROTOCOL_VERSION, participant_id, resume_secret, last_seq };
+    enter(edge_url, frame, None).await
+}
+
+/// Sends the first frame and waits for `welcome` (after `waiting`, if any) or `resumed`.
+async fn enter(
+    edge_url: &str,
+    first: ClientFrame,
+    tls: Option<std::sync::Arc<duet_ws::tls::ClientConfig>>,
+) -> Result<Session, ClientError> {
     let mut reader = duet_ws::connect_with(edge_url, &[], client_limits(), tls).await?;
     let writer = reader.writer().clone();
-    let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: token.to_owned() }.encode()?;
-    writer.send(join)?;
-    let first = tokio::time::timeout(WELCOME_TIMEOUT, reader.next())
-        .await
-        .map_err(|_| ClientError::WelcomeTimeout(WELCOME_TIMEOUT))?;
-    let welcome = match first {
-        Ok(Message::Binary(b)) => match EdgeFrame::decode(&b) {
-            Ok(EdgeFrame::Welcome { participant_id, seq, resume_secret, participants, .. }) => {
-                Welcome { participant_id, seq, resume_secret, participants }
-            }
-            Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
-            Err(e) => return Err(ClientError::Unexpected(e.to_string())),
-        },
-        Ok(Message::Close { code, reason }) => return Err(ClientError::Closed { code, reason }),
-        Ok(Message::Text(_)) => return Err(ClientError::Unexpected("text frame".into())),
-        Err(e) => return Err(ClientError::Closed { code: None, reason: e.to_string() }),
+    let (resume_pid, resume_secret, resume_from) = match &first {
+        ClientFrame::Resume { participant_id, resume_secret, last_seq, .. } => {
+            (*participant_id, resume_secret.clone(), *last_seq)
+        }
+        _ => (0, Bytes::new(), 0),
     };
+    writer.send(first.encode()?)?;
+    let mut waited = false;
+    let welcome = loop {
+        let timeout = if waited { ADMISSION_TIMEOUT } else { WELCOME_TIMEOUT };
+        let next =
+            tokio::time::timeout(timeout, reader.next()).await.map_err(|_| ClientError::WelcomeTimeout(timeout))?;
+        match next {
+            Ok(Message::Binary(b)) => match EdgeFrame::decode(&b) {
+                Ok(EdgeFrame::Welcome { participant_id, seq, resume_secret, participants, away, .. }) => {
+                    break Welcome { participant_id, seq, resume_secret, participants, away, waited, replayed: None };
+                }
+                Ok(EdgeFrame::Resumed { seq, replayed }) => {
+                    break Welcome {
+                        participant_id: resume_pid,
+                        seq,
+                        resume_secret: resume_secret.clone(),
+                        participants: Vec::new(),
+                        away: Vec::new(),
+                        waited,
+                        replayed: Some(replayed),
+                    };
+                }
+                Ok(EdgeFrame::Waiting) if !waited => waited = true,
+                Ok(other) => return Err(ClientError::Unexpected(format!("{other:?}"))),
+                Err(e) => return Err(ClientError::Unexpected(e.to_string())),
+            },
+            Ok(Message::Close { code, reason }) => return Err(ClientError::Closed { code, reason }),
+            Ok(Message::Text(_)) => return Err(ClientError::Unexpected("text frame".into())),
+            Err(e) => return Err(ClientError::Closed { code: None, reason: e.to_string() }),
+        }
+    };
+    let last_seq = if welcome.replayed.is_some() { resume_from } else { welcome.seq };
     let (tx, events) = mpsc::channel(EVENT_QUEUE);
+    let (abort, mut aborted) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         loop {
-            let event = match reader.next().await {
+            let next = tokio::select! {
+                next = reader.next() => next,
+                // `abort`, or the `Session` was dropped: drop the read half too, so the
+                // connection really goes away.
+                _ = &mut aborted => return,
+            };
+            let event = match next {
                 Ok(Message::Binary(b)) => match EdgeFrame::decode(&b) {
                     Ok(f) => Event::Frame(f),
                     Err(e) => Event::Closed { code: None, reason: format!("undecodable frame: {e}") },
@@ -309,5 +416,18 @@ pub async fn connect_with_tls(
             }
         }
     });
-    Ok(Session { welcome, writer, events })
+    Ok(Session { welcome, writer, events, last_seq, _abort: Some(abort) })
+}
+
+/// The sequence number a frame carries, if any (`ack` counts: everything before it was delivered).
+pub fn sequence_number(frame: &EdgeFrame) -> Option<u64> {
+    match frame {
+        EdgeFrame::ParticipantJoined { seq, .. }
+        | EdgeFrame::ParticipantLeft { seq, .. }
+        | EdgeFrame::ParticipantAway { seq, .. }
+        | EdgeFrame::ParticipantBack { seq, .. }
+        | EdgeFrame::Message { seq, .. }
+        | EdgeFrame::Ack { seq, .. } => Some(*seq),
+        _ => None,
+    }
 }

@@ -66,13 +66,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let user = args.name.clone().map(|name| User { id: name.to_lowercase().replace(' ', "-"), name });
     let placed = match &args.command {
         Command::Host { team } => {
-            let p = locator.create_session(&PlacementRequest { team: team.clone(), user, region: None }).await?;
+            let p =
+                locator.create_session(&PlacementRequest { team: team.clone(), user, ..Default::default() }).await?;
             println!("session {} on edge {} ({})", p.session_id, p.edge.id, p.edge.region);
             println!("join from another shell with: duet join {}", p.session_id);
             p
         }
         Command::Join { session } => {
-            locator.join_session(session, &PlacementRequest { team: None, user, region: None }).await?
+            locator.join_session(session, &PlacementRequest { team: None, user, ..Default::default() }).await?
         }
     };
     let mut session = duet_client::connect_with_tls(&placed.edge.url, &placed.token, tls).await?;

@@ -10,10 +10,13 @@
 //!   reading costs at most that much memory; control frames and the final close bypass the limit.
 //!
 //! The writer flushes only when its queue is empty, so a burst of frames becomes few syscalls.
+//! Once a close is queued, the writer gets [`CLOSE_LINGER`] to deliver what is left; a peer that
+//! does not read by then is dropped, so a stalled peer cannot pin its queue in memory.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
@@ -25,6 +28,11 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 pub use fastwebsockets::Role;
+use tokio_util::sync::CancellationToken;
+
+/// How long a connection may take to deliver what was queued before its close; then it is
+/// dropped without further ado.
+pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 pub mod tls;
 
@@ -60,6 +68,8 @@ pub enum ReadError {
     TooLarge { limit: usize },
     #[error("connection closed without a close frame")]
     Eof,
+    #[error("nothing received for {0:?}")]
+    Idle(Duration),
     #[error("websocket protocol error: {0}")]
     Protocol(WebSocketError),
     #[error("i/o error: {0}")]
@@ -92,6 +102,8 @@ enum Outbound {
     /// A frame the protocol obliges us to send (pong, close echo): opcode and payload.
     Control(OpCode, Vec<u8>),
     Close(u16, String),
+    /// Stop writing and drop the connection without a close frame.
+    Abort,
 }
 
 /// Handle to a connection's writer task. Cheap to clone; all clones share one byte budget.
@@ -102,6 +114,8 @@ pub struct Writer {
     queued: Arc<AtomicUsize>,
     /// Set once a close has been queued: nothing is accepted after it.
     closing: Arc<AtomicBool>,
+    /// Cancelled when a close is queued; the writer's linger timer starts then.
+    close_requested: CancellationToken,
     limit: usize,
 }
 
@@ -133,6 +147,14 @@ impl Writer {
         if !self.closing.swap(true, Ordering::AcqRel) {
             let _ = self.tx.send(Outbound::Close(code, reason.to_owned()));
         }
+        self.close_requested.cancel();
+    }
+
+    /// Drops the connection without a close frame once what is queued before it is written (as a
+    /// lost network would; for tests). The reader sees the end when its half is dropped too.
+    pub fn abort(&self) {
+        self.closing.store(true, Ordering::Release);
+        let _ = self.tx.send(Outbound::Abort);
     }
 
     /// Bytes queued for the peer and not yet written.
@@ -158,6 +180,8 @@ pub struct Reader<S> {
     max_message_bytes: usize,
     /// A fragmented message being reassembled: its opcode and bytes so far.
     partial: Option<(OpCode, BytesMut)>,
+    /// Longest wait for the next frame (any frame, pings included) before [`ReadError::Idle`].
+    idle_timeout: Option<Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
@@ -167,13 +191,25 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
             let writer = self.writer.clone();
             let mut obligated = move |frame: Frame<'_>| {
                 let out = Outbound::Control(frame.opcode, frame.payload.to_vec());
-                let sent = writer.tx.send(out).map_err(|_| SendError::Closed);
+                // A writer that is already gone (the peer stopped reading, or we closed) cannot
+                // answer; that must not hide the frame, above all a close and its code.
+                let _ = writer.tx.send(out);
                 if frame.opcode == OpCode::Close {
                     writer.closing.store(true, Ordering::Release);
+                    writer.close_requested.cancel();
                 }
-                std::future::ready(sent)
+                std::future::ready(Ok::<(), SendError>(()))
             };
-            let frame = match self.inner.read_frame(&mut obligated).await {
+            let read = self.inner.read_frame(&mut obligated);
+            let result = match self.idle_timeout {
+                // Cancelling a read mid-frame loses the frame; that is fine, the connection ends.
+                Some(idle) => match tokio::time::timeout(idle, read).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(ReadError::Idle(idle)),
+                },
+                None => read.await,
+            };
+            let frame = match result {
                 Ok(frame) => frame,
                 Err(WebSocketError::FrameTooLarge) => {
                     return Err(ReadError::TooLarge { limit: self.max_message_bytes })
@@ -215,6 +251,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
         }
     }
 
+    /// Ends the connection with [`ReadError::Idle`] when no frame at all (data, ping, pong)
+    /// arrives for `idle` (`None`: wait forever, the default).
+    pub fn set_idle_timeout(&mut self, idle: Option<Duration>) {
+        self.idle_timeout = idle;
+    }
+
     /// The writer of the same connection.
     pub fn writer(&self) -> &Writer {
         &self.writer
@@ -252,10 +294,22 @@ where
         tx,
         queued: Arc::new(AtomicUsize::new(0)),
         closing: Arc::new(AtomicBool::new(false)),
+        close_requested: CancellationToken::new(),
         limit: limits.max_queued_bytes,
     };
-    tokio::spawn(write_loop(write, rx, writer.queued.clone()));
-    Reader { inner: read, writer, max_message_bytes: limits.max_message_bytes, partial: None }
+    let linger = writer.close_requested.clone();
+    let queued = writer.queued.clone();
+    tokio::spawn(async move {
+        let linger_over = async move {
+            linger.cancelled().await;
+            tokio::time::sleep(CLOSE_LINGER).await;
+        };
+        tokio::select! {
+            _ = write_loop(write, rx, queued) => {}
+            _ = linger_over => tracing::debug!("peer did not take its last frames in time; dropped"),
+        }
+    });
+    Reader { inner: read, writer, max_message_bytes: limits.max_message_bytes, partial: None, idle_timeout: None }
 }
 
 async fn write_loop<S>(
@@ -285,6 +339,7 @@ async fn write_loop<S>(
                     let _ = write.write_frame(Frame::close(code, reason.as_bytes())).await;
                     true
                 }
+                Outbound::Abort => return,
             };
             if done {
                 let _ = write.flush().await;

@@ -2,8 +2,10 @@
 //!
 //! The connection task reads frames and forwards them to its session's actor
 //! ([`session`]); everything it sends goes through the connection's byte-bounded writer. The first
-//! frame must be `join` within the handshake timeout; its token is verified locally, here, and
-//! never again for this connection.
+//! frame must be `join` (its token is verified locally, here, and never again for this
+//! connection) or `resume` (checked by the session against the participant's secret) within the
+//! handshake timeout. After that the connection is held to the idle timeout and the
+//! messages-per-second limit.
 
 pub mod session;
 
@@ -11,7 +13,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use duet_proto::close::CloseCode;
-use duet_proto::session::{ClientFrame, EdgeFrame, LeaveReason, Participant, Role, SESSION_PROTOCOL_VERSION};
+use duet_proto::session::{
+    ClientFrame, EdgeFrame, LeaveReason, Participant, ParticipantId, Role, SESSION_PROTOCOL_VERSION,
+};
 use duet_ws::{Message, ReadError, Reader};
 use fastwebsockets::WebSocket;
 use tokio::io::BufWriter;
@@ -57,7 +61,45 @@ fn read_failure<S: AsyncRead + AsyncWrite + Send + 'static>(conn: &Conn<S>, e: &
     match e {
         ReadError::TooLarge { .. } => close(conn, CloseCode::MessageTooLarge, "declared size over the limit"),
         ReadError::Protocol(err) => close(conn, CloseCode::MalformedFrame, &err.to_string()),
+        ReadError::Idle(_) => close(conn, CloseCode::ConnectionIdle, "no frame within the idle timeout"),
         ReadError::Eof | ReadError::Io(_) => {}
+    }
+}
+
+/// How a connection entered its session.
+enum Entry {
+    Join { participant: Participant, settings: session::Settings },
+    Resume { participant_id: ParticipantId, secret: bytes::Bytes, last_seq: u64 },
+}
+
+/// Messages per second one connection may send, as a token bucket holding two seconds' worth.
+struct RateLimit {
+    per_second: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl RateLimit {
+    fn new(per_second: u32) -> Option<RateLimit> {
+        (per_second > 0).then(|| RateLimit {
+            per_second: f64::from(per_second),
+            tokens: 2.0 * f64::from(per_second),
+            at: tokio::time::Instant::now(),
+        })
+    }
+
+    /// Takes one token; false when the bucket is empty.
+    fn take(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(2.0 * self.per_second);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 }
 
@@ -65,7 +107,7 @@ async fn run<S>(state: Arc<EdgeState>, session_id: String, mut conn: Conn<S>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // ---- handshake: exactly one `join` within the timeout ----
+    // ---- handshake: exactly one `join` or `resume` within the timeout ----
     let first = tokio::select! {
         r = tokio::time::timeout(state.config.handshake_timeout, conn.next()) => r,
         _ = state.shutdown.cancelled() => {
@@ -73,52 +115,68 @@ where
             return;
         }
     };
-    let token = match first {
+    let frame = match first {
         Err(_) => return close(&conn, CloseCode::HandshakeTimeout, "no join in time"),
         Ok(Err(e)) => return read_failure(&conn, &e),
         Ok(Ok(Message::Close { .. })) => return,
         Ok(Ok(Message::Text(_))) => return close(&conn, CloseCode::TextFrame, "text frame"),
         Ok(Ok(Message::Binary(bytes))) => match ClientFrame::decode(&bytes) {
             Err(e) => return close(&conn, e.close_code(), &e.to_string()),
-            Ok(ClientFrame::Join { version, token }) => {
-                if version != SESSION_PROTOCOL_VERSION {
-                    return close(&conn, CloseCode::UnsupportedVersion, "version");
-                }
-                token
-            }
-            Ok(_) => return close(&conn, CloseCode::UnexpectedFrame, "first frame must be join"),
+            Ok(f) => f,
         },
     };
-    let claims = match state.keys.verify(&token, &session_id, &state.edge_id) {
-        Ok(c) => c,
-        Err(refused) => {
-            tracing::info!(reason = %refused, "join refused");
-            return close(&conn, refused.close_code(), &refused.to_string());
+    let entry = match frame {
+        ClientFrame::Join { version, token } => {
+            if version != SESSION_PROTOCOL_VERSION {
+                return close(&conn, CloseCode::UnsupportedVersion, "version");
+            }
+            let claims = match state.keys.verify(&token, &session_id, &state.edge_id) {
+                Ok(c) => c,
+                Err(refused) => {
+                    tracing::info!(reason = %refused, "join refused");
+                    return close(&conn, refused.close_code(), &refused.to_string());
+                }
+            };
+            let settings = session::Settings { approval: claims.appr, max_participants: claims.maxp };
+            let participant = Participant {
+                id: claims.pid,
+                role: Role::parse(&claims.role).unwrap_or(Role::Guest),
+                user_id: claims.sub,
+                display_name: claims.name,
+            };
+            Entry::Join { participant, settings }
         }
+        ClientFrame::Resume { version, participant_id, resume_secret, last_seq } => {
+            if version != SESSION_PROTOCOL_VERSION {
+                return close(&conn, CloseCode::UnsupportedVersion, "version");
+            }
+            Entry::Resume { participant_id, secret: resume_secret, last_seq }
+        }
+        _ => return close(&conn, CloseCode::UnexpectedFrame, "first frame must be join or resume"),
     };
     let max = state.config.max_connections;
     if max > 0 && state.connections.load(Ordering::Acquire) > max as usize {
         return close(&conn, CloseCode::EdgeFull, "max connections");
     }
-    let participant = Participant {
-        id: claims.pid,
-        role: Role::parse(&claims.role).unwrap_or(Role::Guest),
-        user_id: claims.sub,
-        display_name: claims.name,
+    let pid = match &entry {
+        Entry::Join { participant, .. } => participant.id,
+        Entry::Resume { participant_id, .. } => *participant_id,
     };
-    let pid = participant.id;
     tracing::Span::current().record("participant.id", pid);
 
-    // ---- join the session (its actor sends our welcome) ----
+    // ---- enter the session (its actor sends our welcome, or `resumed` and the replay) ----
     let conn_id = state.next_conn_id();
     let kick = CancellationToken::new();
-    let handle = match join_session(&state, &session_id, participant, conn_id, conn.writer(), &kick).await {
+    let link = session::Link { id: conn_id, writer: conn.writer().clone(), kick: kick.clone() };
+    let handle = match enter_session(&state, &session_id, entry, link).await {
         Ok(h) => h,
-        Err(code) => return close(&conn, code, "join refused"),
+        Err(code) => return close(&conn, code, "refused"),
     };
-    tracing::debug!("joined");
+    tracing::debug!("entered the session");
 
     // ---- relay until the connection ends ----
+    conn.set_idle_timeout(Some(state.config.idle_timeout));
+    let mut rate = RateLimit::new(state.config.max_messages_per_second);
     let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason, done: None };
     loop {
         let next = tokio::select! {
@@ -149,7 +207,7 @@ where
             }
             Err(e) => {
                 read_failure(&conn, &e);
-                let reason = if matches!(e, ReadError::Eof | ReadError::Io(_)) {
+                let reason = if matches!(e, ReadError::Eof | ReadError::Io(_) | ReadError::Idle(_)) {
                     LeaveReason::Disconnected
                 } else {
                     LeaveReason::Removed
@@ -158,17 +216,24 @@ where
                 return;
             }
         };
-        match frame {
+        if rate.as_mut().is_some_and(|r| !r.take()) {
+            close(&conn, CloseCode::TooManyMessages, "rate limit");
+            let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+            return;
+        }
+        let cmd = match frame {
             ClientFrame::Send { message_id, to, payload } => {
-                let cmd = SessionCmd::Send { from: pid, conn: conn_id, message_id, to, payload };
-                if handle.tx.send(cmd).await.is_err() {
-                    return close(&conn, CloseCode::SessionEnded, "session ended");
-                }
+                SessionCmd::Send { from: pid, conn: conn_id, message_id, to, payload }
             }
             ClientFrame::Ping { nonce } => {
                 if let Ok(bytes) = (EdgeFrame::Pong { nonce }).encode() {
                     let _ = conn.writer().send(bytes);
                 }
+                continue;
+            }
+            ClientFrame::EndSession => SessionCmd::EndByHost { from: pid, conn: conn_id },
+            ClientFrame::Admit { participant_id, admit } => {
+                SessionCmd::Admit { from: pid, conn: conn_id, participant_id, admit }
             }
             ClientFrame::Leave => {
                 // The close that answers `leave` follows its audit entry onto disk, so a client
@@ -188,45 +253,58 @@ where
                 conn.writer().close(1000, "left");
                 return;
             }
-            ClientFrame::Join { .. } => {
+            ClientFrame::Join { .. } | ClientFrame::Resume { .. } => {
                 close(&conn, CloseCode::UnexpectedFrame, "second join");
                 let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
                 return;
             }
+        };
+        if handle.tx.send(cmd).await.is_err() {
+            return close(&conn, CloseCode::SessionEnded, "session ended");
         }
     }
 }
 
-/// Finds or starts the session's actor and joins it. Retries once if the actor it found ended
-/// between lookup and join.
-async fn join_session(
+/// Finds (or, for a join, starts) the session's actor and enters it. A join retries once if the
+/// actor it found ended between lookup and join.
+async fn enter_session(
     state: &Arc<EdgeState>,
     session_id: &str,
-    participant: Participant,
-    conn_id: session::ConnId,
-    writer: &duet_ws::Writer,
-    kick: &CancellationToken,
+    entry: Entry,
+    link: session::Link,
 ) -> Result<session::SessionHandle, CloseCode> {
-    for _ in 0..2 {
-        let handle = state.session_handle(session_id)?;
-        let (reply, answer) = oneshot::channel();
-        let cmd = SessionCmd::Join {
-            participant: participant.clone(),
-            conn: conn_id,
-            writer: writer.clone(),
-            kick: kick.clone(),
-            reply,
-        };
-        if handle.tx.send(cmd).await.is_err() {
-            continue;
+    match entry {
+        Entry::Resume { participant_id, secret, last_seq } => {
+            let handle = state.existing_session(session_id)?;
+            let (reply, answer) = oneshot::channel();
+            let cmd = SessionCmd::Resume { participant_id, secret, last_seq, link, reply };
+            if handle.tx.send(cmd).await.is_err() {
+                return Err(CloseCode::SessionEnded);
+            }
+            match answer.await {
+                Ok(Ok(())) => Ok(handle),
+                Ok(Err(code)) => Err(code),
+                Err(_) => Err(CloseCode::SessionEnded),
+            }
         }
-        match answer.await {
-            Ok(Ok(())) => return Ok(handle),
-            Ok(Err(code)) => return Err(code),
-            Err(_) => continue,
+        Entry::Join { participant, settings } => {
+            for _ in 0..2 {
+                let handle = state.session_handle(session_id)?;
+                let (reply, answer) = oneshot::channel();
+                let link = session::Link { id: link.id, writer: link.writer.clone(), kick: link.kick.clone() };
+                let cmd = SessionCmd::Join { participant: participant.clone(), settings, link, reply };
+                if handle.tx.send(cmd).await.is_err() {
+                    continue;
+                }
+                match answer.await {
+                    Ok(Ok(())) => return Ok(handle),
+                    Ok(Err(code)) => return Err(code),
+                    Err(_) => continue,
+                }
+            }
+            Err(CloseCode::SessionEnded)
         }
     }
-    Err(CloseCode::SessionEnded)
 }
 
 #[cfg(test)]

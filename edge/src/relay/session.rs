@@ -1,24 +1,34 @@
-//! One session: an actor task that owns the participant list and the session's sequence number.
+//! One session: an actor task that owns the participant list, the session's sequence number and
+//! its replay window.
 //!
 //! Every connection reaches its session through a [`SessionHandle`] (a bounded command sender).
 //! Because one task assigns sequence numbers and writes into each participant's queue, every
 //! participant sees events in sequence order. Frames are encoded once and shared by every
-//! recipient. Nothing here awaits a participant: delivery is `Writer::send`, which fails fast
-//! when a reader is too far behind, and that reader is removed with close code 4300.
+//! recipient and by the replay window. Nothing here awaits a participant: delivery is
+//! `Writer::send`, which fails fast when a reader is too far behind; that reader is closed with
+//! 4300 and becomes *away*, like one whose connection dropped.
 //!
-//! The actor also records the session's audit entries (started, participant joined and left,
-//! ended) and its summary metrics entry in the edge's outbox; pushing never waits.
+//! A participant holds its place while away: the host for `host_grace`, a guest for
+//! `replay_window_age`. It comes back with `resume` (its secret and the last sequence number it
+//! received) and gets the events it missed from the [`window`](Window), or `resync needed` when
+//! the window no longer reaches back that far.
+//!
+//! The actor also records the session's audit entries and its summary metrics entry in the
+//! edge's outbox; pushing never waits.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use duet_proto::close::CloseCode;
 use duet_proto::link::{EdgeMessage, SessionEndReason};
 use duet_proto::outbox::{AuditEvent, MetricsEntry, OutboxEntry, SessionSummary};
-use duet_proto::session::{error_code, EdgeFrame, LeaveReason, Participant, ParticipantId, EVERYONE};
+use duet_proto::session::{error_code, EdgeFrame, LeaveReason, Participant, ParticipantId, Role, EVERYONE};
 use duet_ws::{SendError, Writer};
+use subtle::ConstantTimeEq;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
@@ -31,13 +41,42 @@ pub const SESSION_QUEUE: usize = 1024;
 /// act for the new one.
 pub type ConnId = u64;
 
+/// A connection as the session sees it.
+pub struct Link {
+    pub id: ConnId,
+    pub writer: Writer,
+    /// Cancelled when the session drops this connection (replaced, slow reader, refused, ended).
+    pub kick: CancellationToken,
+}
+
+impl Link {
+    fn close(&self, code: CloseCode) {
+        self.writer.close(code.code(), code.name());
+        self.kick.cancel();
+    }
+}
+
+/// Session settings carried by the participants' tokens.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settings {
+    /// Guests wait for the host's `admit`.
+    pub approval: bool,
+    /// The most participants at once (the edge's `max_participants` caps it).
+    pub max_participants: Option<u32>,
+}
+
 pub enum SessionCmd {
     Join {
         participant: Participant,
-        conn: ConnId,
-        writer: Writer,
-        /// Cancelled when the session removes this connection (replaced, slow reader).
-        kick: CancellationToken,
+        settings: Settings,
+        link: Link,
+        reply: oneshot::Sender<Result<(), CloseCode>>,
+    },
+    Resume {
+        participant_id: ParticipantId,
+        secret: Bytes,
+        last_seq: u64,
+        link: Link,
         reply: oneshot::Sender<Result<(), CloseCode>>,
     },
     Send {
@@ -47,12 +86,24 @@ pub enum SessionCmd {
         to: ParticipantId,
         payload: Bytes,
     },
+    /// The connection ended: `Left` releases the place, `Disconnected` makes the participant
+    /// away, `Removed` (a protocol violation) releases it too.
     Leave {
         participant_id: ParticipantId,
         conn: ConnId,
         reason: LeaveReason,
         /// Answered once the leave is applied and its audit entry pushed to the outbox.
         done: Option<oneshot::Sender<()>>,
+    },
+    EndByHost {
+        from: ParticipantId,
+        conn: ConnId,
+    },
+    Admit {
+        from: ParticipantId,
+        conn: ConnId,
+        participant_id: ParticipantId,
+        admit: bool,
     },
     /// End the session now (a locator command or shutdown); every connection is closed with `code`.
     End {
@@ -71,9 +122,76 @@ pub struct SessionHandle {
 
 struct Member {
     info: Participant,
-    conn: ConnId,
-    writer: Writer,
-    kick: CancellationToken,
+    secret: [u8; 32],
+    /// `None` while away.
+    link: Option<Link>,
+    /// When the connection was lost (away members only).
+    away_since: Option<Instant>,
+    /// The highest `message_id` sequenced for this participant: a `send` with an id at or below
+    /// it is a re-send and is acknowledged without being relayed again.
+    last_message_id: u64,
+}
+
+struct Pending {
+    info: Participant,
+    link: Link,
+}
+
+/// One sequenced event, kept for replay.
+struct Event {
+    seq: u64,
+    at: Instant,
+    /// Recipient (`EVERYONE` for all).
+    to: ParticipantId,
+    /// Who must not get it (the sender or the subject), 0 for nobody.
+    skip: ParticipantId,
+    /// The sender's `message_id` for messages, else 0.
+    message_id: u64,
+    frame: Bytes,
+}
+
+impl Event {
+    fn for_participant(&self, p: ParticipantId) -> bool {
+        (self.to == EVERYONE || self.to == p) && self.skip != p
+    }
+}
+
+/// The replay window: the latest sequenced events, bounded by bytes and age.
+struct Window {
+    events: VecDeque<Event>,
+    bytes: usize,
+    /// The highest sequence number evicted (0: nothing yet).
+    evicted_through: u64,
+    max_bytes: usize,
+    max_age: Duration,
+}
+
+impl Window {
+    fn push(&mut self, event: Event) {
+        self.bytes += event.frame.len();
+        self.events.push_back(event);
+        while self.bytes > self.max_bytes {
+            self.evict_one();
+        }
+    }
+
+    fn evict_one(&mut self) {
+        if let Some(e) = self.events.pop_front() {
+            self.bytes -= e.frame.len();
+            self.evicted_through = e.seq;
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while self.events.front().is_some_and(|e| now.duration_since(e.at) > self.max_age) {
+            self.evict_one();
+        }
+    }
+
+    /// The sequence number `message_id` from `from` got, if the window still holds it.
+    fn seq_of(&self, from: ParticipantId, message_id: u64) -> Option<u64> {
+        self.events.iter().rev().find(|e| e.skip == from && e.message_id == message_id).map(|e| e.seq)
+    }
 }
 
 struct Session {
@@ -82,9 +200,17 @@ struct Session {
     state: Arc<EdgeState>,
     seq: u64,
     members: BTreeMap<ParticipantId, Member>,
+    pending: BTreeMap<ParticipantId, Pending>,
+    settings: Settings,
+    /// Settings come from the first token, then from the host's.
+    configured: bool,
+    window: Window,
+    /// Since when the host has had no connection (it starts absent).
+    host_absent_since: Option<Instant>,
+    last_activity: Instant,
     started_at_ms: i64,
     /// Participants that joined over the session's life (a participant that rejoins after
-    /// leaving counts again; a connection replacing a live one does not).
+    /// leaving counts again; a resume or a replaced connection does not).
     joined: u32,
     messages_relayed: u64,
     bytes_relayed: u64,
@@ -93,12 +219,27 @@ struct Session {
 /// Starts a session actor and returns its handle.
 pub fn spawn(state: Arc<EdgeState>, id: String, generation: u64) -> SessionHandle {
     let (tx, rx) = mpsc::channel(SESSION_QUEUE);
+    let now = Instant::now();
+    let window = Window {
+        events: VecDeque::new(),
+        bytes: 0,
+        evicted_through: 0,
+        // A whole replay must fit the resuming connection's queue.
+        max_bytes: state.config.replay_window_bytes.min(state.config.max_queued_bytes),
+        max_age: state.config.replay_window_age,
+    };
     let session = Session {
         id,
         generation,
         state,
         seq: 0,
         members: BTreeMap::new(),
+        pending: BTreeMap::new(),
+        settings: Settings::default(),
+        configured: false,
+        window,
+        host_absent_since: Some(now),
+        last_activity: now,
         started_at_ms: crate::now_ms(),
         joined: 0,
         messages_relayed: 0,
@@ -113,44 +254,41 @@ impl Session {
         tracing::info!(session.id = %self.id, "session opened");
         self.state.link_event(EdgeMessage::SessionOpened { session_id: self.id.clone() });
         self.state.audit(AuditEvent::SessionStarted, Some(&self.id), None, String::new());
-        let mut end_reason = SessionEndReason::Empty;
-        while let Some(cmd) = rx.recv().await {
-            match cmd {
-                SessionCmd::Join { participant, conn, writer, kick, reply } => {
-                    let result = self.join(participant, conn, writer, kick);
-                    let _ = reply.send(result);
-                }
-                SessionCmd::Send { from, conn, message_id, to, payload } => {
-                    self.relay(from, conn, message_id, to, payload);
-                }
-                SessionCmd::Leave { participant_id, conn, reason, done } => {
-                    if self.members.get(&participant_id).is_some_and(|m| m.conn == conn) {
-                        self.remove(participant_id, reason);
-                    }
-                    if let Some(done) = done {
-                        let _ = done.send(());
+        let timer = tokio::time::sleep_until(self.next_deadline());
+        tokio::pin!(timer);
+        let end_reason = loop {
+            tokio::select! {
+                cmd = rx.recv() => {
+                    let Some(cmd) = cmd else { break SessionEndReason::Empty };
+                    if let Some(reason) = self.handle(cmd) {
+                        break reason;
                     }
                 }
-                SessionCmd::End { reason, code } => {
-                    for (_, m) in std::mem::take(&mut self.members) {
-                        m.writer.close(code.code(), code.name());
-                        m.kick.cancel();
-                        let detail = format!("session ended ({})", reason.as_str());
-                        self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail);
+                _ = &mut timer => {
+                    if let Some(reason) = self.on_timer() {
+                        break reason;
                     }
-                    end_reason = reason;
                 }
             }
-            if self.members.is_empty() {
-                break;
+            if self.members.is_empty() && self.pending.is_empty() {
+                break SessionEndReason::Empty;
             }
-        }
-        // Refuse joins that were queued behind the end: they get `session ended`.
+            let deadline = self.next_deadline();
+            if deadline != timer.deadline() {
+                timer.as_mut().reset(deadline);
+            }
+        };
+        // Refuse joins and resumes that were queued behind the end: they get `session ended`.
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
-            if let SessionCmd::Join { reply, writer, .. } = cmd {
-                let _ = reply.send(Err(CloseCode::SessionEnded));
-                drop(writer);
+            match cmd {
+                SessionCmd::Join { reply, .. } | SessionCmd::Resume { reply, .. } => {
+                    let _ = reply.send(Err(CloseCode::SessionEnded));
+                }
+                SessionCmd::Leave { done: Some(done), .. } => {
+                    let _ = done.send(());
+                }
+                _ => {}
             }
         }
         let now = crate::now_ms();
@@ -168,147 +306,490 @@ impl Session {
         tracing::info!(session.id = %self.id, reason = end_reason.as_str(), "session ended");
     }
 
-    fn join(
-        &mut self,
-        participant: Participant,
-        conn: ConnId,
-        writer: Writer,
-        kick: CancellationToken,
-    ) -> Result<(), CloseCode> {
-        let id = participant.id;
-        let replacing = self.members.remove(&id);
-        if let Some(old) = &replacing {
-            old.writer.close(CloseCode::Replaced.code(), CloseCode::Replaced.name());
-            old.kick.cancel();
+    /// Applies one command; `Some` ends the session.
+    fn handle(&mut self, cmd: SessionCmd) -> Option<SessionEndReason> {
+        match cmd {
+            SessionCmd::Join { participant, settings, link, reply } => {
+                let result = self.join(participant, settings, link);
+                let _ = reply.send(result);
+            }
+            SessionCmd::Resume { participant_id, secret, last_seq, link, reply } => {
+                let result = self.resume(participant_id, &secret, last_seq, link);
+                let _ = reply.send(result);
+            }
+            SessionCmd::Send { from, conn, message_id, to, payload } => {
+                self.relay(from, conn, message_id, to, payload);
+            }
+            SessionCmd::Leave { participant_id, conn, reason, done } => {
+                self.leave(participant_id, conn, reason);
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            SessionCmd::EndByHost { from, conn } => {
+                self.refuse_waiting(from, conn, "only the host can end the session");
+                if self.is_connected(from, conn) {
+                    if self.members[&from].info.role == Role::Host {
+                        self.end(SessionEndReason::EndedByHost, CloseCode::EndedByHost);
+                        return Some(SessionEndReason::EndedByHost);
+                    }
+                    self.error(from, error_code::NOT_HOST, "only the host can end the session");
+                }
+            }
+            SessionCmd::Admit { from, conn, participant_id, admit } => {
+                self.refuse_waiting(from, conn, "only the host can admit guests");
+                if self.is_connected(from, conn) {
+                    self.admit(from, participant_id, admit);
+                }
+            }
+            SessionCmd::End { reason, code } => {
+                self.end(reason, code);
+                return Some(reason);
+            }
         }
-        let mut participants: Vec<Participant> = self.members.values().map(|m| m.info.clone()).collect();
-        participants.push(participant.clone());
-        participants.sort_by_key(|p| p.id);
-        let welcome = EdgeFrame::Welcome {
-            version: duet_proto::session::SESSION_PROTOCOL_VERSION,
-            participant_id: id,
-            seq: self.seq,
-            resume_secret: Bytes::from(rand::random::<[u8; 32]>().to_vec()),
-            participants,
-        };
-        let bytes = welcome.encode().map_err(|_| CloseCode::Internal)?;
-        writer.send(bytes).map_err(|_| CloseCode::SlowReader)?;
-        let detail = match (&replacing, participant.role) {
-            (Some(_), _) => "reconnected (replaced its earlier connection)",
-            (None, duet_proto::session::Role::Host) => "host",
-            (None, duet_proto::session::Role::Guest) => "guest",
-        };
-        self.state.audit(AuditEvent::ParticipantJoined, Some(&self.id), Some(&participant), detail.to_owned());
-        self.members.insert(id, Member { info: participant.clone(), conn, writer, kick });
-        if replacing.is_none() {
-            self.joined = self.joined.saturating_add(1);
-            self.seq += 1;
-            let frame = EdgeFrame::ParticipantJoined { seq: self.seq, participant };
-            self.broadcast(frame, Some(id));
+        None
+    }
+
+    /// Answers a host-only command from a guest still waiting for approval with `error` 3.
+    fn refuse_waiting(&self, from: ParticipantId, conn: ConnId, message: &str) {
+        if let Some(p) = self.pending.get(&from).filter(|p| p.link.id == conn) {
+            let err = EdgeFrame::Error { code: error_code::NOT_HOST, message: message.to_owned() };
+            if let Ok(bytes) = err.encode() {
+                let _ = p.link.writer.send(bytes);
+            }
+        }
+    }
+
+    /// The next moment a timer matters: the idle timeout, the host's grace, an away guest's.
+    fn next_deadline(&self) -> Instant {
+        let config = &self.state.config;
+        let mut deadline = self.last_activity + config.session_idle_timeout;
+        if let Some(since) = self.host_absent_since {
+            deadline = deadline.min(since + config.host_grace);
+        }
+        for m in self.members.values() {
+            if let (Some(since), Role::Guest) = (m.away_since, m.info.role) {
+                deadline = deadline.min(since + config.replay_window_age);
+            }
+        }
+        if let Some(front) = self.window.events.front() {
+            deadline = deadline.min(front.at + self.window.max_age + Duration::from_millis(1));
+        }
+        deadline
+    }
+
+    fn on_timer(&mut self) -> Option<SessionEndReason> {
+        let now = Instant::now();
+        let config = &self.state.config;
+        self.window.prune(now);
+        if now >= self.last_activity + config.session_idle_timeout {
+            self.end(SessionEndReason::Idle, CloseCode::SessionIdle);
+            return Some(SessionEndReason::Idle);
+        }
+        if self.host_absent_since.is_some_and(|since| now >= since + config.host_grace) {
+            self.end(SessionEndReason::HostGone, CloseCode::HostGone);
+            return Some(SessionEndReason::HostGone);
+        }
+        let grace = config.replay_window_age;
+        let expired: Vec<ParticipantId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.info.role == Role::Guest && m.away_since.is_some_and(|since| now >= since + grace))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.release(id, LeaveReason::Disconnected, "did not resume in time");
+        }
+        None
+    }
+
+    fn is_connected(&self, id: ParticipantId, conn: ConnId) -> bool {
+        self.members.get(&id).and_then(|m| m.link.as_ref()).is_some_and(|l| l.id == conn)
+    }
+
+    fn max_participants(&self) -> usize {
+        let edge = self.state.config.max_participants as usize;
+        match self.settings.max_participants {
+            Some(n) => edge.min(n as usize),
+            None => edge,
+        }
+    }
+
+    fn join(&mut self, participant: Participant, settings: Settings, link: Link) -> Result<(), CloseCode> {
+        if participant.role == Role::Host || !self.configured {
+            self.settings = settings;
+            self.configured = true;
+        }
+        let id = participant.id;
+        if self.members.contains_key(&id) {
+            return self.rejoin(participant, link);
+        }
+        if let Some(old) = self.pending.remove(&id) {
+            // A waiting guest connected again: the new connection waits instead.
+            old.link.close(CloseCode::Replaced);
+        } else if self.members.len() + self.pending.len() >= self.max_participants() {
+            let detail = format!("session full ({} participants)", self.max_participants());
+            self.state.audit(AuditEvent::ParticipantRefused, Some(&self.id), Some(&participant), detail);
+            return Err(CloseCode::SessionFull);
+        }
+        if self.settings.approval && participant.role == Role::Guest {
+            link.writer.send(encode(&EdgeFrame::Waiting)?).map_err(|_| CloseCode::SlowReader)?;
+            self.state.audit(AuditEvent::AdmissionRequested, Some(&self.id), Some(&participant), String::new());
+            if let Some(host) = self.connected_host() {
+                self.deliver_one(host, &EdgeFrame::JoinRequest { participant: participant.clone() });
+            }
+            self.pending.insert(id, Pending { info: participant, link });
+            return Ok(());
+        }
+        self.admit_member(participant, link)
+    }
+
+    /// A participant that holds a place joined again with a token: its new connection replaces
+    /// the old one (closed with 4201) and it gets a fresh welcome.
+    fn rejoin(&mut self, participant: Participant, link: Link) -> Result<(), CloseCode> {
+        let id = participant.id;
+        let secret = self.members[&id].secret;
+        let welcome = welcome_frame(id, self.seq, &secret, &self.members);
+        link.writer.send(welcome).map_err(|_| CloseCode::SlowReader)?;
+        let m = self.members.get_mut(&id).expect("checked by the caller");
+        if let Some(old) = m.link.replace(link) {
+            old.close(CloseCode::Replaced);
+        }
+        let was_away = m.away_since.take().is_some();
+        let info = m.info.clone();
+        self.state.audit(
+            AuditEvent::ParticipantJoined,
+            Some(&self.id),
+            Some(&info),
+            "joined again (replaced its earlier connection)".to_owned(),
+        );
+        if was_away {
+            self.came_back(id);
+        } else if info.role == Role::Host {
+            // A new connection of a connected host: it has not seen the pending requests.
+            self.send_join_requests(id);
         }
         Ok(())
     }
 
+    fn admit_member(&mut self, participant: Participant, link: Link) -> Result<(), CloseCode> {
+        let id = participant.id;
+        let secret: [u8; 32] = rand::random();
+        let member = Member { info: participant.clone(), secret, link: None, away_since: None, last_message_id: 0 };
+        self.members.insert(id, member);
+        let welcome = welcome_frame(id, self.seq, &secret, &self.members);
+        if link.writer.send(welcome).is_err() {
+            self.members.remove(&id);
+            return Err(CloseCode::SlowReader);
+        }
+        self.members.get_mut(&id).expect("just inserted").link = Some(link);
+        let detail = participant.role.as_str().to_owned();
+        self.state.audit(AuditEvent::ParticipantJoined, Some(&self.id), Some(&participant), detail);
+        self.joined = self.joined.saturating_add(1);
+        if participant.role == Role::Host {
+            self.host_absent_since = None;
+            self.send_join_requests(id);
+        }
+        self.sequence(EdgeFrame::ParticipantJoined { seq: self.seq + 1, participant }, EVERYONE, id, 0);
+        Ok(())
+    }
+
+    fn resume(&mut self, id: ParticipantId, secret: &[u8], last_seq: u64, link: Link) -> Result<(), CloseCode> {
+        let Some(m) = self.members.get(&id) else { return Err(CloseCode::ResumeRefused) };
+        if !bool::from(m.secret.ct_eq(secret)) || last_seq > self.seq {
+            return Err(CloseCode::ResumeRefused);
+        }
+        self.window.prune(Instant::now());
+        if last_seq < self.window.evicted_through {
+            tracing::info!(session.id = %self.id, participant.id = id, last_seq, evicted_through = self.window.evicted_through, "resume outside the replay window");
+            return Err(CloseCode::ResyncNeeded);
+        }
+        let missed: Vec<Bytes> = self
+            .window
+            .events
+            .iter()
+            .filter(|e| e.seq > last_seq && e.for_participant(id))
+            .map(|e| e.frame.clone())
+            .collect();
+        let resumed = encode(&EdgeFrame::Resumed { seq: self.seq, replayed: missed.len() as u32 })?;
+        link.writer.send(resumed).map_err(|_| CloseCode::SlowReader)?;
+        for frame in &missed {
+            link.writer.send(frame.clone()).map_err(|_| CloseCode::SlowReader)?;
+        }
+        let m = self.members.get_mut(&id).expect("checked above");
+        if let Some(old) = m.link.replace(link) {
+            old.close(CloseCode::Replaced);
+        }
+        let was_away = m.away_since.take().is_some();
+        let info = m.info.clone();
+        let detail = format!("resumed after seq {last_seq}, {} events replayed", missed.len());
+        self.state.audit(AuditEvent::ParticipantResumed, Some(&self.id), Some(&info), detail);
+        if was_away {
+            self.came_back(id);
+        } else if info.role == Role::Host {
+            self.send_join_requests(id);
+        }
+        Ok(())
+    }
+
+    /// Tells the others that `id` is connected again.
+    fn came_back(&mut self, id: ParticipantId) {
+        if self.members[&id].info.role == Role::Host {
+            self.host_absent_since = None;
+            self.send_join_requests(id);
+        }
+        self.sequence(EdgeFrame::ParticipantBack { seq: self.seq + 1, participant_id: id }, EVERYONE, id, 0);
+    }
+
+    fn connected_host(&self) -> Option<ParticipantId> {
+        self.members.iter().find(|(_, m)| m.info.role == Role::Host && m.link.is_some()).map(|(id, _)| *id)
+    }
+
+    /// Sends the host every pending join request (when it connects).
+    fn send_join_requests(&mut self, host: ParticipantId) {
+        let requests: Vec<EdgeFrame> =
+            self.pending.values().map(|p| EdgeFrame::JoinRequest { participant: p.info.clone() }).collect();
+        for frame in requests {
+            self.deliver_one(host, &frame);
+        }
+    }
+
+    fn admit(&mut self, host: ParticipantId, id: ParticipantId, admit: bool) {
+        if self.members[&host].info.role != Role::Host {
+            return self.error(host, error_code::NOT_HOST, "only the host can admit guests");
+        }
+        let Some(p) = self.pending.remove(&id) else {
+            return self.error(host, error_code::NOT_WAITING, &format!("participant {id} is not waiting"));
+        };
+        if admit {
+            self.state.audit(AuditEvent::ParticipantAdmitted, Some(&self.id), Some(&p.info), String::new());
+            let link_for_refusal = (p.link.writer.clone(), p.link.kick.clone());
+            if let Err(code) = self.admit_member(p.info, p.link) {
+                link_for_refusal.0.close(code.code(), code.name());
+                link_for_refusal.1.cancel();
+            }
+        } else {
+            self.state.audit(AuditEvent::ParticipantRefused, Some(&self.id), Some(&p.info), "by the host".into());
+            p.link.close(CloseCode::NotAdmitted);
+        }
+    }
+
+    fn leave(&mut self, id: ParticipantId, conn: ConnId, reason: LeaveReason) {
+        if self.pending.get(&id).is_some_and(|p| p.link.id == conn) {
+            let p = self.pending.remove(&id).expect("checked");
+            let detail = "left before being admitted".to_owned();
+            self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&p.info), detail);
+            return;
+        }
+        if !self.is_connected(id, conn) {
+            return;
+        }
+        match reason {
+            LeaveReason::Disconnected => self.go_away(id, "connection lost"),
+            LeaveReason::Left => self.release(id, LeaveReason::Left, "left"),
+            LeaveReason::Removed => self.release(id, LeaveReason::Removed, "removed (protocol error)"),
+        }
+    }
+
+    /// `id`'s connection is gone; it keeps its place and may resume.
+    fn go_away(&mut self, id: ParticipantId, why: &str) {
+        let Some(m) = self.members.get_mut(&id) else { return };
+        if let Some(link) = m.link.take() {
+            link.kick.cancel();
+        }
+        m.away_since = Some(Instant::now());
+        let info = m.info.clone();
+        if info.role == Role::Host {
+            self.host_absent_since = Some(Instant::now());
+        }
+        self.state.audit(AuditEvent::ParticipantAway, Some(&self.id), Some(&info), why.to_owned());
+        self.sequence(EdgeFrame::ParticipantAway { seq: self.seq + 1, participant_id: id }, EVERYONE, id, 0);
+    }
+
+    /// `id` gives up its place.
+    fn release(&mut self, id: ParticipantId, reason: LeaveReason, detail: &str) {
+        let Some(m) = self.members.remove(&id) else { return };
+        if let Some(link) = &m.link {
+            link.kick.cancel();
+        }
+        if m.info.role == Role::Host && self.host_absent_since.is_none() {
+            self.host_absent_since = Some(Instant::now());
+        }
+        self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail.to_owned());
+        let frame = EdgeFrame::ParticipantLeft { seq: self.seq + 1, participant_id: id, reason };
+        self.sequence(frame, EVERYONE, 0, 0);
+    }
+
+    fn end(&mut self, reason: SessionEndReason, code: CloseCode) {
+        let detail = format!("session ended ({})", reason.as_str());
+        for (_, m) in std::mem::take(&mut self.members) {
+            if let Some(link) = &m.link {
+                link.close(code);
+            }
+            self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail.clone());
+        }
+        for (_, p) in std::mem::take(&mut self.pending) {
+            p.link.close(CloseCode::NotAdmitted);
+        }
+    }
+
     fn relay(&mut self, from: ParticipantId, conn: ConnId, message_id: u64, to: ParticipantId, payload: Bytes) {
-        // A stale connection of a replaced participant cannot speak for it.
-        if self.members.get(&from).is_none_or(|m| m.conn != conn) {
+        if !self.is_connected(from, conn) {
+            if self.pending.get(&from).is_some_and(|p| p.link.id == conn) {
+                let err = EdgeFrame::Error {
+                    code: error_code::NOT_ADMITTED,
+                    message: "waiting for the host's approval".into(),
+                };
+                if let Ok(bytes) = err.encode() {
+                    let _ = self.pending[&from].link.writer.send(bytes);
+                }
+            }
+            // Otherwise a stale connection of a replaced participant: it cannot speak for it.
+            return;
+        }
+        if message_id != 0 && message_id <= self.members[&from].last_message_id {
+            // A re-send after a resume: acknowledged with the seq it got the first time.
+            let seq = self.window.seq_of(from, message_id).unwrap_or(0);
+            self.deliver_one(from, &EdgeFrame::Ack { message_id, seq });
             return;
         }
         if to == from {
-            let err = EdgeFrame::Error {
-                code: error_code::SELF_ADDRESSED,
-                message: "a message cannot be addressed to its sender".into(),
-            };
-            self.deliver_one(from, err);
-            return;
+            return self.error(from, error_code::SELF_ADDRESSED, "a message cannot be addressed to its sender");
         }
         if to != EVERYONE && !self.members.contains_key(&to) {
-            let err = EdgeFrame::Error {
-                code: error_code::UNKNOWN_PARTICIPANT,
-                message: format!("participant {to} is not in the session"),
-            };
-            self.deliver_one(from, err);
-            return;
+            return self.error(
+                from,
+                error_code::UNKNOWN_PARTICIPANT,
+                &format!("participant {to} is not in the session"),
+            );
         }
-        self.seq += 1;
-        let seq = self.seq;
+        self.last_activity = Instant::now();
         let recipients = if to == EVERYONE { self.members.len().saturating_sub(1) } else { 1 } as u64;
         let bytes = payload.len() as u64 * recipients;
         self.messages_relayed += 1;
         self.bytes_relayed += bytes;
         self.state.count_relayed(1, bytes);
-        let frame = EdgeFrame::Message { seq, from, to, payload };
-        if to == EVERYONE {
-            self.broadcast(frame, Some(from));
-        } else {
-            self.deliver_one(to, frame);
-        }
         if message_id != 0 {
-            self.deliver_one(from, EdgeFrame::Ack { message_id, seq });
+            if let Some(m) = self.members.get_mut(&from) {
+                m.last_message_id = message_id;
+            }
+        }
+        let seq = self.seq + 1;
+        self.sequence(EdgeFrame::Message { seq, from, to, payload }, to, from, message_id);
+        if message_id != 0 {
+            self.deliver_one(from, &EdgeFrame::Ack { message_id, seq });
         }
     }
 
-    /// Sends to everyone but `except`; readers that are too far behind are removed.
-    fn broadcast(&mut self, frame: EdgeFrame, except: Option<ParticipantId>) {
+    fn error(&mut self, to: ParticipantId, code: u16, message: &str) {
+        self.deliver_one(to, &EdgeFrame::Error { code, message: message.to_owned() });
+    }
+
+    /// Gives `frame` (whose seq must be `self.seq + 1`) its number, keeps it for replay and
+    /// delivers it to every connected recipient; readers too far behind become away.
+    fn sequence(&mut self, frame: EdgeFrame, to: ParticipantId, skip: ParticipantId, message_id: u64) {
         let Ok(bytes) = frame.encode() else { return };
+        self.seq += 1;
+        let event = Event { seq: self.seq, at: Instant::now(), to, skip, message_id, frame: bytes.clone() };
+        self.window.push(event);
         let mut slow = Vec::new();
-        for (id, m) in &self.members {
-            if Some(*id) == except {
-                continue;
-            }
-            if let Err(SendError::Full) = m.writer.send(bytes.clone()) {
-                slow.push(*id);
-            }
-        }
-        self.remove_slow(slow);
-    }
-
-    fn deliver_one(&mut self, to: ParticipantId, frame: EdgeFrame) {
-        let Ok(bytes) = frame.encode() else { return };
-        if let Some(m) = self.members.get(&to) {
-            if let Err(SendError::Full) = m.writer.send(bytes) {
-                self.remove_slow(vec![to]);
-            }
-        }
-    }
-
-    fn remove_slow(&mut self, mut slow: Vec<ParticipantId>) {
-        // Removing one participant notifies the others, which can reveal more slow readers.
-        while let Some(id) = slow.pop() {
-            if let Some(m) = self.members.remove(&id) {
-                tracing::warn!(session.id = %self.id, participant.id = id, queued = m.writer.queued_bytes(), "slow reader removed");
-                m.writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
-                m.kick.cancel();
-                let detail = "removed (slow reader)".to_owned();
-                self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail);
-                self.seq += 1;
-                let Ok(bytes) =
-                    (EdgeFrame::ParticipantLeft { seq: self.seq, participant_id: id, reason: LeaveReason::Removed })
-                        .encode()
-                else {
+        if to == EVERYONE {
+            for (id, m) in &self.members {
+                if *id == skip {
                     continue;
-                };
-                for (other, m) in &self.members {
-                    if let Err(SendError::Full) = m.writer.send(bytes.clone()) {
-                        if !slow.contains(other) {
-                            slow.push(*other);
-                        }
+                }
+                if let Some(link) = &m.link {
+                    if let Err(SendError::Full) = link.writer.send(bytes.clone()) {
+                        slow.push(*id);
                     }
                 }
             }
+        } else if let Some(link) = self.members.get(&to).and_then(|m| m.link.as_ref()) {
+            if let Err(SendError::Full) = link.writer.send(bytes) {
+                slow.push(to);
+            }
+        }
+        for id in slow {
+            self.drop_slow(id);
         }
     }
 
-    fn remove(&mut self, id: ParticipantId, reason: LeaveReason) {
-        if let Some(m) = self.members.remove(&id) {
-            let detail = match reason {
-                LeaveReason::Left => "left",
-                LeaveReason::Disconnected => "disconnected",
-                LeaveReason::Removed => "removed",
-            };
-            self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail.to_owned());
-            self.seq += 1;
-            self.broadcast(EdgeFrame::ParticipantLeft { seq: self.seq, participant_id: id, reason }, None);
+    /// Sends an unsequenced frame (ack, error, join request) to one connected participant.
+    fn deliver_one(&mut self, to: ParticipantId, frame: &EdgeFrame) {
+        let Ok(bytes) = frame.encode() else { return };
+        if let Some(link) = self.members.get(&to).and_then(|m| m.link.as_ref()) {
+            if let Err(SendError::Full) = link.writer.send(bytes) {
+                self.drop_slow(to);
+            }
         }
+    }
+
+    /// Closes a reader that is too far behind with 4300; it becomes away and may resume.
+    fn drop_slow(&mut self, id: ParticipantId) {
+        let Some(link) = self.members.get(&id).and_then(|m| m.link.as_ref()) else { return };
+        tracing::warn!(session.id = %self.id, participant.id = id, queued = link.writer.queued_bytes(), "slow reader closed");
+        link.writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
+        // `go_away` sequences `participant_away`, which may find further slow readers: recursion
+        // depth is bounded by the number of participants, each of which goes away once.
+        self.go_away(id, "slow reader (closed with 4300)");
+    }
+}
+
+fn encode(frame: &EdgeFrame) -> Result<Bytes, CloseCode> {
+    frame.encode().map_err(|_| CloseCode::Internal)
+}
+
+/// `welcome` for `id`: every member (away ones listed in `away`) and the session's latest seq.
+fn welcome_frame(id: ParticipantId, seq: u64, secret: &[u8; 32], members: &BTreeMap<ParticipantId, Member>) -> Bytes {
+    let frame = EdgeFrame::Welcome {
+        version: duet_proto::session::SESSION_PROTOCOL_VERSION,
+        participant_id: id,
+        seq,
+        resume_secret: Bytes::copy_from_slice(secret),
+        participants: members.values().map(|m| m.info.clone()).collect(),
+        away: members.iter().filter(|(p, m)| **p != id && m.link.is_none()).map(|(p, _)| *p).collect(),
+    };
+    frame.encode().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, to: ParticipantId, skip: ParticipantId, message_id: u64, len: usize) -> Event {
+        Event { seq, at: Instant::now(), to, skip, message_id, frame: Bytes::from(vec![0u8; len]) }
+    }
+
+    /// The window forgets by size and by age (on paused time), and remembers what it evicted, so
+    /// a resume from before it is told to resync.
+    #[tokio::test(start_paused = true)]
+    async fn the_window_is_bounded_by_bytes_and_age() {
+        let mut w = Window {
+            events: VecDeque::new(),
+            bytes: 0,
+            evicted_through: 0,
+            max_bytes: 1000,
+            max_age: Duration::from_secs(60),
+        };
+        for seq in 1..=10 {
+            w.push(event(seq, EVERYONE, 1, seq, 100));
+        }
+        assert_eq!((w.events.len(), w.bytes, w.evicted_through), (10, 1000, 0));
+        w.push(event(11, EVERYONE, 1, 11, 250));
+        assert_eq!((w.events.len(), w.bytes, w.evicted_through), (8, 950, 3));
+        assert_eq!(w.seq_of(1, 5), Some(5));
+        assert_eq!(w.seq_of(1, 2), None, "evicted");
+        assert_eq!(w.seq_of(2, 5), None, "another sender's id");
+
+        tokio::time::advance(Duration::from_secs(30)).await;
+        w.push(event(12, 2, 1, 0, 10));
+        w.prune(Instant::now());
+        assert_eq!(w.evicted_through, 3, "nothing is 60 s old yet");
+        tokio::time::advance(Duration::from_secs(31)).await;
+        w.prune(Instant::now());
+        assert_eq!((w.events.len(), w.evicted_through), (1, 11), "only the younger event is left");
+        assert!(w.events[0].for_participant(2));
+        assert!(!w.events[0].for_participant(1), "the sender's own message is not replayed to it");
+        assert!(!w.events[0].for_participant(3), "a direct message is only for its recipient");
     }
 }

@@ -27,6 +27,19 @@ pub struct PlacementRequest {
     pub team: Option<String>,
     pub user: Option<UserInfo>,
     pub region: Option<String>,
+    /// Session options (create only).
+    pub options: Option<SessionOptions>,
+}
+
+/// What the host chooses for its session.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionOptions {
+    /// Guests wait for the host to admit them.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// The most participants at once, 2-10000 (the edge's own limit applies too).
+    pub max_participants: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +104,11 @@ fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Resul
     if let Some(region) = &req.region {
         crate::geo::validate_region_name(region).map_err(|e| ApiError::BadRequest(format!("`region`: {e}")))?;
     }
+    if let Some(max) = req.options.and_then(|o| o.max_participants) {
+        if !(2..=10_000).contains(&max) {
+            return Err(ApiError::BadRequest("`options.max_participants` must be between 2 and 10000".into()));
+        }
+    }
     Ok(req)
 }
 
@@ -102,6 +120,7 @@ fn answer(
     state: &LocatorState,
     session_id: &str,
     team: Option<String>,
+    options: SessionOptions,
     edge: &EdgeRecord,
     participant_id: u32,
     participant: &NewParticipant,
@@ -113,6 +132,8 @@ fn answer(
         sub: participant.user_id.clone(),
         name: participant.display_name.clone(),
         team,
+        appr: options.require_approval,
+        maxp: options.max_participants,
         edge: edge.id.clone(),
         iat: 0,
         exp: 0,
@@ -171,7 +192,8 @@ pub async fn create(
     let now = now_ms();
     let session_id = crate::ids::session_id();
     let host = participant(&req, Role::Host);
-    let body = answer(&state, &session_id, req.team.clone(), &edge, 1, &host)?;
+    let options = req.options.unwrap_or_default();
+    let body = answer(&state, &session_id, req.team.clone(), options, &edge, 1, &host)?;
     let body = PlacementAnswer {
         region: Some(RegionInfo {
             wanted: explanation.wanted_region.clone(),
@@ -187,6 +209,8 @@ pub async fn create(
             team: req.team,
             region_hint: req.region,
             created_at: now,
+            require_approval: options.require_approval,
+            max_participants: options.max_participants,
         },
         host,
         client_ip: Some(client_ip.to_string()),
@@ -253,6 +277,8 @@ pub async fn join(
         .add_participant(&session_id, &guest)
         .await?
         .ok_or_else(|| ApiError::SessionEnded(format!("session {session_id} has ended")))?;
-    let body = answer(&state, &session_id, session.team, &edge, id, &guest)?;
+    let options =
+        SessionOptions { require_approval: session.require_approval, max_participants: session.max_participants };
+    let body = answer(&state, &session_id, session.team, options, &edge, id, &guest)?;
     Ok((StatusCode::OK, Json(body)).into_response())
 }

@@ -383,8 +383,8 @@ impl Store {
     pub async fn create_session(&self, s: &NewSession, host: &NewParticipant) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let sql = self.sql(
-            "INSERT INTO sessions (id, edge_id, team, region_hint, created_at, participant_count) \
-             VALUES (?, ?, ?, ?, ?, 1)",
+            "INSERT INTO sessions (id, edge_id, team, region_hint, created_at, require_approval, max_participants, \
+             participant_count) VALUES (?, ?, ?, ?, ?, ?, ?, 1)",
         );
         sqlx::query(&sql)
             .bind(&s.id)
@@ -392,6 +392,8 @@ impl Store {
             .bind(&s.team)
             .bind(&s.region_hint)
             .bind(s.created_at)
+            .bind(i64::from(s.require_approval))
+            .bind(s.max_participants.map(i64::from))
             .execute(&mut *tx)
             .await?;
         self.insert_participant(&mut tx, &s.id, 1, host).await?;
@@ -658,7 +660,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
-        let sessions = |n| multi_row_insert(SESSIONS_INSERT, "(?, ?, ?, ?, ?, 1)", n);
+        let sessions = |n| multi_row_insert(SESSIONS_INSERT, "(?, ?, ?, ?, ?, ?, ?, 1)", n);
         let participants = |n| multi_row_insert(PARTICIPANTS_INSERT, "(?, 1, ?, ?, ?, ?)", n);
         let placements = |n| multi_row_insert(PLACEMENTS_INSERT, "(?, ?, ?, ?, ?, ?, ?)", n);
         if self.dialect == Dialect::Postgres && batch.len() <= PLACEMENT_ROWS_PER_STATEMENT {
@@ -1095,7 +1097,8 @@ impl Store {
 /// and MySQL's 65,535 bound parameters.
 const PLACEMENT_ROWS_PER_STATEMENT: usize = 512;
 
-const SESSIONS_INSERT: &str = "sessions (id, edge_id, team, region_hint, created_at, participant_count)";
+const SESSIONS_INSERT: &str =
+    "sessions (id, edge_id, team, region_hint, created_at, require_approval, max_participants, participant_count)";
 const PARTICIPANTS_INSERT: &str = "participants (session_id, participant_id, role, user_id, display_name, created_at)";
 const PLACEMENTS_INSERT: &str =
     "placements (session_id, client_ip, wanted_region, served_region, edge_id, explanation, created_at)";
@@ -1107,6 +1110,7 @@ fn bind_sessions<'q>(mut q: AnyQuery<'q>, batch: &'q [PlacementRecord]) -> AnyQu
     for p in batch {
         q = q.bind(&p.session.id).bind(&p.session.edge_id).bind(&p.session.team);
         q = q.bind(&p.session.region_hint).bind(p.session.created_at);
+        q = q.bind(i64::from(p.session.require_approval)).bind(p.session.max_participants.map(i64::from));
     }
     q
 }
@@ -1419,7 +1423,8 @@ const EDGE_COLUMNS: &str =
      outbox_id, link_epoch";
 
 const SESSION_COLUMNS: &str =
-    "id, edge_id, team, region_hint, created_at, started_at, ended_at, end_reason, participant_count";
+    "id, edge_id, team, region_hint, created_at, started_at, ended_at, end_reason, participant_count, \
+     require_approval, max_participants";
 
 fn u32_col(row: &AnyRow, col: &str) -> Result<u32, StoreError> {
     let v: i64 = row.try_get(col)?;
@@ -1473,6 +1478,11 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
         ended_at: row.try_get("ended_at")?,
         end_reason: row.try_get("end_reason")?,
         participant_count: u32_col(row, "participant_count")?,
+        require_approval: row.try_get::<i64, _>("require_approval")? != 0,
+        max_participants: row
+            .try_get::<Option<i64>, _>("max_participants")?
+            .map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("max_participants = {v}"))))
+            .transpose()?,
     })
 }
 

@@ -168,6 +168,10 @@ pub struct NewSession {
     pub team: Option<String>,
     pub region_hint: Option<String>,
     pub created_at: i64,
+    /// Guests wait for the host's approval.
+    pub require_approval: bool,
+    /// The most participants at once (`None`: the edge's limit).
+    pub max_participants: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +193,8 @@ pub struct SessionRecord {
     pub ended_at: Option<i64>,
     pub end_reason: Option<String>,
     pub participant_count: u32,
+    pub require_approval: bool,
+    pub max_participants: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,9 +5,8 @@
 //! if `10.0.0.0/8` and `::ffff:10.0.0.0/104`, or `gb` and `GB`, are the same text). Errors say
 //! what is wrong with the input and, where there is an obvious fix, what was probably meant.
 
-use std::net::IpAddr;
-
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use duet_netaddr::CidrError;
+use ipnet::IpNet;
 
 use super::countries;
 use super::RuleKind;
@@ -86,54 +85,16 @@ pub fn normalize_matcher(kind: RuleKind, matcher: &str) -> Result<String, RuleEr
 }
 
 /// Parses a CIDR network with the checks of [`normalize_matcher`]: a prefix length is required,
-/// host bits must be clear, and IPv4-mapped IPv6 networks are answered as IPv4.
+/// host bits must be clear, and IPv4-mapped IPv6 networks are answered as IPv4. The parsing is
+/// [`duet_netaddr::parse_cidr`], shared with the trusted-proxy list; its errors are answered as
+/// [`RuleError`]s.
 pub fn parse_cidr(input: &str) -> Result<IpNet, RuleError> {
-    let text = input.trim();
-    if text.is_empty() {
-        return Err(RuleError::Empty { kind: RuleKind::Cidr });
-    }
-    let invalid = |reason: String| RuleError::InvalidCidr { input: echoed(text), reason };
-    let Some((addr, len)) = text.split_once('/') else {
-        return Err(match text.parse::<IpAddr>() {
-            Ok(ip) => {
-                let ip = ip.to_canonical();
-                let suggestion = format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 });
-                RuleError::BareAddress { input: echoed(text), suggestion }
-            }
-            Err(_) => invalid("expected an address and a prefix length, like 10.0.0.0/8".into()),
-        });
-    };
-    let addr: IpAddr =
-        addr.parse().map_err(|_| invalid(format!("`{}` is not an IPv4 or IPv6 address", echoed(addr))))?;
-    let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
-    let len = match len.parse::<u8>() {
-        // `u8` parsing accepts a leading `+`; a prefix length is digits only.
-        Ok(n) if n <= max && len.bytes().all(|b| b.is_ascii_digit()) => n,
-        _ => return Err(invalid(format!("the prefix length `{}` is not a number from 0 to {max}", echoed(len)))),
-    };
-    let net = match addr {
-        IpAddr::V4(a) => Ipv4Net::new(a, len).map(IpNet::V4),
-        IpAddr::V6(a) => Ipv6Net::new(a, len).map(IpNet::V6),
-    }
-    .map_err(|e| invalid(e.to_string()))?;
-    let net = unmap(net);
-    let network = net.trunc();
-    if network != net {
-        return Err(RuleError::HostBitsSet { input: echoed(text), network: network.to_string() });
-    }
-    Ok(net)
-}
-
-/// An IPv6 network inside `::ffff:0:0/96` as the IPv4 network it covers; other networks as they
-/// are. (A shorter IPv6 network such as `::/0` stays IPv6 and does not match IPv4 clients.)
-pub(crate) fn unmap(net: IpNet) -> IpNet {
-    match net {
-        IpNet::V6(n) if n.prefix_len() >= 96 => match n.addr().to_ipv4_mapped() {
-            Some(v4) => Ipv4Net::new(v4, n.prefix_len() - 96).map(IpNet::V4).unwrap_or(net),
-            None => net,
-        },
-        _ => net,
-    }
+    duet_netaddr::parse_cidr(input).map_err(|e| match e {
+        CidrError::Empty => RuleError::Empty { kind: RuleKind::Cidr },
+        CidrError::Invalid { input, reason } => RuleError::InvalidCidr { input, reason },
+        CidrError::BareAddress { input, suggestion } => RuleError::BareAddress { input, suggestion },
+        CidrError::HostBitsSet { input, network } => RuleError::HostBitsSet { input, network },
+    })
 }
 
 /// Region names: 1 to [`MAX_REGION_NAME`] bytes of ASCII letters, digits, `-`, `_` and `.`.
