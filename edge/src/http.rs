@@ -1,4 +1,5 @@
-//! The edge's public listener: session websockets at `/v1/sessions/{id}`, `/livez`, `/readyz`.
+//! The edge's public listener: session websockets at `/v1/sessions/{id}`, team presence at
+//! `/v1/teams/{team}/presence`, `/livez`, `/readyz`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub fn router(edge: Arc<EdgeState>, tasks: TaskTracker) -> Router {
         .route("/livez", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/v1/sessions/{session_id}", get(session_ws))
+        .route("/v1/teams/{team}/presence", get(presence_ws))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .with_state(AppState { edge, tasks })
 }
@@ -116,6 +118,44 @@ async fn session_ws(
     app.tasks.spawn(async move {
         match upgrade.await {
             Ok(ws) => crate::relay::serve(edge, session_id, ws).await,
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
+        }
+        drop(slot);
+    });
+    response.map(Body::new)
+}
+
+async fn presence_ws(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(team): Path<String>,
+    mut req: Request,
+) -> Response {
+    if !crate::presence::valid_team(&team) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid team name");
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "expected a websocket upgrade");
+    }
+    if app.edge.shutdown.is_cancelled() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "edge is shutting down; ask the locator again");
+    }
+    let client = duet_netaddr::client_ip(peer.ip(), req.headers(), &app.edge.trusted_proxies);
+    let Some(slot) = AddressSlot::take(&app.edge, client) else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            format!("{client} has too many open connections"),
+        );
+    };
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("websocket upgrade failed: {e}")),
+    };
+    let edge = app.edge.clone();
+    app.tasks.spawn(async move {
+        match upgrade.await {
+            Ok(ws) => crate::presence::serve(edge, team, ws).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
         }
         drop(slot);

@@ -118,6 +118,24 @@ impl KeyStore {
 
     /// Verifies a token for `session_id` on `edge_id`. Expiry is checked here, at join only.
     pub fn verify(&self, token: &str, session_id: &str, edge_id: &str) -> Result<Claims, TokenRefused> {
+        let claims = self.verify_subject(token, session_id, edge_id)?;
+        if duet_proto::session::Role::parse(&claims.role).is_none() {
+            return Err(TokenRefused::Invalid(format!("role {:?}", claims.role)));
+        }
+        Ok(claims)
+    }
+
+    /// Verifies a presence token for `team` on `edge_id` (its `sid` is `presence:<team>`, which
+    /// no session id can be, so session and presence tokens are not interchangeable).
+    pub fn verify_presence(&self, token: &str, team: &str, edge_id: &str) -> Result<Claims, TokenRefused> {
+        let claims = self.verify_subject(token, &duet_proto::presence::presence_subject(team), edge_id)?;
+        if claims.role != "member" {
+            return Err(TokenRefused::Invalid(format!("role {:?}", claims.role)));
+        }
+        Ok(claims)
+    }
+
+    fn verify_subject(&self, token: &str, session_id: &str, edge_id: &str) -> Result<Claims, TokenRefused> {
         let header = jsonwebtoken::decode_header(token).map_err(|e| TokenRefused::Invalid(e.to_string()))?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenRefused::Invalid(format!("algorithm {:?} not accepted", header.alg)));
@@ -142,9 +160,6 @@ impl KeyStore {
         }
         if claims.edge != edge_id {
             return Err(TokenRefused::WrongEdge(claims.edge));
-        }
-        if duet_proto::session::Role::parse(&claims.role).is_none() {
-            return Err(TokenRefused::Invalid(format!("role {:?}", claims.role)));
         }
         Ok(claims)
     }

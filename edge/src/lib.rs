@@ -6,7 +6,9 @@
 //! - [`link`]: the websocket to the locator (hello, heartbeats, commands), reconnecting with backoff.
 //! - [`keys`]: token verification with the locator's public keys, cached on disk.
 //! - [`load`]: CPU and event-loop lag sampling for heartbeats.
-//! - [`http`]: the public listener's routes (`/v1/sessions/{id}`, `/livez`, `/readyz`).
+//! - [`presence`]: team presence websockets (`/v1/teams/{team}/presence`), one hub per team.
+//! - [`http`]: the public listener's routes (`/v1/sessions/{id}`, `/v1/teams/{team}/presence`,
+//!   `/livez`, `/readyz`).
 //! - [`outbox`]: the durable SQLite buffer of audit and metrics entries; the link sends them and
 //!   deletes them only when the locator acknowledges that it committed them.
 //!
@@ -21,6 +23,7 @@ pub mod keys;
 pub mod link;
 pub mod load;
 pub mod outbox;
+pub mod presence;
 pub mod relay;
 pub mod telemetry;
 
@@ -74,6 +77,8 @@ pub struct EdgeState {
     link_tls: Option<Arc<rustls::ClientConfig>>,
     /// Running sessions by id; each value reaches the session's actor.
     sessions: DashMap<String, SessionHandle>,
+    /// Team presence hubs by team name.
+    presence: DashMap<String, Arc<std::sync::Mutex<presence::Hub>>>,
     /// Ended session ids and when they ended (Unix ms), so late joins are refused.
     ended: DashMap<String, i64>,
     next_generation: AtomicU64,
@@ -333,6 +338,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         keys,
         link_tls,
         sessions: DashMap::new(),
+        presence: DashMap::new(),
         ended: DashMap::new(),
         next_generation: AtomicU64::new(1),
         next_conn: AtomicU64::new(1),

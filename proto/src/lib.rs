@@ -4,6 +4,8 @@
 //! - [`session`]: the client-to-edge session protocol, a hand-specified binary layout (kind byte,
 //!   big-endian integers, length-prefixed strings) that a browser, TypeScript or Kotlin client can
 //!   implement from `docs/protocol.md` alone.
+//! - [`presence`]: the team presence websocket between a client and the team's edge, framed
+//!   like the session protocol.
 //! - [`link`]: the edge-to-locator link messages (Rust to Rust, postcard through [`codec`]).
 //! - [`codec`]: the only place that turns link messages into bytes and back.
 //! - [`outbox`]: audit and metrics entries that edges buffer and relay to the locator.
@@ -16,6 +18,7 @@ pub mod close;
 pub mod codec;
 pub mod link;
 pub mod outbox;
+pub mod presence;
 pub mod session;
 pub mod token;
 

@@ -159,6 +159,9 @@ pub enum Command {
     UpdateKeys { keys: Vec<VerifyingKey> },
     /// End a session now (admin action or locator decision).
     EndSession { session_id: String, reason: SessionEndReason },
+    /// The live sessions of a team whose presence this edge serves (sent when the team is
+    /// assigned here and whenever one of its sessions starts or ends, on any edge).
+    TeamSessions { team: String, sessions: Vec<String> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

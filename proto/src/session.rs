@@ -269,13 +269,13 @@ impl DecodeError {
 }
 
 /// A cursor over one frame's bytes that reports which field ran short.
-struct Reader<'a> {
-    kind: u8,
-    buf: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub(crate) kind: u8,
+    pub(crate) buf: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
+    pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Truncated { kind: self.kind, field });
         }
@@ -284,39 +284,39 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
+    pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, field)?[0])
     }
 
-    fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
+    pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         let b = self.take(2, field)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
+    pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         let b = self.take(4, field)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
-    fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
+    pub(crate) fn u64(&mut self, field: &'static str) -> Result<u64, DecodeError> {
         let b = self.take(8, field)?;
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_be_bytes(a))
     }
 
-    fn str16(&mut self, field: &'static str) -> Result<String, DecodeError> {
+    pub(crate) fn str16(&mut self, field: &'static str) -> Result<String, DecodeError> {
         let len = self.u16(field)? as usize;
         let b = self.take(len, field)?;
         std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
-    fn bytes8(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+    pub(crate) fn bytes8(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u8(field)? as usize;
         Ok(Bytes::copy_from_slice(self.take(len, field)?))
     }
 
-    fn bytes32(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
+    pub(crate) fn bytes32(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u32(field)? as usize;
         Ok(Bytes::copy_from_slice(self.take(len, field)?))
     }
@@ -331,7 +331,7 @@ impl<'a> Reader<'a> {
         Ok(Participant { id, role, user_id, display_name })
     }
 
-    fn finish(self) -> Result<(), DecodeError> {
+    pub(crate) fn finish(self) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())
         } else {
@@ -340,7 +340,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_str16(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), EncodeError> {
+pub(crate) fn put_str16(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), EncodeError> {
     let len = u16::try_from(s.len()).map_err(|_| EncodeError::TooLong { field, max: u16::MAX as usize })?;
     out.put_u16(len);
     out.put_slice(s.as_bytes());

@@ -8,6 +8,7 @@
 //! compile here until it has a strategy. `proto/fuzz` runs the same checks under libFuzzer
 //! (`scripts/fuzz`); these are the bounded, every-`cargo test` part.
 
+use duet_proto::presence::{PresenceClientFrame, PresenceFrame};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -32,6 +33,14 @@ fn decode_everything(bytes: &[u8]) {
     }
     if let Ok(frame) = EdgeFrame::decode(bytes) {
         check_edge_round_trip(&frame);
+    }
+    if let Ok(frame) = PresenceClientFrame::decode(bytes) {
+        let again = PresenceClientFrame::decode(&frame.encode().expect("encodes")).expect("decodes");
+        assert_eq!(again, frame, "presence client frame does not round-trip");
+    }
+    if let Ok(frame) = PresenceFrame::decode(bytes) {
+        let again = PresenceFrame::decode(&frame.encode().expect("encodes")).expect("decodes");
+        assert_eq!(again, frame, "presence frame does not round-trip");
     }
     if let Ok(msg) = codec::decode_edge(bytes) {
         let once = codec::encode_edge(&msg).expect("a decoded edge message encodes");
@@ -264,7 +273,9 @@ fn fixtures() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn strict_prefixes_of_fixtures_are_refused() {
     type Decoder = fn(&[u8]) -> Option<Vec<u8>>;
-    let decoders: [(&str, Decoder); 5] = [
+    let decoders: [(&str, Decoder); 7] = [
+        ("presence client frame", |b| PresenceClientFrame::decode(b).ok().map(|f| f.encode().unwrap().to_vec())),
+        ("presence frame", |b| PresenceFrame::decode(b).ok().map(|f| f.encode().unwrap().to_vec())),
         ("client frame", |b| ClientFrame::decode(b).ok().map(|f| f.encode().unwrap().to_vec())),
         ("edge frame", |b| EdgeFrame::decode(b).ok().map(|f| f.encode().unwrap().to_vec())),
         ("edge message", |b| codec::decode_edge(b).ok().map(|m| codec::encode_edge(&m).unwrap())),

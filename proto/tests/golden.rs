@@ -94,6 +94,27 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
     ];
     let mut all: Vec<(&'static str, Vec<u8>)> = session.into_iter().map(|(n, b)| (n, b.to_vec())).collect();
 
+    use duet_proto::presence::{Member, PresenceClientFrame, PresenceFrame};
+    let presence: Vec<(&str, Bytes)> = vec![
+        ("presence-hello", PresenceClientFrame::Hello { version: 1, token: "eyJ0".into() }.encode().unwrap()),
+        ("presence-ping", PresenceClientFrame::Ping { nonce: 1 }.encode().unwrap()),
+        (
+            "presence-snapshot",
+            PresenceFrame::Snapshot {
+                seq: 4,
+                members: vec![
+                    Member { user_id: "ada".into(), display_name: "Ada".into(), connections: 2 },
+                    Member { user_id: "bo".into(), display_name: "Bo".into(), connections: 1 },
+                ],
+                sessions: vec!["s_1".into()],
+            }
+            .encode()
+            .unwrap(),
+        ),
+        ("presence-pong", PresenceFrame::Pong { nonce: 1 }.encode().unwrap()),
+    ];
+    all.extend(presence.into_iter().map(|(n, b)| (n, b.to_vec())));
+
     let link = vec![
         (
             "link-hello",
@@ -202,6 +223,14 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             })
             .unwrap(),
         ),
+        (
+            "link-command-team-sessions",
+            codec::encode_locator(&LocatorMessage::Command {
+                id: 8,
+                command: Command::TeamSessions { team: "platform".into(), sessions: vec!["s1".into()] },
+            })
+            .unwrap(),
+        ),
     ];
     all.extend(link);
     all
@@ -244,6 +273,10 @@ fn fixtures_decode_back() {
             let client = ClientFrame::decode(&bytes);
             let edge = EdgeFrame::decode(&bytes);
             assert!(client.is_ok() || edge.is_ok(), "{name} does not decode");
+        } else if name.starts_with("presence-") {
+            let client = duet_proto::presence::PresenceClientFrame::decode(&bytes);
+            let edge = duet_proto::presence::PresenceFrame::decode(&bytes);
+            assert!(client.is_ok() || edge.is_ok(), "{name} does not decode");
         } else {
             assert!(
                 codec::decode_edge(&bytes).is_ok() || codec::decode_locator(&bytes).is_ok(),
@@ -276,7 +309,7 @@ fn protocol_doc_examples_are_the_fixtures() {
         rest = &rest[body_end..];
     }
     for (name, _) in samples() {
-        if name.starts_with("session-") {
+        if name.starts_with("session-") || name.starts_with("presence-") {
             assert!(shown.contains(name), "docs/protocol.md shows no example for {name}");
         }
     }

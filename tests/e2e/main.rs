@@ -11,6 +11,7 @@ mod link;
 mod node;
 mod outbox;
 mod placement;
+mod presence;
 mod reconcile;
 mod relay;
 mod resume;

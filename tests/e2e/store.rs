@@ -593,6 +593,41 @@ pub async fn edge_outbox_and_epoch(dialect: Dialect) {
     db.drop_db().await;
 }
 
+/// Team presence: conditional assignment (racing replicas agree), the team's live sessions.
+pub async fn team_presence(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    assert_eq!(store.presence_edge("platform").await.unwrap(), None);
+    assert_eq!(store.assign_presence("platform", "edge-a", None, 5).await.unwrap(), "edge-a");
+    // A second first assignment (another replica) loses and learns the winner.
+    assert_eq!(store.assign_presence("platform", "edge-b", None, 6).await.unwrap(), "edge-a");
+    // A move conditional on a stale previous edge changes nothing.
+    assert_eq!(store.assign_presence("platform", "edge-c", Some("edge-b"), 7).await.unwrap(), "edge-a");
+    assert_eq!(store.assign_presence("platform", "edge-c", Some("edge-a"), 8).await.unwrap(), "edge-c");
+    assert_eq!(store.presence_edge("platform").await.unwrap(), Some(("edge-c".to_owned(), 8)));
+    // Team names are exact (case, Unicode).
+    assert_eq!(store.assign_presence("Platform é", "edge-a", None, 9).await.unwrap(), "edge-a");
+    assert_eq!(store.presence_edge("platform").await.unwrap().unwrap().0, "edge-c");
+
+    let session = |id: &str, team: Option<&str>, at: i64| NewSession {
+        id: id.into(),
+        edge_id: "edge-a".into(),
+        team: team.map(str::to_owned),
+        region_hint: None,
+        created_at: at,
+        require_approval: false,
+        max_participants: None,
+    };
+    for (id, team, at) in [("s_1", Some("platform"), 1), ("s_2", Some("platform"), 3), ("s_3", Some("other"), 2)] {
+        store.create_session(&session(id, team, at), &person(Role::Host, "ada")).await.unwrap();
+    }
+    store.create_session(&session("s_4", Some("platform"), 2), &person(Role::Host, "ada")).await.unwrap();
+    store.mark_session_ended("s_4", "empty", 9).await.unwrap();
+    assert_eq!(store.live_team_sessions("platform", 10).await.unwrap(), vec!["s_2", "s_1"], "newest first, live only");
+    assert_eq!(store.live_team_sessions("platform", 1).await.unwrap(), vec!["s_2"]);
+    assert!(store.live_team_sessions("nobody", 10).await.unwrap().is_empty());
+    db.drop_db().await;
+}
+
 /// Session updates fenced by the link epoch, ending an edge's sessions, restoring them.
 pub async fn fenced_session_updates(dialect: Dialect) {
     let Some((store, db)) = open(dialect).await else { return };
@@ -752,6 +787,8 @@ macro_rules! suite {
             async fn edge_outbox_and_epoch() { super::edge_outbox_and_epoch($value).await }
             #[tokio::test]
             async fn fenced_session_updates() { super::fenced_session_updates($value).await }
+            #[tokio::test]
+            async fn team_presence() { super::team_presence($value).await }
             #[tokio::test]
             #[ignore = "timing: run on demand"]
             async fn outbox_rate() { super::outbox_rate($value).await }

@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use duet_proto::presence::{PresenceClientFrame, PresenceFrame, PRESENCE_PROTOCOL_VERSION};
 use duet_proto::session::{ClientFrame, EdgeFrame, Participant, ParticipantId, SESSION_PROTOCOL_VERSION};
 use duet_ws::{Limits, Message, Writer};
 use serde::{Deserialize, Serialize};
@@ -92,6 +93,63 @@ pub struct Placement {
     pub expires_at: String,
 }
 
+/// The locator's answer to a presence request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PresencePlacement {
+    pub team: String,
+    pub edge: PlacedEdge,
+    pub token: String,
+    pub expires_at: String,
+}
+
+/// A team presence connection: snapshots of who is online and which sessions are live.
+pub struct Presence {
+    writer: Writer,
+    frames: mpsc::Receiver<Result<PresenceFrame, Event>>,
+}
+
+impl Presence {
+    /// The next frame; `Err` carries the close when the connection ended.
+    pub async fn recv(&mut self) -> Option<Result<PresenceFrame, Event>> {
+        self.frames.recv().await
+    }
+
+    pub fn ping(&self, nonce: u64) -> Result<(), ClientError> {
+        Ok(self.writer.send(PresenceClientFrame::Ping { nonce }.encode()?)?)
+    }
+
+    pub fn close(&self) {
+        self.writer.close(1000, "bye");
+    }
+}
+
+/// Opens a presence websocket at `url` (from [`LocatorClient::presence`]) and says hello.
+pub async fn connect_presence(url: &str, token: &str) -> Result<Presence, ClientError> {
+    let mut reader = duet_ws::connect(url, &[], client_limits()).await?;
+    let writer = reader.writer().clone();
+    let hello = PresenceClientFrame::Hello { version: PRESENCE_PROTOCOL_VERSION, token: token.to_owned() };
+    writer.send(hello.encode()?)?;
+    let (tx, frames) = mpsc::channel(EVENT_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            let item = match reader.next().await {
+                Ok(Message::Binary(b)) => match PresenceFrame::decode(&b) {
+                    Ok(f) => Ok(f),
+                    Err(e) => Err(Event::Closed { code: None, reason: format!("undecodable frame: {e}") }),
+                },
+                Ok(Message::Text(_)) => Err(Event::Closed { code: None, reason: "text frame".into() }),
+                Ok(Message::Close { code, reason }) => Err(Event::Closed { code, reason }),
+                Err(e) => Err(Event::Closed { code: None, reason: e.to_string() }),
+            };
+            let end = item.is_err();
+            if tx.send(item).await.is_err() || end {
+                return;
+            }
+        }
+    });
+    Ok(Presence { writer, frames })
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct PlacedEdge {
     pub id: String,
@@ -142,6 +200,31 @@ impl LocatorClient {
 
     pub async fn join_session(&self, session_id: &str, req: &PlacementRequest) -> Result<Placement, ClientError> {
         self.post(&format!("{}/api/v1/sessions/{session_id}/join", self.base), req).await
+    }
+
+    /// Where `team`'s presence is served and a token for it (`user`: the user's id and name).
+    pub async fn presence(&self, team: &str, user: Option<&User>) -> Result<PresencePlacement, ClientError> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/teams/", self.base))
+            .map_err(|e| ClientError::Unexpected(format!("locator url: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| ClientError::Unexpected("locator url cannot have a path".into()))?
+            .pop_if_empty()
+            .push(team)
+            .push("presence");
+        if let Some(u) = user {
+            url.query_pairs_mut().append_pair("user", &u.id).append_pair("name", &u.name);
+        }
+        let resp = self.http.get(url).send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.json().await?);
+        }
+        let body = resp.bytes().await?;
+        let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => ("unknown".into(), String::from_utf8_lossy(&body).into_owned()),
+        };
+        Err(ClientError::Api { status: status.as_u16(), code, message })
     }
 
     async fn post(&self, url: &str, req: &PlacementRequest) -> Result<Placement, ClientError> {

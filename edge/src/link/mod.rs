@@ -280,6 +280,7 @@ async fn handle(state: &Arc<EdgeState>, writer: &Writer, msg: LocatorMessage) ->
                     }
                 }
                 Command::EndSession { session_id, reason } => state.end_session(&session_id, reason).await,
+                Command::TeamSessions { team, sessions } => state.set_team_sessions(&team, sessions),
             }
             send(writer, &EdgeMessage::CommandAck { id })
         }

@@ -81,7 +81,7 @@ pub struct EdgeInfo {
     pub url: String,
 }
 
-fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub(crate) fn check_len(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > max {
         return Err(ApiError::BadRequest(format!("`{field}` must be 1 to {max} bytes")));
     }
@@ -229,7 +229,7 @@ pub async fn create(
 
 /// Joins go to the session's edge while it is up, and for `link_grace` after its link was lost
 /// while it still answers its health probe; an unavailable edge's sessions have been ended.
-fn check_joinable(state: &LocatorState, edge: &EdgeRecord) -> Result<(), ApiError> {
+pub(crate) fn check_joinable(state: &LocatorState, edge: &EdgeRecord) -> Result<(), ApiError> {
     match edge.health {
         Health::Up => Ok(()),
         Health::LinkLost => {

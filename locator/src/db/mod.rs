@@ -482,6 +482,64 @@ impl Store {
         rows.iter().map(session_from_row).collect()
     }
 
+    /// The edge serving `team`'s presence, and since when (Unix ms).
+    pub async fn presence_edge(&self, team: &str) -> Result<Option<(String, i64)>, StoreError> {
+        let sql = self.sql("SELECT edge_id, assigned_at FROM team_presence WHERE team = ?");
+        let row = sqlx::query(&sql).bind(team).fetch_optional(&self.pool).await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("edge_id")?, r.try_get("assigned_at")?)),
+            None => None,
+        })
+    }
+
+    /// Assigns `team`'s presence to `edge_id` if it is still assigned to `previous` (`None`: to
+    /// nobody), and answers the edge assigned after the attempt: when two locator replicas race,
+    /// both answer the winner's edge.
+    pub async fn assign_presence(
+        &self,
+        team: &str,
+        edge_id: &str,
+        previous: Option<&str>,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        match previous {
+            None => {
+                let sql = match self.dialect {
+                    Dialect::Sqlite | Dialect::Postgres => {
+                        "INSERT INTO team_presence (team, edge_id, assigned_at) VALUES (?, ?, ?) \
+                         ON CONFLICT (team) DO NOTHING"
+                    }
+                    Dialect::Mysql => {
+                        "INSERT INTO team_presence (team, edge_id, assigned_at) VALUES (?, ?, ?) \
+                         ON DUPLICATE KEY UPDATE team = team"
+                    }
+                };
+                let sql = self.sql(sql);
+                sqlx::query(&sql).bind(team).bind(edge_id).bind(now_ms).execute(&self.pool).await?;
+            }
+            Some(previous) => {
+                let sql =
+                    self.sql("UPDATE team_presence SET edge_id = ?, assigned_at = ? WHERE team = ? AND edge_id = ?");
+                sqlx::query(&sql).bind(edge_id).bind(now_ms).bind(team).bind(previous).execute(&self.pool).await?;
+            }
+        }
+        let (assigned, _) = self
+            .presence_edge(team)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("presence of team {team} vanished while assigned")))?;
+        Ok(assigned)
+    }
+
+    /// The live sessions of `team`, newest first, at most `limit`.
+    pub async fn live_team_sessions(&self, team: &str, limit: u32) -> Result<Vec<String>, StoreError> {
+        let sql = format!(
+            "SELECT id FROM sessions WHERE team = ? AND ended_at IS NULL ORDER BY created_at DESC, id LIMIT {limit}"
+        );
+        let sql = self.sql(&sql);
+        let rows = sqlx::query(&sql).bind(team).fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+    }
+
     /// Marks a session as running (first participant connected). Idempotent.
     pub async fn mark_session_started(&self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
         let sql = self.sql("UPDATE sessions SET started_at = ? WHERE id = ? AND started_at IS NULL");

@@ -228,6 +228,8 @@ pub mod audit_kind {
     pub const REGION_RULE_ADDED: &str = "region_rule_added";
     pub const REGION_RULE_DELETED: &str = "region_rule_deleted";
     pub const REGION_FALLBACK_SET: &str = "region_fallback_set";
+    /// A team's presence edge was gone and the team was assigned to another.
+    pub const PRESENCE_MOVED: &str = "presence_moved";
 }
 
 /// Who made an audit entry the locator stores for itself: the locator, or an admin (the static

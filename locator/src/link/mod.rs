@@ -93,6 +93,19 @@ impl Registry {
         self.links.get(edge_id).is_some_and(|h| !h.writer.is_closing())
     }
 
+    /// Sends a command to one edge, if this replica holds its link. False when it does not.
+    pub fn send_to(&self, edge_id: &str, command: &Command) -> bool {
+        let Some(h) = self.links.get(edge_id).map(|h| h.value().clone()) else { return false };
+        let id = self.next_command_id();
+        match codec::encode_locator(&LocatorMessage::Command { id, command: command.clone() }) {
+            Ok(bytes) => h.writer.send(bytes.into()).is_ok(),
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode command");
+                false
+            }
+        }
+    }
+
     /// Sends a command to every edge linked to this replica.
     pub fn broadcast(&self, command: &Command) {
         let handles: Vec<LinkHandle> = self.links.iter().map(|e| e.value().clone()).collect();
@@ -544,7 +557,15 @@ async fn store_session_events(link: Arc<LinkContext>, mut rx: mpsc::Receiver<Ses
                 }
             };
             match result {
-                Ok(_) => break,
+                Ok(applied) => {
+                    if applied {
+                        let id = match &event {
+                            SessionEvent::Opened(id) | SessionEvent::Closed(id, _) => id.clone(),
+                        };
+                        tokio::spawn(crate::api::presence::sessions_changed(link.state.clone(), id));
+                    }
+                    break;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "could not store session event");
                     backoff(&mut delay).await;

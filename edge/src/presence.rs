@@ -1,0 +1,231 @@
+//! Team presence: who in a team is online and which of its sessions are live.
+//!
+//! The locator assigns each team's presence to one edge. Clients hold a websocket at
+//! `/v1/teams/{team}/presence` there ([`serve`]); the edge keeps one [`Hub`] per team with its
+//! members (counted per user: several IDE windows are one member) and the team's live sessions,
+//! which the locator sends over the link ([`EdgeState::set_team_sessions`]), because a team's
+//! sessions may run on any edge. Every change sends every connection a full snapshot.
+//!
+//! A hub is a plain struct behind a mutex: every operation is short and never awaits, and a
+//! snapshot is encoded once per change and shared by every connection.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use duet_proto::close::CloseCode;
+use duet_proto::presence::{Member, PresenceClientFrame, PresenceFrame, PRESENCE_PROTOCOL_VERSION};
+use duet_ws::{Message, ReadError, SendError, Writer};
+use fastwebsockets::WebSocket;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::EdgeState;
+
+/// Most presence connections of one team on one edge.
+pub const MAX_CONNECTIONS_PER_TEAM: usize = 10_000;
+/// Most sessions listed in a snapshot (the locator sends the newest).
+pub const MAX_LISTED_SESSIONS: usize = 500;
+
+/// One team's presence on this edge.
+#[derive(Default)]
+pub struct Hub {
+    seq: u64,
+    /// user id → (display name, open connections)
+    members: BTreeMap<String, (String, u16)>,
+    connections: HashMap<u64, (String, Writer)>,
+    sessions: Vec<String>,
+}
+
+impl Hub {
+    fn snapshot(&mut self) -> Option<Bytes> {
+        self.seq += 1;
+        let frame = PresenceFrame::Snapshot {
+            seq: self.seq,
+            members: self
+                .members
+                .iter()
+                .map(|(id, (name, n))| Member { user_id: id.clone(), display_name: name.clone(), connections: *n })
+                .collect(),
+            sessions: self.sessions.clone(),
+        };
+        frame.encode().ok()
+    }
+
+    /// Sends the current snapshot to every connection; readers too far behind are closed (4300).
+    fn publish(&mut self) {
+        let Some(bytes) = self.snapshot() else { return };
+        let mut slow = Vec::new();
+        for (id, (_, writer)) in &self.connections {
+            if let Err(SendError::Full) = writer.send(bytes.clone()) {
+                writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
+                slow.push(*id);
+            }
+        }
+        if !slow.is_empty() {
+            for id in slow {
+                self.remove(id);
+            }
+            self.publish();
+        }
+    }
+
+    fn remove(&mut self, conn: u64) -> bool {
+        let Some((user, _)) = self.connections.remove(&conn) else { return false };
+        if let Some((_, n)) = self.members.get_mut(&user) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.members.remove(&user);
+            }
+        }
+        true
+    }
+}
+
+impl EdgeState {
+    fn hub(&self, team: &str) -> Arc<Mutex<Hub>> {
+        self.presence.entry(team.to_owned()).or_default().clone()
+    }
+
+    /// The locator's list of the team's live sessions (newest first).
+    pub fn set_team_sessions(&self, team: &str, mut sessions: Vec<String>) {
+        sessions.truncate(MAX_LISTED_SESSIONS);
+        let hub = self.hub(team);
+        let mut hub = hub.lock().unwrap_or_else(|e| e.into_inner());
+        if hub.sessions != sessions {
+            hub.sessions = sessions;
+            hub.publish();
+        }
+    }
+
+    fn leave_presence(&self, team: &str, conn: u64) {
+        let Some(hub) = self.presence.get(team).map(|h| h.clone()) else { return };
+        let mut guard = hub.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.remove(conn) {
+            guard.publish();
+        }
+        // An empty hub is dropped; the locator sends the session list again on the next request.
+        if guard.connections.is_empty() {
+            drop(guard);
+            self.presence
+                .remove_if(team, |_, h| Arc::ptr_eq(h, &hub) && h.lock().is_ok_and(|g| g.connections.is_empty()));
+        }
+    }
+}
+
+/// Team names as the locator accepts them (1-128 bytes, no control characters).
+pub fn valid_team(team: &str) -> bool {
+    !team.is_empty() && team.len() <= 128 && !team.chars().any(char::is_control)
+}
+
+/// Serves one presence websocket until it closes.
+pub async fn serve<S>(state: Arc<EdgeState>, team: String, ws: WebSocket<S>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut conn = duet_ws::split(
+        duet_ws::rebuffer(ws, duet_ws::Role::Server),
+        duet_ws::Limits {
+            // Presence clients send only `hello` and `ping`.
+            max_message_bytes: 16 << 10,
+            max_queued_bytes: state.config.max_queued_bytes,
+        },
+    );
+    state.connections.fetch_add(1, Ordering::AcqRel);
+    let span = tracing::info_span!("presence", team = %team);
+    tracing::Instrument::instrument(run(state.clone(), team, &mut conn), span).await;
+    state.connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+fn close(writer: &Writer, code: CloseCode) {
+    writer.close(code.code(), code.name());
+}
+
+async fn run<S>(state: Arc<EdgeState>, team: String, conn: &mut duet_ws::Reader<tokio::io::BufWriter<S>>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let writer = conn.writer().clone();
+    let first = tokio::select! {
+        r = tokio::time::timeout(state.config.handshake_timeout, conn.next()) => r,
+        _ = state.shutdown.cancelled() => return close(&writer, CloseCode::EdgeShuttingDown),
+    };
+    let token = match first {
+        Err(_) => return close(&writer, CloseCode::HandshakeTimeout),
+        Ok(Ok(Message::Binary(bytes))) => match PresenceClientFrame::decode(&bytes) {
+            Ok(PresenceClientFrame::Hello { version, token }) if version == PRESENCE_PROTOCOL_VERSION => token,
+            Ok(PresenceClientFrame::Hello { .. }) => return close(&writer, CloseCode::UnsupportedVersion),
+            Ok(_) => return close(&writer, CloseCode::UnexpectedFrame),
+            Err(e) => return close(&writer, e.close_code()),
+        },
+        Ok(Ok(Message::Text(_))) => return close(&writer, CloseCode::TextFrame),
+        Ok(Ok(Message::Close { .. })) => return,
+        Ok(Err(ReadError::TooLarge { .. })) => return close(&writer, CloseCode::MessageTooLarge),
+        Ok(Err(ReadError::Protocol(_))) => return close(&writer, CloseCode::MalformedFrame),
+        Ok(Err(_)) => return,
+    };
+    let claims = match state.keys.verify_presence(&token, &team, &state.edge_id) {
+        Ok(c) => c,
+        Err(refused) => {
+            tracing::info!(reason = %refused, "presence refused");
+            return close(&writer, refused.close_code());
+        }
+    };
+    let conn_id = state.next_conn_id();
+    {
+        let hub = state.hub(&team);
+        let mut hub = hub.lock().unwrap_or_else(|e| e.into_inner());
+        if hub.connections.len() >= MAX_CONNECTIONS_PER_TEAM {
+            return close(&writer, CloseCode::EdgeFull);
+        }
+        let entry = hub.members.entry(claims.sub.clone()).or_insert_with(|| (claims.name.clone(), 0));
+        entry.1 = entry.1.saturating_add(1);
+        hub.connections.insert(conn_id, (claims.sub.clone(), writer.clone()));
+        hub.publish();
+    }
+    tracing::debug!(user = %claims.sub, "presence connected");
+
+    conn.set_idle_timeout(Some(state.config.idle_timeout));
+    loop {
+        let next = tokio::select! {
+            next = conn.next() => next,
+            _ = writer.closed() => break,
+            _ = state.shutdown.cancelled() => {
+                close(&writer, CloseCode::EdgeShuttingDown);
+                break;
+            }
+        };
+        match next {
+            Ok(Message::Binary(bytes)) => match PresenceClientFrame::decode(&bytes) {
+                Ok(PresenceClientFrame::Ping { nonce }) => {
+                    if let Ok(pong) = (PresenceFrame::Pong { nonce }).encode() {
+                        let _ = writer.send(pong);
+                    }
+                }
+                Ok(PresenceClientFrame::Hello { .. }) => {
+                    close(&writer, CloseCode::UnexpectedFrame);
+                    break;
+                }
+                Err(e) => {
+                    close(&writer, e.close_code());
+                    break;
+                }
+            },
+            Ok(Message::Text(_)) => {
+                close(&writer, CloseCode::TextFrame);
+                break;
+            }
+            Ok(Message::Close { .. }) => break,
+            Err(ReadError::Idle(_)) => {
+                close(&writer, CloseCode::ConnectionIdle);
+                break;
+            }
+            Err(ReadError::TooLarge { .. }) => {
+                close(&writer, CloseCode::MessageTooLarge);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    state.leave_presence(&team, conn_id);
+}
