@@ -216,3 +216,89 @@ async fn odd_session_ids_in_the_join_path_get_404() {
     }
     cluster.shutdown().await;
 }
+
+/// Reads until the server closes the connection (bounded), answering what it sent.
+async fn read_until_closed(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(STEP, tcp.read_to_end(&mut got)).await.expect("the edge closes in time").ok();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Garbage instead of HTTP gets 400 and a closed connection; a request whose headers never end
+/// is closed after the handshake timeout (408), dozens at once; a running session notices
+/// nothing.
+#[tokio::test]
+async fn garbage_http_and_half_open_handshakes_are_refused_while_a_session_keeps_working() {
+    let cluster = small_limits_cluster().await;
+    let (placed, mut host) = host(&cluster, "Ada").await;
+    let (_, mut bo) = guest(&cluster, &placed.session_id, "Bo").await;
+    assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
+    let addr = cluster.edges[0].local_addr;
+
+    let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
+    garbage.write_all(b"\x16\x03\x01\x02\x00 this is not HTTP\r\n\r\n").await.unwrap();
+    let answer = read_until_closed(&mut garbage).await;
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+
+    let mut half_open = Vec::new();
+    for _ in 0..50 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(format!("GET /v1/sessions/{} HTTP/1.1\r\nHost: edge\r\nUpgr", placed.session_id).as_bytes())
+            .await
+            .unwrap();
+        half_open.push(tcp);
+    }
+    // Meanwhile the session relays as usual.
+    host.send(0, 1, &b"still here"[..]).unwrap();
+    match next_frame(&mut bo).await {
+        EdgeFrame::Message { payload, .. } => assert_eq!(&payload[..], b"still here"),
+        other => panic!("{other:?}"),
+    }
+    for tcp in &mut half_open {
+        let answer = read_until_closed(tcp).await;
+        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    }
+    bo.send(0, 1, &b"and still"[..]).unwrap();
+    loop {
+        match next_frame(&mut host).await {
+            EdgeFrame::Message { payload, .. } => break assert_eq!(&payload[..], b"and still"),
+            EdgeFrame::Ack { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    cluster.shutdown().await;
+}
+
+/// Behind a trusted proxy the connection limit counts the forwarded client addresses, and an
+/// untrusted peer's forwarding headers are ignored.
+#[tokio::test]
+async fn connections_per_address_count_clients_behind_a_trusted_proxy() {
+    let mut cluster = Cluster::start_with(Default::default()).await;
+    cluster
+        .add_edge(|c| {
+            c.max_connections_per_address = 2;
+            c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+        })
+        .await;
+    let placed = cluster.client().create_session(&Default::default()).await.unwrap();
+    let url = &placed.edge.url;
+    let limits = duet_ws::Limits { max_message_bytes: 1 << 16, max_queued_bytes: 1 << 16 };
+    let from = |ip: &'static str| async move { duet_ws::connect(url, &[("x-forwarded-for", ip)], limits).await };
+    let _a1 = from("203.0.113.1").await.expect("first from .1");
+    let _a2 = from("203.0.113.1").await.expect("second from .1");
+    let refused = from("203.0.113.1").await.err().expect("a third from .1 is refused");
+    assert!(refused.to_string().contains("429"), "{refused}");
+    let _b = from("203.0.113.2").await.expect("another client is not affected");
+    cluster.shutdown().await;
+
+    // Without trusting the proxy, every connection counts against the peer itself.
+    let mut cluster = Cluster::start_with(Default::default()).await;
+    cluster.add_edge(|c| c.max_connections_per_address = 2).await;
+    let placed = cluster.client().create_session(&Default::default()).await.unwrap();
+    let url = &placed.edge.url;
+    let from = |ip: &'static str| async move { duet_ws::connect(url, &[("x-forwarded-for", ip)], limits).await };
+    let _c1 = from("203.0.113.1").await.unwrap();
+    let _c2 = from("203.0.113.2").await.unwrap();
+    assert!(from("203.0.113.3").await.is_err(), "forged headers from an untrusted peer change nothing");
+    cluster.shutdown().await;
+}

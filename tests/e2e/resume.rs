@@ -37,6 +37,23 @@ async fn expect_refusal(result: Result<Session, ClientError>) -> Option<u16> {
     }
 }
 
+/// Waits until the session has an audit entry of `kind` whose detail contains `detail`.
+async fn audited(cluster: &Cluster, session: &str, kind: &str, detail: &str) {
+    let admin = crate::support::Admin::new(cluster);
+    let path = format!("/audit?session={session}&kind={kind}");
+    duet_testkit::wait_until(&format!("{kind} audited"), STEP, || {
+        let admin = admin.clone();
+        let path = path.clone();
+        async move {
+            let page = admin.ok("GET", &path, None).await;
+            page["entries"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["detail"].as_str().is_some_and(|d| d.contains(detail))))
+        }
+    })
+    .await;
+}
+
 /// A guest whose connection drops mid-stream resumes and receives exactly the messages it
 /// missed, in order, then live traffic; the host sees it go away and come back.
 #[tokio::test]
@@ -196,6 +213,7 @@ async fn resumes_outside_the_window_or_without_a_place_are_refused() {
     // Once the host ends the session, a resume gets 4200.
     host.sender().end_session().unwrap();
     assert_eq!(closed(&mut host).await, Some(4203));
+    audited(&cluster, &placed.session_id, "session_ended", "ended_by_host").await;
     let host_secret = host.welcome.resume_secret.clone();
     assert_eq!(expect_refusal(duet_client::resume(&url, 1, host_secret, 0).await).await, Some(4200));
     cluster.shutdown().await;
@@ -219,6 +237,8 @@ async fn the_host_may_come_back_within_its_grace() {
     host.abort();
     assert!(matches!(next_frame(&mut bo).await, EdgeFrame::ParticipantAway { .. }));
     assert_eq!(closed(&mut bo).await, Some(4207));
+    audited(&cluster, &placed.session_id, "participant_resumed", "1 events replayed").await;
+    audited(&cluster, &placed.session_id, "session_ended", "host_gone").await;
     cluster.shutdown().await;
 }
 
@@ -227,10 +247,11 @@ async fn the_host_may_come_back_within_its_grace() {
 #[tokio::test]
 async fn an_idle_session_ends() {
     let cluster = cluster_with(|c| c.session_idle_timeout = Duration::from_secs(1)).await;
-    let (_, mut host) = host(&cluster, "Ada").await;
+    let (placed, mut host) = host(&cluster, "Ada").await;
     host.ping(1).unwrap();
     assert_eq!(next_frame(&mut host).await, EdgeFrame::Pong { nonce: 1 });
     assert_eq!(closed(&mut host).await, Some(4204));
+    audited(&cluster, &placed.session_id, "session_ended", "idle").await;
     cluster.shutdown().await;
 }
 
@@ -245,6 +266,7 @@ async fn a_full_session_refuses_more_participants() {
     let (_, _bo) = guest(&cluster, &placed.session_id, "Bo").await;
     let cy = cluster.client().join_session(&placed.session_id, &user("Cy")).await.unwrap();
     assert_eq!(expect_refusal(duet_client::connect(&cy.edge.url, &cy.token).await).await, Some(4205));
+    audited(&cluster, &placed.session_id, "participant_refused", "session full (2 participants)").await;
 
     // Without options the edge's limit (3) applies; an away participant keeps its place.
     let (placed, _host, g1, _g2) = trio(&cluster).await;

@@ -1,5 +1,5 @@
-// A duet client for Node.js 20, written from docs/protocol.md alone (sections 1 and 2), with no
-// code shared with the Rust implementation. It exists to prove that the document is enough to
+// A duet client for Node.js 20, written from docs/protocol.md alone (sections 1, 2 and 2b), with
+// no code shared with the Rust implementation. It exists to prove that the document is enough to
 // implement a client; every decision the document drives cites the section it comes from.
 //
 // Value conventions of this module:
@@ -12,7 +12,11 @@
 //     any Uint8Array (or, for `payload` only, from a string, taken as UTF-8);
 //   - a participant record is `{ id, role, user_id, display_name }`; `welcome.participants` is an
 //     array of them and `welcome.away` the array of the `away_count` participant ids;
-//     `participant_joined` and `join_request` hold theirs in `participant`.
+//     `participant_joined` and `join_request` hold theirs in `participant`;
+//   - presence frames (§2b) have their own kind table (PRESENCE_KIND), encoder (encodePresence)
+//     and decoder (decodePresence): a presence kind is an unknown kind to the session decoder and
+//     the other way round. A `snapshot` is `{ type, seq, members, sessions }`, `members` an array
+//     of `{ user_id, display_name, connections }` and `sessions` an array of session id strings.
 
 import WebSocket from 'ws';
 
@@ -468,17 +472,22 @@ const DECODERS = {
  * from client to edge, 0x81-0xff from edge to client").
  */
 export function decode(data, direction) {
+  return decodeWith(data, direction, TYPE_OF_KIND, DECODERS, '');
+}
+
+/** Decodes one message with a protocol's kind table (`typeOfKind`) and field readers. */
+function decodeWith(data, direction, typeOfKind, decoders, protocol) {
   const buf = toBuffer(data);
   if (buf.length === 0) throw new DecodeError('truncated', 'empty message: no kind byte');
   const kind = buf[0];
-  const type = TYPE_OF_KIND.get(kind);
+  const type = typeOfKind.get(kind);
   const hex = `0x${kind.toString(16).padStart(2, '0')}`;
-  if (type === undefined) throw new DecodeError('unknown_kind', `unknown frame kind ${hex}`);
+  if (type === undefined) throw new DecodeError('unknown_kind', `unknown ${protocol}frame kind ${hex}`);
   if ((direction === 'edge' && kind < 0x80) || (direction === 'client' && kind >= 0x80)) {
-    throw new DecodeError('unknown_kind', `frame kind ${hex} (${type}) does not go ${direction === 'edge' ? 'from edge to client' : 'from client to edge'}`);
+    throw new DecodeError('unknown_kind', `${protocol}frame kind ${hex} (${type}) does not go ${direction === 'edge' ? 'from edge to client' : 'from client to edge'}`);
   }
   const r = new Reader(buf.subarray(1), type);
-  const frame = { type, ...DECODERS[type](r) };
+  const frame = { type, ...decoders[type](r) };
   r.end();
   return frame;
 }
@@ -498,6 +507,128 @@ function toBuffer(data) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Presence protocol (§2b): "Framing, integer and string encodings, size and idle limits, text
+// frames (4006), unknown kinds (4001) and malformed frames (4000) are exactly as in §2", with the
+// kinds of its own table.
+// ---------------------------------------------------------------------------------------------
+
+/** The presence protocol version this client speaks (§2b: `hello` "`version: u8` (1)"). */
+export const PRESENCE_VERSION = 1;
+
+/** Kind bytes of the presence protocol (§2b table). */
+export const PRESENCE_KIND = Object.freeze({
+  hello: 0x11,
+  ping: 0x12,
+  snapshot: 0x91,
+  pong: 0x92,
+});
+const PRESENCE_TYPE_OF_KIND = new Map(Object.entries(PRESENCE_KIND).map(([type, kind]) => [kind, type]));
+
+/** §2b: "the largest message a client may send is 16 KiB" (the whole message, kind byte included, as in §2). */
+export const PRESENCE_MAX_CLIENT_MESSAGE_BYTES = 16 * 1024;
+/** §2b: the team's live sessions in a snapshot are "at most 500". */
+export const PRESENCE_MAX_SESSIONS = 500;
+
+/** Field writers of every presence kind, client and edge side (§2b table). */
+const PRESENCE_ENCODERS = {
+  hello: (w, f) => w.u8(f.version ?? PRESENCE_VERSION, 'version').str(f.token, 'token'),
+  ping: (w, f) => w.u64(f.nonce, 'nonce'),
+  snapshot: (w, f) => {
+    w.u64(f.seq, 'seq').u16(f.members.length, 'member_count');
+    for (const m of f.members) {
+      w.str(m.user_id, 'member.user_id').str(m.display_name, 'member.display_name').u16(m.connections, 'member.connections');
+    }
+    w.u16(f.sessions.length, 'session_count');
+    for (const id of f.sessions) w.str(id, 'session_id');
+  },
+  pong: (w, f) => w.u64(f.nonce, 'nonce'),
+};
+
+/** Field readers of every presence kind, client and edge side (§2b table). */
+const PRESENCE_DECODERS = {
+  hello: (r) => ({ version: r.u8('version'), token: r.str('token') }),
+  ping: (r) => ({ nonce: r.u64('nonce') }),
+  snapshot: (r) => {
+    const f = { seq: r.u64('seq') };
+    const memberCount = r.u16('member_count');
+    f.members = [];
+    for (let i = 0; i < memberCount; i++) {
+      f.members.push({
+        user_id: r.str('member.user_id'),
+        display_name: r.str('member.display_name'),
+        connections: r.u16('member.connections'),
+      });
+    }
+    const sessionCount = r.u16('session_count');
+    f.sessions = [];
+    for (let i = 0; i < sessionCount; i++) f.sessions.push(r.str('session_id'));
+    return f;
+  },
+  pong: (r) => ({ nonce: r.u64('nonce') }),
+};
+
+/** Encodes a presence frame of any kind (client to edge or edge to client) into one binary message. */
+export function encodePresence(frame) {
+  const kind = PRESENCE_KIND[frame?.type];
+  if (kind === undefined) throw new TypeError(`unknown presence frame type ${JSON.stringify(frame?.type)}`);
+  const w = new Writer().u8(kind, 'kind');
+  PRESENCE_ENCODERS[frame.type](w, frame);
+  return w.done();
+}
+
+/**
+ * Encodes a presence frame this client sends, refusing one over the 16 KiB a client may send
+ * (§2b) with a RangeError instead of letting the edge close the connection.
+ */
+function encodePresenceToSend(frame) {
+  const bytes = encodePresence(frame);
+  if (bytes.length > PRESENCE_MAX_CLIENT_MESSAGE_BYTES) {
+    throw new RangeError(`${frame.type}: ${bytes.length} bytes, over the ${PRESENCE_MAX_CLIENT_MESSAGE_BYTES} bytes a presence client may send (§2b)`);
+  }
+  return bytes;
+}
+
+/**
+ * Decodes one presence message, as strictly as decode() does session messages. `direction`:
+ * 'edge' (0x81-0xff), 'client' (0x01-0x7f) or undefined for both. A session kind (0x01, 0x81, ...)
+ * is an unknown kind here: §2b's table is the presence protocol's whole list.
+ */
+export function decodePresence(data, direction) {
+  return decodeWith(data, direction, PRESENCE_TYPE_OF_KIND, PRESENCE_DECODERS, 'presence ');
+}
+
+/** Decodes a presence message received from an edge (`snapshot`, `pong`). */
+export const decodePresenceEdgeFrame = (data) => decodePresence(data, 'edge');
+/** Decodes a presence message a client sends (`hello`, `ping`). */
+export const decodePresenceClientFrame = (data) => decodePresence(data, 'client');
+
+/**
+ * Checks what §2b says of one snapshot's content, beyond its encoding; throws a DecodeError
+ * ('bad_value', close code 4000) on a violation:
+ *   - "who is online now (each user once, sorted by `user_id` ...": user ids strictly ascending.
+ *     The document does not say which order; this client takes the order of the UTF-8 bytes
+ *     (the same as Unicode code point order), not JavaScript's UTF-16 order;
+ *   - "with how many presence connections it has open": someone online has at least one;
+ *   - "the team's live sessions (newest first, at most 500 ...)": at most 500, each once.
+ */
+export function checkSnapshot(snapshot) {
+  for (let i = 0; i < snapshot.members.length; i++) {
+    const m = snapshot.members[i];
+    if (m.connections < 1) throw violation(`snapshot: member ${JSON.stringify(m.user_id)} is online with ${m.connections} connections`);
+    if (i > 0) {
+      const prev = snapshot.members[i - 1].user_id;
+      const order = Buffer.compare(Buffer.from(prev, 'utf8'), Buffer.from(m.user_id, 'utf8'));
+      if (order === 0) throw violation(`snapshot: member ${JSON.stringify(m.user_id)} is listed twice (§2b: "each user once")`);
+      if (order > 0) throw violation(`snapshot: member ${JSON.stringify(m.user_id)} comes after ${JSON.stringify(prev)} (§2b: "sorted by user_id")`);
+    }
+  }
+  if (snapshot.sessions.length > PRESENCE_MAX_SESSIONS) {
+    throw violation(`snapshot: ${snapshot.sessions.length} sessions, over the ${PRESENCE_MAX_SESSIONS} of §2b`);
+  }
+  if (new Set(snapshot.sessions).size !== snapshot.sessions.length) throw violation('snapshot: a session is listed twice');
+}
+
+// ---------------------------------------------------------------------------------------------
 // Placement API (§1): JSON over HTTP to the locator
 // ---------------------------------------------------------------------------------------------
 
@@ -511,17 +642,24 @@ export class PlacementError extends Error {
   }
 }
 
-async function place(url, body, expectedStatus) {
+/**
+ * Calls the locator (`body` undefined: a GET without a body) and resolves with the answer's JSON
+ * and text when its status is `expectedStatus`; rejects with a PlacementError otherwise.
+ */
+async function callLocator(method, url, body, expectedStatus) {
   let res;
   try {
     res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify(body ?? {}),
+      method,
+      headers:
+        body === undefined
+          ? { accept: 'application/json' }
+          : { 'content-type': 'application/json', accept: 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
   } catch (e) {
     // undici says only "fetch failed"; the reason (ECONNREFUSED, ...) is in its cause.
-    throw new Error(`POST ${url} failed: ${e.cause?.message ?? e.message}`, { cause: e });
+    throw new Error(`${method} ${url} failed: ${e.cause?.message ?? e.message}`, { cause: e });
   }
   const text = await res.text();
   let json;
@@ -539,6 +677,11 @@ async function place(url, body, expectedStatus) {
   if (res.status !== expectedStatus) {
     throw new PlacementError(res.status, 'unexpected_status', `expected ${expectedStatus}`);
   }
+  return { status: res.status, json, text };
+}
+
+async function place(url, body, expectedStatus) {
+  const { status, json, text } = await callLocator('POST', url, body ?? {}, expectedStatus);
   // The answer shape of §1 ("Answer 201 Created").
   const ok =
     json &&
@@ -548,7 +691,7 @@ async function place(url, body, expectedStatus) {
     typeof json.edge?.url === 'string' &&
     /^wss?:\/\//.test(json.edge.url) &&
     typeof json.token === 'string';
-  if (!ok) throw new PlacementError(res.status, 'bad_answer', `answer lacks fields of §1: ${text.slice(0, 300)}`);
+  if (!ok) throw new PlacementError(status, 'bad_answer', `answer lacks fields of §1: ${text.slice(0, 300)}`);
   return json;
 }
 
@@ -570,6 +713,45 @@ export function createSession(locatorUrl, body = {}) {
  */
 export function joinSession(locatorUrl, sessionId, body = {}) {
   return place(`${base(locatorUrl)}/api/v1/sessions/${encodeURIComponent(sessionId)}/join`, body, 200);
+}
+
+/** An RFC 3339 date-time (§1: `expires_at` is "RFC 3339, UTC"). */
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
+/**
+ * `GET /api/v1/teams/{team}/presence` (§1): where `team`'s presence is served. `user` (the user's
+ * stable id) and `name` (display name) are the optional query parameters; left out, the locator
+ * makes them up. Resolves with the `200` answer `{ team, edge: { id, region, url }, token,
+ * expires_at }`; connect to `edge.url` as is with connectPresence(). Rejects with a
+ * PlacementError (`400 bad_request`, `503 no_edge_available`, ...).
+ *
+ * `team` is percent-encoded in the path ("percent-encoded in the path"); the query values are
+ * percent-encoded too (encodeURIComponent: a space is `%20`, never `+`).
+ */
+export async function getPresence(locatorUrl, team, { user, name } = {}) {
+  if (typeof team !== 'string') throw new TypeError('team: expected a string');
+  const query = [];
+  for (const [key, value] of [['user', user], ['name', name]]) {
+    if (value === undefined) continue;
+    if (typeof value !== 'string') throw new TypeError(`${key}: expected a string`);
+    query.push(`${key}=${encodeURIComponent(value)}`);
+  }
+  const url = `${base(locatorUrl)}/api/v1/teams/${encodeURIComponent(team)}/presence${query.length > 0 ? `?${query.join('&')}` : ''}`;
+  const { status, json, text } = await callLocator('GET', url, undefined, 200);
+  // The answer shape of §1 ("Answer `200 OK`": team, edge { id, region, url }, token, expires_at).
+  const problems = [];
+  if (json?.team !== team) problems.push(`team ${JSON.stringify(json?.team)} is not the team asked for, ${JSON.stringify(team)}`);
+  if (typeof json?.edge?.id !== 'string') problems.push('no edge.id');
+  if (typeof json?.edge?.region !== 'string') problems.push('no edge.region');
+  if (typeof json?.edge?.url !== 'string' || !/^wss?:\/\//.test(json.edge.url)) problems.push('no ws:// or wss:// edge.url');
+  if (typeof json?.token !== 'string' || json.token === '') problems.push('no token');
+  if (typeof json?.expires_at !== 'string' || !RFC3339.test(json.expires_at) || Number.isNaN(Date.parse(json.expires_at))) {
+    problems.push('no RFC 3339 expires_at');
+  }
+  if (problems.length > 0) {
+    throw new PlacementError(status, 'bad_answer', `presence answer does not have the shape of §1 (${problems.join('; ')}): ${text.slice(0, 300)}`);
+  }
+  return json;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -885,9 +1067,10 @@ export class ConnectError extends Error {
  * Opens a websocket to `edgeUrl`, sends `first` once it is open, and feeds each frame from the
  * edge to `step(frame, ctx)` until it returns a function that builds the Connection (called in the
  * same tick, so the Connection's listeners see every later frame). A frame `step` refuses (it
- * throws) closes the socket with its close code.
+ * throws) closes the socket with its close code. `encodeFrame` and `decodeFrame` are the
+ * protocol's (default: the session protocol's, §2; the presence protocol's for §2b).
  */
-function handshake(edgeUrl, first, answer, timeoutMs, step) {
+function handshake(edgeUrl, first, answer, timeoutMs, step, { encodeFrame = encode, decodeFrame = decodeEdgeFrame } = {}) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(edgeUrl);
     ws.binaryType = 'nodebuffer';
@@ -928,7 +1111,7 @@ function handshake(edgeUrl, first, answer, timeoutMs, step) {
     };
     ctx.deadline(timeoutMs, answer);
 
-    ws.on('open', () => ws.send(encode(first), { binary: true }));
+    ws.on('open', () => ws.send(encodeFrame(first), { binary: true }));
     // Stays attached after the handshake too, so a later socket error is never an unhandled
     // 'error' event; 'close' always follows it and the Connection reports that.
     ws.on('error', (e) => finish(new ConnectError(`websocket to ${edgeUrl} failed: ${e.message}`, null)));
@@ -941,7 +1124,7 @@ function handshake(edgeUrl, first, answer, timeoutMs, step) {
       let build;
       try {
         if (!isBinary) throw Object.assign(new DecodeError('bad_value', 'text message from the edge'), { closeCode: CLOSE.text_frame });
-        build = step(decodeEdgeFrame(data), ctx);
+        build = step(decodeFrame(data), ctx);
       } catch (e) {
         return finish(Object.assign(new ConnectError(`before ${answer}: ${e.message}`, null), { closeCode: e.closeCode ?? CLOSE.malformed }));
       }
@@ -1054,4 +1237,168 @@ export function resume(edgeUrl, participantId, resumeSecret, lastSeq, { timeoutM
       return conn;
     };
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Presence connection (§2b)
+// ---------------------------------------------------------------------------------------------
+
+/** Nonces of the automatic keep-alive pings start here, away from small application nonces. */
+const KEEPALIVE_NONCE_BASE = 1n << 63n;
+
+/**
+ * A presence connection, once its `hello` was answered with a `snapshot`. `first` is that
+ * snapshot; `latest` the latest snapshot received (§2b: "Each snapshot is complete ... a client
+ * simply shows the latest"). Later frames (`snapshot`, and `pong` for our pings) are queued in
+ * arrival order: read them with `await conn.next(timeoutMs)` (null once the connection is closed
+ * and the queue is drained) or `for await`. `conn.closed` resolves with `{ code, reason }` when the
+ * socket closes; on 4400 (edge shutting down) or a drop, ask the locator again (getPresence()).
+ *
+ * Frames that break §2b are treated as broken frames, closing the connection with 4000 and
+ * setting `protocolError`: a `snapshot` whose `seq` does not rise ("`seq` rises with every
+ * snapshot of this team on this edge"), or whose content breaks checkSnapshot().
+ *
+ * With `keepAliveMs`, it sends a `ping` that often (§2b: "send one every 30 s or so") and keeps
+ * the answering pongs to itself (their nonces are 2^63 and up).
+ */
+export class PresenceConnection {
+  #ws;
+  #queue = [];
+  #waiters = [];
+  #isClosed = false;
+  #keepAlive = null;
+  #keepAliveNonces = new Set();
+
+  /** @internal use connectPresence() */
+  constructor(ws, first, { keepAliveMs } = {}) {
+    this.#ws = ws;
+    /** The snapshot that answered `hello`. */
+    this.first = first;
+    /** The latest snapshot received (handed out by next() or still queued). */
+    this.latest = first;
+    /** Set when the socket closes: `{ code, reason }`. */
+    this.closeInfo = null;
+    /** The first local protocol error (an undecodable or out-of-order frame from the edge), if any. */
+    this.protocolError = null;
+    this.closed = new Promise((resolve) => {
+      ws.on('close', (code, reason) => {
+        clearInterval(this.#keepAlive);
+        this.closeInfo = { code, reason: reason.toString('utf8') };
+        this.#isClosed = true;
+        for (const w of this.#waiters.splice(0)) w(null);
+        resolve(this.closeInfo);
+      });
+    });
+    ws.on('message', (data, isBinary) => this.#onMessage(data, isBinary));
+    if (keepAliveMs !== undefined) {
+      let nonce = KEEPALIVE_NONCE_BASE;
+      this.#keepAlive = setInterval(() => {
+        if (ws.readyState !== WebSocket.OPEN) return;
+        nonce += 1n;
+        this.#keepAliveNonces.add(nonce);
+        ws.send(encodePresenceToSend({ type: 'ping', nonce }), { binary: true });
+      }, keepAliveMs);
+    }
+  }
+
+  #onMessage(data, isBinary) {
+    if (this.protocolError) return;
+    if (!isBinary) return this.#fail(CLOSE.text_frame, new DecodeError('bad_value', 'text message from the edge'));
+    let frame;
+    try {
+      frame = decodePresenceEdgeFrame(data);
+      if (frame.type === 'snapshot') {
+        if (frame.seq <= this.latest.seq) {
+          throw violation(`snapshot with seq ${frame.seq}, not above ${this.latest.seq}, the previous one's (§2b: "seq rises with every snapshot")`);
+        }
+        checkSnapshot(frame);
+        this.latest = frame;
+      } else if (frame.type === 'pong' && this.#keepAliveNonces.delete(frame.nonce)) {
+        return; // the answer to a keep-alive ping
+      }
+    } catch (e) {
+      return this.#fail(e.closeCode ?? CLOSE.malformed, e);
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter(frame);
+    else this.#queue.push(frame);
+  }
+
+  #fail(code, error) {
+    this.protocolError ??= error;
+    this.#ws.close(code, closeReason(error.message));
+  }
+
+  /** The next incoming frame, or null once closed and drained; with `timeoutMs`, rejects if nothing comes in time. */
+  next(timeoutMs) {
+    if (this.#queue.length > 0) return Promise.resolve(this.#queue.shift());
+    if (this.#isClosed) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      let timer;
+      const waiter = (frame) => {
+        clearTimeout(timer);
+        resolve(frame);
+      };
+      this.#waiters.push(waiter);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          const i = this.#waiters.indexOf(waiter);
+          if (i >= 0) this.#waiters.splice(i, 1);
+          reject(new Error(`no frame from the edge within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+    });
+  }
+
+  async *[Symbol.asyncIterator]() {
+    for (;;) {
+      const frame = await this.next();
+      if (frame === null) return;
+      yield frame;
+    }
+  }
+
+  /** `ping`: the edge answers with a `pong` carrying the same nonce (a u64). */
+  ping(nonce) {
+    if (this.#ws.readyState !== WebSocket.OPEN) throw new Error('cannot send ping: the connection is not open');
+    this.#ws.send(encodePresenceToSend({ type: 'ping', nonce }), { binary: true });
+  }
+
+  /** Closes the socket from this side; the user goes offline once its last connection closes (§2b). */
+  close(code = 1000, reason = '') {
+    clearInterval(this.#keepAlive);
+    this.#ws.close(code, reason);
+  }
+
+  /** Drops the socket at once, without a closing handshake. */
+  terminate() {
+    clearInterval(this.#keepAlive);
+    this.#ws.terminate();
+  }
+}
+
+/**
+ * Opens a websocket to `edgeUrl` (getPresence()'s `edge.url`, used as is), sends
+ * `hello(1, token)` and resolves with a PresenceConnection once the first `snapshot` arrives
+ * (§2b: "After `hello` the edge sends a `snapshot`"). Rejects with a ConnectError when the edge
+ * closes first (`closeInfo.code`: 4100-4103 for a token problem, 4102 for a session token or
+ * another team's, 4003 for the version, ...), when anything but a snapshot comes first (closed
+ * with 4000), or after `timeoutMs`. A token that makes `hello` longer than 16 KiB throws a
+ * RangeError. `keepAliveMs`: see PresenceConnection.
+ */
+export function connectPresence(edgeUrl, token, { timeoutMs = 10_000, keepAliveMs, version = PRESENCE_VERSION } = {}) {
+  const first = { type: 'hello', version, token };
+  encodePresenceToSend(first); // thrown here, not in the socket's callback
+  return handshake(
+    edgeUrl,
+    first,
+    'snapshot',
+    timeoutMs,
+    (frame) => {
+      if (frame.type !== 'snapshot') throw violation(`expected snapshot, got ${frame.type}`);
+      checkSnapshot(frame);
+      return (ws) => new PresenceConnection(ws, frame, { keepAliveMs });
+    },
+    { encodeFrame: encodePresenceToSend, decodeFrame: decodePresenceEdgeFrame },
+  );
 }

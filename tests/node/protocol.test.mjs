@@ -1,27 +1,41 @@
 // Checks this client's encoder and decoder against the byte-level examples of docs/protocol.md
-// (§2 "Byte-level examples"), its kind and close code tables against the document's, that the
-// decoder is strict (§2: "A message must contain exactly its fields"), and its handshakes and
-// bookkeeping (waiting, resume, last_seq, message ids) against a scripted edge in this process.
+// (§2 "Byte-level examples", and the presence examples of §2b), its kind and close code tables
+// against the document's, that the decoders are strict (§2: "A message must contain exactly its
+// fields"), its handshakes and bookkeeping (waiting, resume, last_seq, message ids, presence
+// snapshots) against a scripted edge in this process, and the presence placement request against
+// a scripted locator.
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { WebSocketServer } from 'ws';
 import {
   ADMIT,
   canResume,
+  checkSnapshot,
   CLOSE,
   CLOSE_NAME,
   closeCodeAction,
   connect,
   ConnectError,
+  connectPresence,
   decode,
   decodeClientFrame,
   decodeEdgeFrame,
   DecodeError,
+  decodePresence,
+  decodePresenceClientFrame,
+  decodePresenceEdgeFrame,
   encode,
+  encodePresence,
   ERROR_CODE,
+  getPresence,
   KIND,
+  PlacementError,
+  PRESENCE_KIND,
+  PRESENCE_MAX_CLIENT_MESSAGE_BYTES,
+  PRESENCE_VERSION,
   PROTOCOL_VERSION,
   resume,
   ROLE,
@@ -41,13 +55,21 @@ function fixturesOfTheDocument() {
 }
 
 const FIXTURES = fixturesOfTheDocument();
-/** §2 of the document, "Session protocol", up to §3. */
+const DOC = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
+/** §2 of the document, "Session protocol", up to §2b (presence) or §3. */
 const SESSION_SECTION = (() => {
-  const doc = readFileSync(new URL('../../docs/protocol.md', import.meta.url), 'utf8');
-  const start = doc.indexOf('\n## 2. ');
-  const end = doc.indexOf('\n## 3. ');
+  const start = DOC.indexOf('\n## 2. ');
+  const presence = DOC.indexOf('\n## 2b. ');
+  const end = presence >= 0 ? presence : DOC.indexOf('\n## 3. ');
   assert.ok(start >= 0 && end > start, 'docs/protocol.md has no section 2');
-  return doc.slice(start, end);
+  return DOC.slice(start, end);
+})();
+/** §2b of the document, "Presence protocol", up to §3. */
+const PRESENCE_SECTION = (() => {
+  const start = DOC.indexOf('\n## 2b. ');
+  const end = DOC.indexOf('\n## 3. ');
+  assert.ok(start >= 0 && end > start, 'docs/protocol.md has no section 2b');
+  return DOC.slice(start, end);
 })();
 
 // The message each example describes, built from the prose above it.
@@ -176,6 +198,192 @@ describe('byte-level examples of docs/protocol.md', () => {
       });
     });
   }
+});
+
+// The presence examples of §2b, built from the prose above them.
+const PRESENCE_DESCRIBED = {
+  // "`hello` with version 1 and the token `eyJ0`, and `ping` with nonce 1"
+  'presence-hello': { type: 'hello', version: 1, token: 'eyJ0' },
+  'presence-ping': { type: 'ping', nonce: 1n },
+  // "A `snapshot` at `seq` 4: `ada` (`Ada`, two connections) and `bo` (`Bo`, one), one live
+  // session `s_1`; and a `pong`" (the pong's nonce is not stated; 1 answers the ping above).
+  'presence-snapshot': {
+    type: 'snapshot',
+    seq: 4n,
+    members: [
+      { user_id: 'ada', display_name: 'Ada', connections: 2 },
+      { user_id: 'bo', display_name: 'Bo', connections: 1 },
+    ],
+    sessions: ['s_1'],
+  },
+  'presence-pong': { type: 'pong', nonce: 1n },
+};
+const PRESENCE_CLIENT_SIDE = new Set(['hello', 'ping']);
+
+describe('presence examples of docs/protocol.md (§2b)', () => {
+  test('the document holds every presence example this test knows, and no other', () => {
+    const inDoc = [...FIXTURES.keys()].filter((name) => name.startsWith('presence-')).sort();
+    assert.deepEqual(inDoc, Object.keys(PRESENCE_DESCRIBED).sort());
+  });
+
+  test('every example of the document is a session, presence or link example', () => {
+    // session-* and presence-* are checked here; link-* are §3's, postcard between edge and
+    // locator, which is not a client's business. A new prefix would go unchecked: fail instead.
+    for (const name of FIXTURES.keys()) assert.match(name, /^(session|presence|link)-/, `fixture ${name}`);
+  });
+
+  test('every presence frame kind has an example', () => {
+    const kinds = new Set(Object.values(PRESENCE_DESCRIBED).map((f) => f.type));
+    assert.deepEqual([...kinds].sort(), Object.keys(PRESENCE_KIND).sort());
+  });
+
+  test('the kind table of section 2b is exactly the presence kinds this client knows, directions included', () => {
+    const rows = [...PRESENCE_SECTION.matchAll(/^\| `0x([0-9a-f]{2})` +\| ([a-z ]+?) +\| `([a-z_]+)` +\|/gm)];
+    assert.deepEqual(Object.fromEntries(rows.map((m) => [m[3], parseInt(m[1], 16)])), { ...PRESENCE_KIND });
+    for (const m of rows) {
+      const kind = parseInt(m[1], 16);
+      assert.equal(m[2], kind < 0x80 ? 'client to edge' : 'edge to client', m[3]);
+      assert.equal(kind < 0x80, PRESENCE_CLIENT_SIDE.has(m[3]), m[3]);
+    }
+    // `hello`: "`version: u8` (1)".
+    assert.match(PRESENCE_SECTION, /\| `hello` +\| `version: u8` \(1\)/);
+    assert.equal(PRESENCE_VERSION, 1);
+  });
+
+  test('presence kinds and session kinds do not overlap', () => {
+    const session = new Set(Object.values(KIND));
+    for (const [type, kind] of Object.entries(PRESENCE_KIND)) assert.ok(!session.has(kind), type);
+  });
+
+  for (const [name, frame] of Object.entries(PRESENCE_DESCRIBED)) {
+    describe(name, () => {
+      const bytes = FIXTURES.get(name);
+
+      test('encodes to exactly the example bytes', () => {
+        assert.ok(bytes, `no fixture ${name} in the document`);
+        assert.equal(encodePresence(frame).toString('hex'), bytes.toString('hex'));
+      });
+
+      test('decodes with the presence decoders to the described values', () => {
+        assert.deepStrictEqual(decodePresence(bytes), frame);
+        if (PRESENCE_CLIENT_SIDE.has(frame.type)) {
+          assert.deepStrictEqual(decodePresenceClientFrame(bytes), frame);
+          assert.throws(() => decodePresenceEdgeFrame(bytes), isDecodeError('unknown_kind'));
+        } else {
+          assert.deepStrictEqual(decodePresenceEdgeFrame(bytes), frame);
+          assert.throws(() => decodePresenceClientFrame(bytes), isDecodeError('unknown_kind'));
+        }
+      });
+
+      test('is an unknown kind to the session decoders', () => {
+        assert.throws(() => decode(bytes), isDecodeError('unknown_kind'));
+        assert.throws(() => decodeEdgeFrame(bytes), isDecodeError('unknown_kind'));
+        assert.throws(() => decodeClientFrame(bytes), isDecodeError('unknown_kind'));
+      });
+
+      test('every truncation is rejected', () => {
+        for (let len = 0; len < bytes.length; len++) {
+          assert.throws(() => decodePresence(bytes.subarray(0, len)), isDecodeError('truncated'), `${len} of ${bytes.length} bytes`);
+        }
+      });
+
+      test('trailing bytes are rejected', () => {
+        for (const extra of [[0x00], [0xff], [0x01, 0x02, 0x03]]) {
+          assert.throws(() => decodePresence(Buffer.concat([bytes, Buffer.from(extra)])), isDecodeError('trailing'));
+        }
+      });
+    });
+  }
+
+  test('session examples are unknown kinds to the presence decoder', () => {
+    for (const [name, bytes] of FIXTURES) {
+      if (name.startsWith('session-')) assert.throws(() => decodePresence(bytes), isDecodeError('unknown_kind'), name);
+    }
+  });
+});
+
+describe('strict presence decoding', () => {
+  const snapshotBytes = () => Buffer.from(FIXTURES.get('presence-snapshot'));
+  // Offsets in the snapshot example: kind(1) seq(8) member_count(2) at 9, first user_id at 11.
+  const MEMBER_COUNT_LOW = 10;
+  const SESSION_COUNT_LOW = 34; // 11 + (2+3 + 2+3 + 2) + (2+2 + 2+2 + 2) = 33: the u16 at 33-34
+
+  test('unknown kinds, session kinds included, are rejected with 4001', () => {
+    for (const kind of [0x00, 0x01, 0x03, 0x10, 0x13, 0x7f, 0x80, 0x81, 0x87, 0x90, 0x93, 0xff]) {
+      assert.throws(() => decodePresence(Buffer.from([kind, 0, 0, 0, 0, 0, 0, 0, 1])), isDecodeError('unknown_kind'), `0x${kind.toString(16)}`);
+    }
+  });
+
+  test('the offsets used below are the example\'s', () => {
+    const b = snapshotBytes();
+    assert.equal(b.readUInt16BE(MEMBER_COUNT_LOW - 1), 2);
+    assert.equal(b.readUInt16BE(SESSION_COUNT_LOW - 1), 1);
+    assert.equal(b.length, SESSION_COUNT_LOW + 1 + 2 + 3);
+  });
+
+  test('invalid UTF-8 in a str is rejected', () => {
+    // hello(1, token = ff fe)
+    assert.throws(() => decodePresence(Buffer.from('11010002fffe', 'hex')), isDecodeError('bad_utf8'));
+    // user_id, display_name and session_id of the snapshot example, each spoilt in turn.
+    for (const offset of [13, 18, 39]) {
+      const b = snapshotBytes();
+      b[offset] = 0xc3; // a lead byte followed by an ASCII byte (or nothing): not UTF-8
+      assert.throws(() => decodePresence(b), isDecodeError('bad_utf8'), `offset ${offset}`);
+    }
+  });
+
+  test('counts that do not match the members and sessions held are rejected', () => {
+    const more = snapshotBytes();
+    more[MEMBER_COUNT_LOW] = 3; // the session count and id are read as a third member, then nothing
+    assert.throws(() => decodePresence(more), isDecodeError('truncated'));
+    const fewer = snapshotBytes();
+    fewer[MEMBER_COUNT_LOW] = 1; // bo's record is read as the session list: 2 ids "Bo"... then trails
+    assert.throws(() => decodePresence(fewer), DecodeError);
+    const moreSessions = snapshotBytes();
+    moreSessions[SESSION_COUNT_LOW] = 2;
+    assert.throws(() => decodePresence(moreSessions), isDecodeError('truncated'));
+    const noSessions = snapshotBytes();
+    noSessions[SESSION_COUNT_LOW] = 0;
+    assert.throws(() => decodePresence(noSessions), isDecodeError('trailing'));
+    // Without the session list at all: truncated.
+    assert.throws(() => decodePresence(snapshotBytes().subarray(0, SESSION_COUNT_LOW - 1)), isDecodeError('truncated'));
+  });
+
+  test('an empty snapshot decodes', () => {
+    const empty = { type: 'snapshot', seq: 1n, members: [], sessions: [] };
+    assert.equal(encodePresence(empty).toString('hex'), '91000000000000000100000000');
+    assert.deepStrictEqual(decodePresenceEdgeFrame(encodePresence(empty)), empty);
+  });
+
+  test('values that do not fit their field are refused by the encoder', () => {
+    const member = { user_id: 'a', display_name: 'A', connections: 1 };
+    assert.throws(() => encodePresence({ type: 'snapshot', seq: 1n, members: [{ ...member, connections: 65536 }], sessions: [] }), RangeError);
+    assert.throws(() => encodePresence({ type: 'snapshot', seq: -1, members: [], sessions: [] }), RangeError);
+    assert.throws(() => encodePresence({ type: 'snapshot', seq: 1n, members: new Array(65536).fill(member), sessions: [] }), RangeError);
+    assert.throws(() => encodePresence({ type: 'hello', version: 256, token: 'x' }), RangeError);
+    assert.throws(() => encodePresence({ type: 'ping', nonce: 1n << 64n }), RangeError);
+    assert.throws(() => encodePresence({ type: 'join', token: 'x' }), TypeError);
+    assert.equal(encodePresence({ type: 'hello', token: 'eyJ0' }).toString('hex'), FIXTURES.get('presence-hello').toString('hex'));
+  });
+
+  test('snapshot content: sorted by user_id, each user once, online with a connection, at most 500 sessions', () => {
+    const ok = PRESENCE_DESCRIBED['presence-snapshot'];
+    checkSnapshot(ok);
+    const [ada, bo] = ok.members;
+    const bad = (snapshot) => assert.throws(() => checkSnapshot(snapshot), isDecodeError('bad_value'));
+    bad({ ...ok, members: [bo, ada] });
+    bad({ ...ok, members: [ada, ada] });
+    bad({ ...ok, members: [ada, { ...bo, connections: 0 }] });
+    bad({ ...ok, sessions: ['s_1', 's_1'] });
+    bad({ ...ok, sessions: Array.from({ length: 501 }, (_, i) => `s_${i}`) });
+    checkSnapshot({ ...ok, sessions: Array.from({ length: 500 }, (_, i) => `s_${i}`) });
+    // Byte order: upper case before lower case, and U+FF61 before U+1F600 (UTF-16 would have
+    // the emoji's surrogate 0xD83D first).
+    const m = (user_id) => ({ user_id, display_name: user_id, connections: 1 });
+    checkSnapshot({ ...ok, members: [m('Bo'), m('ada')] });
+    checkSnapshot({ ...ok, members: [m('\uff61'), m('\u{1f600}')] });
+    bad({ ...ok, members: [m('\u{1f600}'), m('\uff61')] });
+  });
 });
 
 describe('strict decoding', () => {
@@ -364,9 +572,10 @@ describe('close codes', () => {
 
 /**
  * Starts a websocket server; `script(ws, first, frames)` runs for each connection once its first
- * frame has arrived (`first`, decoded), with `frames.next()` giving the later ones.
+ * frame has arrived (`first`, decoded with `decodeFrame`), with `frames.next()` giving the later
+ * ones.
  */
-async function scriptedEdge(script) {
+async function scriptedEdge(script, decodeFrame = decodeClientFrame) {
   const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
   await once(server, 'listening');
   const closes = [];
@@ -380,7 +589,7 @@ async function scriptedEdge(script) {
     closes.push(closed);
     let started = false;
     ws.on('message', (data) => {
-      const frame = decodeClientFrame(data);
+      const frame = decodeFrame(data);
       if (!started) {
         started = true;
         Promise.resolve(script(ws, frame, frames)).catch((e) => ws.close(4500, String(e.message).slice(0, 100)));
@@ -592,5 +801,187 @@ describe('connections against a scripted edge', () => {
     assert.equal(error.code, ERROR_CODE.unknown_recipient);
     assert.deepStrictEqual(conn.unacked.map((e) => e.message_id), [4n]);
     conn.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Presence (§2b) against a scripted edge, and its placement request (§1) against a scripted
+// locator.
+// ---------------------------------------------------------------------------------------------
+
+const sendPresence = (ws, ...frames) => {
+  for (const f of frames) ws.send(encodePresence(f), { binary: true });
+};
+const member = (user_id, connections = 1) => ({ user_id, display_name: user_id.toUpperCase(), connections });
+const snapshot = (seq, members, sessions = []) => ({ type: 'snapshot', seq, members, sessions });
+
+describe('presence connections against a scripted edge', () => {
+  test('hello, the first snapshot, later snapshots and pongs in order', async (t) => {
+    const edge = await scriptedEdge(async (ws, first, frames) => {
+      assert.deepStrictEqual(first, { type: 'hello', version: 1, token: 'ptok' });
+      sendPresence(ws, snapshot(3n, [member('ada')]), snapshot(5n, [member('ada'), member('bo')], ['s_2', 's_1']));
+      assert.deepStrictEqual(await frames.next(), { type: 'ping', nonce: 0xfedcba9876543210n });
+      sendPresence(ws, { type: 'pong', nonce: 0xfedcba9876543210n }, snapshot(6n, [member('bo')]));
+    }, decodePresenceClientFrame);
+    t.after(edge.stop);
+    const conn = await connectPresence(edge.url, 'ptok');
+    assert.deepStrictEqual(conn.first, snapshot(3n, [member('ada')]));
+    const second = await conn.next(2000);
+    assert.deepStrictEqual(second.sessions, ['s_2', 's_1']);
+    conn.ping(0xfedcba9876543210n);
+    assert.deepStrictEqual(await conn.next(2000), { type: 'pong', nonce: 0xfedcba9876543210n });
+    assert.equal((await conn.next(2000)).seq, 6n);
+    assert.equal(conn.latest.seq, 6n);
+    conn.close();
+    assert.equal((await conn.closed).code, 1000);
+    assert.equal(await conn.next(), null);
+  });
+
+  test('keep-alive pings are sent and their pongs kept from the application', async (t) => {
+    let pings = 0;
+    const edge = await scriptedEdge(async (ws, first, frames) => {
+      sendPresence(ws, snapshot(1n, [member('ada')]));
+      for (;;) {
+        const f = await frames.next();
+        assert.equal(f.type, 'ping');
+        pings += 1;
+        sendPresence(ws, { type: 'pong', nonce: f.nonce });
+        if (pings === 3) sendPresence(ws, snapshot(2n, []));
+      }
+    }, decodePresenceClientFrame);
+    t.after(edge.stop);
+    const conn = await connectPresence(edge.url, 'ptok', { keepAliveMs: 10 });
+    const next = await conn.next(2000);
+    assert.deepStrictEqual(next, snapshot(2n, []));
+    assert.ok(pings >= 3);
+    conn.close();
+  });
+
+  test('a refused hello is rejected with its close code', async (t) => {
+    const edge = await scriptedEdge((ws, first) => ws.close(first.version === 1 ? 4102 : 4003, 'no'), decodePresenceClientFrame);
+    t.after(edge.stop);
+    await assert.rejects(connectPresence(edge.url, 'session-token'), rejection(CLOSE.token_other_session));
+    await assert.rejects(connectPresence(edge.url, 'ptok', { version: 2 }), rejection(CLOSE.bad_version));
+  });
+
+  test('a first frame other than a snapshot closes with 4000, a session frame with 4001', async (t) => {
+    const edge = await scriptedEdge((ws, first) => {
+      if (first.token === 'pong') sendPresence(ws, { type: 'pong', nonce: 1n });
+      else if (first.token === 'unsorted') sendPresence(ws, snapshot(1n, [member('bo'), member('ada')]));
+      else sendAll(ws, welcomeFor(1, 0n));
+    }, decodePresenceClientFrame);
+    t.after(edge.stop);
+    const cases = [['pong', 4000], ['unsorted', 4000], ['welcome', 4001]];
+    for (const [i, [token, code]] of cases.entries()) {
+      await assert.rejects(connectPresence(edge.url, token), (e) => e instanceof ConnectError && e.closeCode === code, token);
+      assert.equal(await edge.closeCode(i), code, token);
+    }
+  });
+
+  test('a snapshot whose seq does not rise, or that breaks its rules, closes with 4000', async (t) => {
+    const edge = await scriptedEdge((ws, first) => {
+      const later = {
+        same: snapshot(4n, [member('ada')]),
+        lower: snapshot(3n, [member('ada')]),
+        twice: snapshot(5n, [member('ada'), member('ada')]),
+        offline: snapshot(5n, [member('ada', 0)]),
+      }[first.token];
+      sendPresence(ws, snapshot(4n, [member('ada')]), later);
+    }, decodePresenceClientFrame);
+    t.after(edge.stop);
+    for (const [i, token] of ['same', 'lower', 'twice', 'offline'].entries()) {
+      const conn = await connectPresence(edge.url, token);
+      assert.equal(await conn.next(2000), null, token);
+      assert.equal(conn.closeInfo.code, 4000, token);
+      assert.ok(conn.protocolError, token);
+      assert.equal(conn.latest.seq, 4n, token);
+      assert.equal(await edge.closeCode(i), 4000, token);
+    }
+  });
+
+  test('a hello over 16 KiB is refused before anything is sent', async (t) => {
+    assert.equal(PRESENCE_MAX_CLIENT_MESSAGE_BYTES, 16384);
+    let tokenLength = null;
+    const edge = await scriptedEdge((ws, first) => {
+      tokenLength = first.token.length;
+      sendPresence(ws, snapshot(1n, []));
+    }, decodePresenceClientFrame);
+    t.after(edge.stop);
+    // kind(1) + version(1) + length(2) + token: 16,380 bytes of token make 16 KiB exactly.
+    assert.throws(() => connectPresence(edge.url, 'x'.repeat(16381)), RangeError);
+    const conn = await connectPresence(edge.url, 'x'.repeat(16380));
+    assert.equal(tokenLength, 16380);
+    conn.close();
+  });
+});
+
+/** A locator answering every request with `answer(req)`: `{ status, body }`; records the requests. */
+async function scriptedLocator(answer) {
+  const requests = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      requests.push({ method: req.method, url: req.url, headers: req.headers, body });
+      const { status, body: out } = answer(req);
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(typeof out === 'string' ? out : JSON.stringify(out));
+    });
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    url: `http://127.0.0.1:${server.address().port}/`,
+    requests,
+    stop: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+describe('presence placement (GET /api/v1/teams/{team}/presence) against a scripted locator', () => {
+  const answerFor = (team) => ({
+    team,
+    edge: { id: 'edge-1', region: 'eu', url: 'ws://10.0.0.5:8081/v1/teams/platform/presence' },
+    token: 'eyJ0',
+    expires_at: '2026-11-23T10:15:00Z',
+  });
+
+  test('team percent-encoded in the path, user and name as query parameters, no body', async (t) => {
+    const locator = await scriptedLocator((req) => ({ status: 200, body: answerFor(req.url.startsWith('/api/v1/teams/platform/') ? 'platform' : 'a/b é+') }));
+    t.after(locator.stop);
+    assert.deepStrictEqual(await getPresence(locator.url, 'platform'), answerFor('platform'));
+    await getPresence(locator.url, 'a/b é+', { user: 'ada+1@example.com', name: 'Ada L&Co' });
+    const [plain, full] = locator.requests;
+    assert.equal(plain.method, 'GET');
+    assert.equal(plain.url, '/api/v1/teams/platform/presence');
+    assert.equal(plain.body, '');
+    assert.equal(plain.headers['content-type'], undefined);
+    assert.equal(full.url, '/api/v1/teams/a%2Fb%20%C3%A9%2B/presence?user=ada%2B1%40example.com&name=Ada%20L%26Co');
+  });
+
+  test('errors are PlacementErrors with the status and the stable code', async (t) => {
+    const locator = await scriptedLocator((req) =>
+      req.url.includes('busy')
+        ? { status: 503, body: { error: { code: 'no_edge_available', message: 'none' } } }
+        : { status: 400, body: { error: { code: 'bad_request', message: 'unknown parameter' } } },
+    );
+    t.after(locator.stop);
+    await assert.rejects(getPresence(locator.url, 'busy'), (e) => e instanceof PlacementError && e.status === 503 && e.code === 'no_edge_available');
+    await assert.rejects(getPresence(locator.url, 't', { user: 'u' }), (e) => e instanceof PlacementError && e.status === 400 && e.code === 'bad_request');
+  });
+
+  test('an answer without the fields of §1 is refused', async (t) => {
+    const broken = [
+      { ...answerFor('other') },
+      { ...answerFor('t'), token: '' },
+      { ...answerFor('t'), edge: { id: 'edge-1', region: 'eu', url: 'http://x/' } },
+      { ...answerFor('t'), edge: { id: 'edge-1', url: 'ws://x/' } },
+      { ...answerFor('t'), expires_at: 'tomorrow' },
+    ];
+    let i = 0;
+    const locator = await scriptedLocator(() => ({ status: 200, body: broken[i++] }));
+    t.after(locator.stop);
+    for (const _ of broken) {
+      await assert.rejects(getPresence(locator.url, 't'), (e) => e instanceof PlacementError && e.code === 'bad_answer');
+    }
   });
 });
