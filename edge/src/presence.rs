@@ -22,8 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::EdgeState;
 
-/// Most presence connections of one team on one edge.
-pub const MAX_CONNECTIONS_PER_TEAM: usize = 10_000;
+/// Most presence connections of one team on one edge. Every change sends each connection a
+/// snapshot that lists every member, so the work per change grows with the team: 2,000 keeps a
+/// change under a few milliseconds.
+pub const MAX_CONNECTIONS_PER_TEAM: usize = 2_000;
 /// Most sessions listed in a snapshot (the locator sends the newest).
 pub const MAX_LISTED_SESSIONS: usize = 500;
 
@@ -35,6 +37,9 @@ pub struct Hub {
     members: BTreeMap<String, (String, u16)>,
     connections: HashMap<u64, (String, Writer)>,
     sessions: Vec<String>,
+    /// Set (under the lock) when the last connection left and the hub is being dropped from the
+    /// map: a connection that finds it set takes the team's next hub instead.
+    retired: bool,
 }
 
 impl Hub {
@@ -52,21 +57,24 @@ impl Hub {
         frame.encode().ok()
     }
 
-    /// Sends the current snapshot to every connection; readers too far behind are closed (4300).
+    /// Sends the current snapshot to every connection; readers too far behind are closed (4300)
+    /// and removed, and the others get a snapshot without them.
     fn publish(&mut self) {
-        let Some(bytes) = self.snapshot() else { return };
-        let mut slow = Vec::new();
-        for (id, (_, writer)) in &self.connections {
-            if let Err(SendError::Full) = writer.send(bytes.clone()) {
-                writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
-                slow.push(*id);
+        loop {
+            let Some(bytes) = self.snapshot() else { return };
+            let mut slow = Vec::new();
+            for (id, (_, writer)) in &self.connections {
+                if let Err(SendError::Full) = writer.send(bytes.clone()) {
+                    writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
+                    slow.push(*id);
+                }
             }
-        }
-        if !slow.is_empty() {
+            if slow.is_empty() {
+                return;
+            }
             for id in slow {
                 self.remove(id);
             }
-            self.publish();
         }
     }
 
@@ -105,10 +113,11 @@ impl EdgeState {
             guard.publish();
         }
         // An empty hub is dropped; the locator sends the session list again on the next request.
+        // The map's lock is never taken while a hub's is held (nor the other way round).
         if guard.connections.is_empty() {
+            guard.retired = true;
             drop(guard);
-            self.presence
-                .remove_if(team, |_, h| Arc::ptr_eq(h, &hub) && h.lock().is_ok_and(|g| g.connections.is_empty()));
+            self.presence.remove_if(team, |_, h| Arc::ptr_eq(h, &hub));
         }
     }
 }
@@ -172,16 +181,29 @@ where
         }
     };
     let conn_id = state.next_conn_id();
-    {
+    loop {
         let hub = state.hub(&team);
-        let mut hub = hub.lock().unwrap_or_else(|e| e.into_inner());
-        if hub.connections.len() >= MAX_CONNECTIONS_PER_TEAM {
-            return close(&writer, CloseCode::EdgeFull);
+        let joined = {
+            let mut guard = hub.lock().unwrap_or_else(|e| e.into_inner());
+            if guard.retired {
+                // The last connection of the team left between the lookup and the lock, and the
+                // hub is on its way out of the map: take the team's next one.
+                None
+            } else if guard.connections.len() >= MAX_CONNECTIONS_PER_TEAM {
+                Some(false)
+            } else {
+                let entry = guard.members.entry(claims.sub.clone()).or_insert_with(|| (claims.name.clone(), 0));
+                entry.1 = entry.1.saturating_add(1);
+                guard.connections.insert(conn_id, (claims.sub.clone(), writer.clone()));
+                guard.publish();
+                Some(true)
+            }
+        };
+        match joined {
+            Some(true) => break,
+            Some(false) => return close(&writer, CloseCode::EdgeFull),
+            None => tokio::task::yield_now().await,
         }
-        let entry = hub.members.entry(claims.sub.clone()).or_insert_with(|| (claims.name.clone(), 0));
-        entry.1 = entry.1.saturating_add(1);
-        hub.connections.insert(conn_id, (claims.sub.clone(), writer.clone()));
-        hub.publish();
     }
     tracing::debug!(user = %claims.sub, "presence connected");
 

@@ -80,6 +80,8 @@ pub struct LocatorState {
     pub placer: placement::Placer,
     /// Commits placements in batches.
     pub recorder: placement::recorder::Recorder,
+    /// Sends teams' presence edges their live sessions when sessions start or end.
+    pub presence: api::presence::Notifier,
     /// Cancelled on shutdown: readiness turns false, links and the listener close.
     pub shutdown: CancellationToken,
     /// Every task the locator spawns, so shutdown can wait for them.
@@ -240,6 +242,7 @@ pub async fn start(
     let local_addr = listeners.api.local_addr().map_err(LocatorError::Listener)?;
     let tasks = TaskTracker::new();
     let recorder = placement::recorder::Recorder::start(store.clone(), &tasks, shutdown.clone());
+    let (presence, presence_rx) = api::presence::Notifier::new();
     let state = Arc::new(LocatorState {
         config: config.clone(),
         store,
@@ -249,6 +252,7 @@ pub async fn start(
         links: link::Registry::default(),
         placer,
         recorder,
+        presence,
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
     });
@@ -256,6 +260,7 @@ pub async fn start(
     tasks.spawn(placement::run(state.clone()));
     tasks.spawn(retention::run(state.clone()));
     tasks.spawn(health::run(state.clone()));
+    tasks.spawn(api::presence::run_notifier(state.clone(), presence_rx));
     let app = api::router(state.clone());
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {

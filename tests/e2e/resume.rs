@@ -478,3 +478,23 @@ async fn floods_idlers_and_crowds_are_refused_while_others_keep_working() {
     pinging.abort();
     cluster.shutdown().await;
 }
+
+/// A resume never reaches back before the participant's own join, whatever `last_seq` claims:
+/// what was said before a guest arrived stays unseen by it.
+#[tokio::test]
+async fn a_resume_replays_nothing_from_before_the_join() {
+    let cluster = Cluster::start().await;
+    let (placed, mut host) = host(&cluster, "Ada").await;
+    host.send(0, 1, &b"before bo"[..]).unwrap();
+    assert!(matches!(next_frame(&mut host).await, EdgeFrame::Ack { .. }));
+    let (_, bo) = guest(&cluster, &placed.session_id, "Bo").await;
+    assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
+    let (id, secret) = (bo.welcome.participant_id, bo.welcome.resume_secret.clone());
+    bo.abort();
+    assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantAway { .. }));
+    host.send(0, 2, &b"after bo"[..]).unwrap();
+    let mut back = duet_client::resume(&placed.edge.url, id, secret, 0).await.expect("resume");
+    assert_eq!(back.welcome.replayed, Some(1));
+    assert_eq!(&next_message(&mut back).await.1[..], b"after bo");
+    cluster.shutdown().await;
+}

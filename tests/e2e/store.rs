@@ -621,7 +621,12 @@ pub async fn team_presence(dialect: Dialect) {
         store.create_session(&session(id, team, at), &person(Role::Host, "ada")).await.unwrap();
     }
     store.create_session(&session("s_4", Some("platform"), 2), &person(Role::Host, "ada")).await.unwrap();
+    for id in ["s_1", "s_2", "s_3", "s_4"] {
+        store.mark_session_started(id, 5).await.unwrap();
+    }
     store.mark_session_ended("s_4", "empty", 9).await.unwrap();
+    // Placed but never started (its host never connected): not live.
+    store.create_session(&session("s_5", Some("platform"), 4), &person(Role::Host, "ada")).await.unwrap();
     assert_eq!(store.live_team_sessions("platform", 10).await.unwrap(), vec!["s_2", "s_1"], "newest first, live only");
     assert_eq!(store.live_team_sessions("platform", 1).await.unwrap(), vec!["s_2"]);
     assert!(store.live_team_sessions("nobody", 10).await.unwrap().is_empty());

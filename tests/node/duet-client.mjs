@@ -727,9 +727,16 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:
  *
  * `team` is percent-encoded in the path ("percent-encoded in the path"); the query values are
  * percent-encoded too (encodeURIComponent: a space is `%20`, never `+`).
+ *
+ * The teams `.` and `..` are refused with a TypeError: §1 allows them, but a WHATWG URL (fetch,
+ * browsers, the `ws` package) takes such a path segment, even percent-encoded as `%2E%2E`, for a
+ * dot segment and removes it, so neither this request nor a presence URL can name them.
  */
 export async function getPresence(locatorUrl, team, { user, name } = {}) {
   if (typeof team !== 'string') throw new TypeError('team: expected a string');
+  if (team === '.' || team === '..') {
+    throw new TypeError(`team ${JSON.stringify(team)} cannot be a URL path segment: URLs resolve it as a dot segment`);
+  }
   const query = [];
   for (const [key, value] of [['user', user], ['name', name]]) {
     if (value === undefined) continue;

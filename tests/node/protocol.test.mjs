@@ -958,6 +958,13 @@ describe('presence placement (GET /api/v1/teams/{team}/presence) against a scrip
     assert.equal(full.url, '/api/v1/teams/a%2Fb%20%C3%A9%2B/presence?user=ada%2B1%40example.com&name=Ada%20L%26Co');
   });
 
+  test('the teams . and .. are refused: a URL cannot carry them as a path segment', async () => {
+    // WHATWG URLs take "..", ".%2e", "%2e." and "%2e%2e" for a dot segment and remove it.
+    assert.equal(new URL('http://h/api/v1/teams/%2e%2e/presence').pathname, '/api/v1/presence');
+    await assert.rejects(getPresence('http://127.0.0.1:9', '..'), TypeError);
+    await assert.rejects(getPresence('http://127.0.0.1:9', '.'), TypeError);
+  });
+
   test('errors are PlacementErrors with the status and the stable code', async (t) => {
     const locator = await scriptedLocator((req) =>
       req.url.includes('busy')

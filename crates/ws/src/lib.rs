@@ -104,6 +104,8 @@ enum Outbound {
     Close(u16, String),
     /// Stop writing and drop the connection without a close frame.
     Abort,
+    /// A pong; counted in the byte budget as `max(payload, 1)` bytes.
+    Pong(Vec<u8>),
 }
 
 /// Handle to a connection's writer task. Cheap to clone; all clones share one byte budget.
@@ -223,7 +225,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
                     let reason = payload.get(2..).map(|r| String::from_utf8_lossy(r).into_owned()).unwrap_or_default();
                     return Ok(Message::Close { code, reason });
                 }
-                OpCode::Ping | OpCode::Pong => continue,
+                OpCode::Ping => {
+                    // Answered here, not by fastwebsockets, so that every ping restarts the idle
+                    // timer. The pong counts against the byte budget and is skipped when the
+                    // peer is not reading (RFC 6455 allows answering only the latest ping), so
+                    // a ping flood cannot grow the queue.
+                    let payload = frame.payload.to_vec();
+                    let len = payload.len().max(1);
+                    let writer = &self.writer;
+                    if writer.queued.load(Ordering::Acquire) + len <= writer.limit {
+                        writer.queued.fetch_add(len, Ordering::AcqRel);
+                        if writer.tx.send(Outbound::Pong(payload)).is_err() {
+                            writer.queued.fetch_sub(len, Ordering::AcqRel);
+                        }
+                    }
+                    continue;
+                }
+                OpCode::Pong => continue,
                 OpCode::Binary | OpCode::Text => {
                     if self.partial.is_some() {
                         return Err(ReadError::Protocol(WebSocketError::InvalidFragment));
@@ -287,7 +305,8 @@ where
     // The limit is inclusive; fastwebsockets refuses `len >= max`.
     ws.set_max_message_size(limits.max_message_bytes.saturating_add(1));
     ws.set_auto_close(true);
-    ws.set_auto_pong(true);
+    // Pings are answered by `Reader::next` (see there).
+    ws.set_auto_pong(false);
     let (read, write) = ws.split(tokio::io::split);
     let (tx, rx) = mpsc::unbounded_channel();
     let writer = Writer {
@@ -340,6 +359,12 @@ async fn write_loop<S>(
                     true
                 }
                 Outbound::Abort => return,
+                Outbound::Pong(payload) => {
+                    let len = payload.len().max(1);
+                    let r = write.write_frame(Frame::pong(Payload::Owned(payload))).await;
+                    queued.fetch_sub(len, Ordering::AcqRel);
+                    r.is_err()
+                }
             };
             if done {
                 let _ = write.flush().await;
@@ -517,5 +542,54 @@ mod tests {
         assert!(WsUrl::parse("ftp://x").is_err());
         assert!(WsUrl::parse("ws://:80").is_err());
         assert!(WsUrl::parse("ws://h:99999").is_err());
+    }
+
+    /// Websocket pings restart the idle timer (they are answered by `Reader::next` itself), and
+    /// a peer that floods pings without reading never gets more than the byte budget of pongs
+    /// queued. Paused time, in-memory pipe.
+    #[tokio::test(start_paused = true)]
+    async fn pings_keep_a_connection_alive_and_pongs_are_bounded() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let limits = Limits { max_message_bytes: 1024, max_queued_bytes: 200 };
+        let mut server = split(WebSocket::after_handshake(server_io, Role::Server), limits);
+        server.set_idle_timeout(Some(Duration::from_secs(1)));
+        let mut client = WebSocket::after_handshake(client_io, Role::Client);
+        client.set_auto_pong(false);
+        let reading = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let r = server.next().await;
+            (r, started.elapsed(), server)
+        });
+        // Five pings 600 ms apart: each within the 1 s idle timeout of the one before.
+        for i in 0..5u8 {
+            client.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Owned(vec![i; 100]))).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let (result, elapsed, server) = reading.await.unwrap();
+        assert!(matches!(result, Err(ReadError::Idle(_))), "{result:?}");
+        assert!(elapsed >= Duration::from_millis(3400), "closed after {elapsed:?} despite the pings");
+        // Every pong was written (the client did not read them, but the pipe holds them).
+        assert_eq!(server.writer().queued_bytes(), 0);
+        // A flood of pings: only as many pongs as fit the 200-byte budget are ever queued.
+        let (client_io, server_io) = tokio::io::duplex(64);
+        let mut server = split(WebSocket::after_handshake(server_io, Role::Server), limits);
+        let budget = server.writer().clone();
+        let mut client = WebSocket::after_handshake(client_io, Role::Client);
+        let flood = tokio::spawn(async move {
+            for _ in 0..1_000 {
+                if client.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Owned(vec![7; 100]))).await.is_err()
+                {
+                    break;
+                }
+            }
+            client
+        });
+        let reader = tokio::spawn(async move {
+            let _ = server.next().await;
+        });
+        let _client = flood.await.unwrap();
+        assert!(budget.queued_bytes() <= 200, "{} bytes of pongs queued", budget.queued_bytes());
+        assert!(budget.queued_bytes() > 0, "the unread pongs are queued up to the budget");
+        reader.abort();
     }
 }

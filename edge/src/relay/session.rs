@@ -130,6 +130,8 @@ struct Member {
     /// The highest `message_id` sequenced for this participant: a `send` with an id at or below
     /// it is a re-send and is acknowledged without being relayed again.
     last_message_id: u64,
+    /// The session's seq before this participant's join: a resume never replays anything older.
+    joined_after: u64,
 }
 
 struct Pending {
@@ -205,6 +207,9 @@ struct Session {
     /// Settings come from the first token, then from the host's.
     configured: bool,
     window: Window,
+    /// Readers found too far behind, closed and made away by [`Session::drain_slow`] once the
+    /// current command is done (a worklist, so a cascade of slow readers never recurses).
+    slow: Vec<ParticipantId>,
     /// Since when the host has had no connection (it starts absent).
     host_absent_since: Option<Instant>,
     last_activity: Instant,
@@ -224,8 +229,8 @@ pub fn spawn(state: Arc<EdgeState>, id: String, generation: u64) -> SessionHandl
         events: VecDeque::new(),
         bytes: 0,
         evicted_through: 0,
-        // A whole replay must fit the resuming connection's queue.
-        max_bytes: state.config.replay_window_bytes.min(state.config.max_queued_bytes),
+        // A whole replay must fit the resuming connection's queue, with room for live traffic.
+        max_bytes: state.config.replay_window_bytes.min(state.config.max_queued_bytes / 2),
         max_age: state.config.replay_window_age,
     };
     let session = Session {
@@ -238,6 +243,7 @@ pub fn spawn(state: Arc<EdgeState>, id: String, generation: u64) -> SessionHandl
         settings: Settings::default(),
         configured: false,
         window,
+        slow: Vec::new(),
         host_absent_since: Some(now),
         last_activity: now,
         started_at_ms: crate::now_ms(),
@@ -270,6 +276,7 @@ impl Session {
                     }
                 }
             }
+            self.drain_slow();
             if self.members.is_empty() && self.pending.is_empty() {
                 break SessionEndReason::Empty;
             }
@@ -475,7 +482,14 @@ impl Session {
     fn admit_member(&mut self, participant: Participant, link: Link) -> Result<(), CloseCode> {
         let id = participant.id;
         let secret: [u8; 32] = rand::random();
-        let member = Member { info: participant.clone(), secret, link: None, away_since: None, last_message_id: 0 };
+        let member = Member {
+            info: participant.clone(),
+            secret,
+            link: None,
+            away_since: None,
+            last_message_id: 0,
+            joined_after: self.seq,
+        };
         self.members.insert(id, member);
         let welcome = welcome_frame(id, self.seq, &secret, &self.members);
         if link.writer.send(welcome).is_err() {
@@ -486,11 +500,14 @@ impl Session {
         let detail = participant.role.as_str().to_owned();
         self.state.audit(AuditEvent::ParticipantJoined, Some(&self.id), Some(&participant), detail);
         self.joined = self.joined.saturating_add(1);
-        if participant.role == Role::Host {
+        let host = participant.role == Role::Host;
+        if host {
             self.host_absent_since = None;
-            self.send_join_requests(id);
         }
         self.sequence(EdgeFrame::ParticipantJoined { seq: self.seq + 1, participant }, EVERYONE, id, 0);
+        if host {
+            self.send_join_requests(id);
+        }
         Ok(())
     }
 
@@ -499,6 +516,8 @@ impl Session {
         if !bool::from(m.secret.ct_eq(secret)) || last_seq > self.seq {
             return Err(CloseCode::ResumeRefused);
         }
+        // Nothing from before the participant's own join, whatever `last_seq` says.
+        let last_seq = last_seq.max(m.joined_after);
         self.window.prune(Instant::now());
         if last_seq < self.window.evicted_through {
             tracing::info!(session.id = %self.id, participant.id = id, last_seq, evicted_through = self.window.evicted_through, "resume outside the replay window");
@@ -534,11 +553,14 @@ impl Session {
 
     /// Tells the others that `id` is connected again.
     fn came_back(&mut self, id: ParticipantId) {
-        if self.members[&id].info.role == Role::Host {
+        let host = self.members[&id].info.role == Role::Host;
+        if host {
             self.host_absent_since = None;
-            self.send_join_requests(id);
         }
         self.sequence(EdgeFrame::ParticipantBack { seq: self.seq + 1, participant_id: id }, EVERYONE, id, 0);
+        if host {
+            self.send_join_requests(id);
+        }
     }
 
     fn connected_host(&self) -> Option<ParticipantId> {
@@ -700,18 +722,18 @@ impl Session {
                 }
                 if let Some(link) = &m.link {
                     if let Err(SendError::Full) = link.writer.send(bytes.clone()) {
+                        close_slow(link);
                         slow.push(*id);
                     }
                 }
             }
         } else if let Some(link) = self.members.get(&to).and_then(|m| m.link.as_ref()) {
             if let Err(SendError::Full) = link.writer.send(bytes) {
+                close_slow(link);
                 slow.push(to);
             }
         }
-        for id in slow {
-            self.drop_slow(id);
-        }
+        self.slow.extend(slow);
     }
 
     /// Sends an unsequenced frame (ack, error, join request) to one connected participant.
@@ -719,20 +741,27 @@ impl Session {
         let Ok(bytes) = frame.encode() else { return };
         if let Some(link) = self.members.get(&to).and_then(|m| m.link.as_ref()) {
             if let Err(SendError::Full) = link.writer.send(bytes) {
-                self.drop_slow(to);
+                close_slow(link);
+                self.slow.push(to);
             }
         }
     }
 
-    /// Closes a reader that is too far behind with 4300; it becomes away and may resume.
-    fn drop_slow(&mut self, id: ParticipantId) {
-        let Some(link) = self.members.get(&id).and_then(|m| m.link.as_ref()) else { return };
-        tracing::warn!(session.id = %self.id, participant.id = id, queued = link.writer.queued_bytes(), "slow reader closed");
-        link.writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
-        // `go_away` sequences `participant_away`, which may find further slow readers: recursion
-        // depth is bounded by the number of participants, each of which goes away once.
-        self.go_away(id, "slow reader (closed with 4300)");
+    /// Closes every reader found too far behind with 4300; each becomes away and may resume.
+    /// Telling the others can find more slow readers, which join the worklist.
+    fn drain_slow(&mut self) {
+        while let Some(id) = self.slow.pop() {
+            let Some(link) = self.members.get(&id).and_then(|m| m.link.as_ref()) else { continue };
+            tracing::warn!(session.id = %self.id, participant.id = id, queued = link.writer.queued_bytes(), "slow reader closed");
+            self.go_away(id, "slow reader (closed with 4300)");
+        }
     }
+}
+
+/// Closes a reader whose queue is full at once (4300), so that nothing sequenced later reaches it
+/// before the close: what it received stays a prefix of its stream, which a resume continues.
+fn close_slow(link: &Link) {
+    link.writer.close(CloseCode::SlowReader.code(), CloseCode::SlowReader.name());
 }
 
 fn encode(frame: &EdgeFrame) -> Result<Bytes, CloseCode> {

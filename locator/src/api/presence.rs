@@ -18,6 +18,7 @@ use duet_proto::link::Command;
 use duet_proto::token::Claims;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
+use tokio::sync::mpsc;
 
 use super::sessions::{check_joinable, check_len, EdgeInfo};
 use super::ApiError;
@@ -163,22 +164,53 @@ async fn send_team_sessions(state: &LocatorState, team: &str, edge_id: &str) {
     }
 }
 
-/// A session started or ended: if it belongs to a team whose presence is served, that edge gets
-/// the team's new session list.
-pub async fn sessions_changed(state: Arc<LocatorState>, session_id: String) {
-    let team = match state.store.session(&session_id).await {
-        Ok(Some(s)) => s.team,
-        Ok(None) => None,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read a session for presence");
-            None
+/// Sessions whose start or end may change a team's presence, waiting for [`run_notifier`].
+const NOTIFY_QUEUE: usize = 65_536;
+
+/// Tells the presence notifier about sessions that started or ended.
+pub struct Notifier {
+    tx: mpsc::Sender<String>,
+}
+
+impl Notifier {
+    pub fn new() -> (Notifier, mpsc::Receiver<String>) {
+        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
+        (Notifier { tx }, rx)
+    }
+
+    /// Queues a session whose state changed (never waits; a full queue drops the notice, and
+    /// the team's list is sent again at the next change or presence request).
+    pub fn session_changed(&self, session_id: &str) {
+        if self.tx.try_send(session_id.to_owned()).is_err() {
+            tracing::debug!("presence notifier queue full");
         }
-    };
-    let Some(team) = team else { return };
-    match state.store.presence_edge(&team).await {
-        Ok(Some((edge_id, _))) => send_team_sessions(&state, &team, &edge_id).await,
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "could not read a team's presence edge"),
+    }
+}
+
+/// Sends each team whose sessions changed its new list of live sessions, on its presence edge.
+/// One task, so the lists for a team leave in the order they were read: the last one is current.
+pub async fn run_notifier(state: Arc<LocatorState>, mut rx: mpsc::Receiver<String>) {
+    let mut batch = Vec::new();
+    loop {
+        tokio::select! {
+            n = rx.recv_many(&mut batch, 1024) => if n == 0 { return },
+            _ = state.shutdown.cancelled() => return,
+        }
+        let mut teams = std::collections::BTreeSet::new();
+        for session_id in batch.drain(..) {
+            match state.store.session(&session_id).await {
+                Ok(Some(s)) => teams.extend(s.team),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read a session for presence"),
+            }
+        }
+        for team in teams {
+            match state.store.presence_edge(&team).await {
+                Ok(Some((edge_id, _))) => send_team_sessions(&state, &team, &edge_id).await,
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "could not read a team's presence edge"),
+            }
+        }
     }
 }
 

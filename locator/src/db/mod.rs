@@ -530,10 +530,11 @@ impl Store {
         Ok(assigned)
     }
 
-    /// The live sessions of `team`, newest first, at most `limit`.
+    /// The live sessions of `team` (started, not ended), newest first, at most `limit`.
     pub async fn live_team_sessions(&self, team: &str, limit: u32) -> Result<Vec<String>, StoreError> {
         let sql = format!(
-            "SELECT id FROM sessions WHERE team = ? AND ended_at IS NULL ORDER BY created_at DESC, id LIMIT {limit}"
+            "SELECT id FROM sessions WHERE team = ? AND started_at IS NOT NULL AND ended_at IS NULL \
+             ORDER BY created_at DESC, id LIMIT {limit}"
         );
         let sql = self.sql(&sql);
         let rows = sqlx::query(&sql).bind(team).fetch_all(&self.pool).await?;

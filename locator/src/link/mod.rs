@@ -559,10 +559,8 @@ async fn store_session_events(link: Arc<LinkContext>, mut rx: mpsc::Receiver<Ses
             match result {
                 Ok(applied) => {
                     if applied {
-                        let id = match &event {
-                            SessionEvent::Opened(id) | SessionEvent::Closed(id, _) => id.clone(),
-                        };
-                        tokio::spawn(crate::api::presence::sessions_changed(link.state.clone(), id));
+                        let (SessionEvent::Opened(id) | SessionEvent::Closed(id, _)) = &event;
+                        link.state.presence.session_changed(id);
                     }
                     break;
                 }
@@ -696,6 +694,7 @@ async fn reconcile(state: &LocatorState, hello: &Hello, epoch: u64) -> Vec<Strin
 
 async fn restore(state: &LocatorState, id: &str, edge_id: &str, epoch: u64, now: i64) -> Result<(), StoreError> {
     if state.store.restore_session(id, edge_id, epoch, now).await? {
+        state.presence.session_changed(id);
         tracing::info!(session.id = %id, "session restored: its edge came back");
         let entry = LocatorAuditEntry {
             at_ms: now,
