@@ -124,7 +124,7 @@ impl EdgeState {
 
 /// Team names as the locator accepts them (1-128 bytes, no control characters).
 pub fn valid_team(team: &str) -> bool {
-    !team.is_empty() && team.len() <= 128 && !team.chars().any(char::is_control)
+    !team.is_empty() && team.len() <= 128 && !team.chars().any(char::is_control) && team != "." && team != ".."
 }
 
 /// Serves one presence websocket until it closes.

@@ -122,6 +122,25 @@ async fn presence_refuses_bad_teams_queries_and_tokens() {
     assert_eq!(resp.status(), 400);
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    for team in ["%FF", "a%07b"] {
+        let resp = http.get(format!("{}/api/v1/teams/{team}/presence", cluster.url())).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{team}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request", "{team}: {body}");
+    }
+    // `.` and `..` cannot be named in a URL that clients would not normalize away: refused.
+    // (Sent raw: an HTTP client library would resolve the dot segments itself.)
+    for team in ["%2E", "%2E%2E"] {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = cluster.locator.local_addr;
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET /api/v1/teams/{team}/presence HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(STEP, tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{team}: {answer}");
+        assert!(answer.contains("bad_request"), "{team}: {answer}");
+    }
 
     // A session token is not a presence token, and a presence token is for its team only.
     let placed = cluster.client().create_session(&Default::default()).await.unwrap();

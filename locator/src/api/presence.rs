@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::Json;
@@ -63,12 +63,16 @@ fn escape_segment(s: &str) -> String {
 pub async fn presence(
     State(state): State<Arc<LocatorState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(team): Path<String>,
+    team: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     query: Result<Query<PresenceQuery>, QueryRejection>,
 ) -> Result<Json<PresenceAnswer>, ApiError> {
+    let Path(team) = team.map_err(|e| ApiError::BadRequest(format!("team: {}", e.body_text())))?;
     let Query(q) = query.map_err(|e| ApiError::BadRequest(format!("query: {}", e.body_text())))?;
     check_len("team", &team, 128)?;
+    if team == "." || team == ".." {
+        return Err(ApiError::BadRequest("`team` cannot be `.` or `..` (URLs cannot name them)".into()));
+    }
     if let Some(user) = &q.user {
         check_len("user", user, 256)?;
     }
@@ -115,6 +119,7 @@ pub async fn presence(
         };
     send_team_sessions(&state, &team, &edge.id).await;
 
+    // Without a name, the user id is the name.
     let (user_id, display_name) = match (q.user, q.name) {
         (Some(id), Some(name)) => (id, name),
         (Some(id), None) => (id.clone(), id),

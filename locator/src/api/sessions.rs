@@ -250,10 +250,13 @@ pub(crate) fn check_joinable(state: &LocatorState, edge: &EdgeRecord) -> Result<
 
 pub async fn join(
     State(state): State<Arc<LocatorState>>,
-    Path(session_id): Path<String>,
+    session_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // A path that is not UTF-8 names no session.
+    let Path(session_id) =
+        session_id.map_err(|_| ApiError::NotFound("no session has such an id (the path is not UTF-8)".into()))?;
     let req = parse_body(&headers, body)?;
     if session_id.len() > 64 {
         return Err(ApiError::NotFound("no session has an id that long".into()));
