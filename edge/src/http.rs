@@ -87,11 +87,33 @@ async fn session_ws(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(session_id): Path<String>,
-    mut req: Request,
+    req: Request,
 ) -> Response {
     if !valid_session_id(&session_id) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "invalid session id");
     }
+    upgrade(app, peer, req, move |edge, ws| crate::relay::serve(edge, session_id, ws))
+}
+
+async fn presence_ws(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(team): Path<String>,
+    req: Request,
+) -> Response {
+    if !crate::presence::valid_team(&team) {
+        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid team name");
+    }
+    upgrade(app, peer, req, move |edge, ws| crate::presence::serve(edge, team, ws))
+}
+
+/// The websocket upgrade both endpoints share: refused while shutting down and past the client
+/// address's connection limit; `serve` runs the connection, which holds its address slot.
+fn upgrade<F, Fut>(app: AppState, peer: SocketAddr, mut req: Request, serve: F) -> Response
+where
+    F: FnOnce(Arc<EdgeState>, fastwebsockets::WebSocket<duet_ws::UpgradedIo>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return error(StatusCode::BAD_REQUEST, "bad_request", "expected a websocket upgrade");
     }
@@ -101,14 +123,9 @@ async fn session_ws(
     let client = duet_netaddr::client_ip(peer.ip(), req.headers(), &app.edge.trusted_proxies);
     let Some(slot) = AddressSlot::take(&app.edge, client) else {
         tracing::info!(client.ip = %client, "connection refused: too many from this address");
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            format!(
-                "{client} already has {} open connections to this edge",
-                app.edge.config.max_connections_per_address
-            ),
-        );
+        let max = app.edge.config.max_connections_per_address;
+        let message = format!("{client} already has {max} open connections to this edge");
+        return error(StatusCode::TOO_MANY_REQUESTS, "too_many_connections", message);
     };
     let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(x) => x,
@@ -117,45 +134,7 @@ async fn session_ws(
     let edge = app.edge.clone();
     app.tasks.spawn(async move {
         match upgrade.await {
-            Ok(ws) => crate::relay::serve(edge, session_id, ws).await,
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
-        }
-        drop(slot);
-    });
-    response.map(Body::new)
-}
-
-async fn presence_ws(
-    State(app): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path(team): Path<String>,
-    mut req: Request,
-) -> Response {
-    if !crate::presence::valid_team(&team) {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "invalid team name");
-    }
-    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
-        return error(StatusCode::BAD_REQUEST, "bad_request", "expected a websocket upgrade");
-    }
-    if app.edge.shutdown.is_cancelled() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", "edge is shutting down; ask the locator again");
-    }
-    let client = duet_netaddr::client_ip(peer.ip(), req.headers(), &app.edge.trusted_proxies);
-    let Some(slot) = AddressSlot::take(&app.edge, client) else {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_connections",
-            format!("{client} has too many open connections"),
-        );
-    };
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut req) {
-        Ok(x) => x,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("websocket upgrade failed: {e}")),
-    };
-    let edge = app.edge.clone();
-    app.tasks.spawn(async move {
-        match upgrade.await {
-            Ok(ws) => crate::presence::serve(edge, team, ws).await,
+            Ok(ws) => serve(edge, ws).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
         }
         drop(slot);

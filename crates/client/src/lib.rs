@@ -214,32 +214,26 @@ impl LocatorClient {
         if let Some(u) = user {
             url.query_pairs_mut().append_pair("user", &u.id).append_pair("name", &u.name);
         }
-        let resp = self.http.get(url).send().await?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp.json().await?);
-        }
-        let body = resp.bytes().await?;
-        let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => ("unknown".into(), String::from_utf8_lossy(&body).into_owned()),
-        };
-        Err(ClientError::Api { status: status.as_u16(), code, message })
+        answer(self.http.get(url).send().await?).await
     }
 
     async fn post(&self, url: &str, req: &PlacementRequest) -> Result<Placement, ClientError> {
-        let resp = self.http.post(url).json(req).send().await?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(resp.json().await?);
-        }
-        let body = resp.bytes().await?;
-        let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => ("unknown".into(), String::from_utf8_lossy(&body).into_owned()),
-        };
-        Err(ClientError::Api { status: status.as_u16(), code, message })
+        answer(self.http.post(url).json(req).send().await?).await
     }
+}
+
+/// A locator answer: the JSON body on success, else [`ClientError::Api`] from the error body.
+async fn answer<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> Result<T, ClientError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp.json().await?);
+    }
+    let body = resp.bytes().await?;
+    let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
+        Ok(b) => (b.error.code, b.error.message),
+        Err(_) => ("unknown".into(), String::from_utf8_lossy(&body).into_owned()),
+    };
+    Err(ClientError::Api { status: status.as_u16(), code, message })
 }
 
 /// What a connected participant receives.

@@ -17,10 +17,9 @@ use axum::Json;
 use duet_proto::link::Command;
 use duet_proto::token::Claims;
 use serde::{Deserialize, Serialize};
-use time::format_description::well_known::Rfc3339;
 use tokio::sync::mpsc;
 
-use super::sessions::{check_joinable, check_len, EdgeInfo};
+use super::sessions::{check_joinable, check_len, sign, EdgeInfo};
 use super::ApiError;
 use crate::db::{audit_kind, LocatorAuditEntry, ACTOR_LOCATOR};
 use crate::tokens::now_ms;
@@ -142,11 +141,7 @@ pub async fn presence(
         iat: 0,
         exp: 0,
     };
-    let (token, exp) = state.signer().sign(claims)?;
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(exp as i64)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .ok_or_else(|| ApiError::Internal(format!("expiry {exp} not representable")))?;
+    let (token, expires_at) = sign(&state, claims)?;
     let url = format!("{}/v1/teams/{}/presence", edge.public_url.trim_end_matches('/'), escape_segment(&team));
     Ok(Json(PresenceAnswer {
         team,

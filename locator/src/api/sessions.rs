@@ -116,6 +116,16 @@ fn session_url(edge: &EdgeRecord, session_id: &str) -> String {
     format!("{}{}/{}", edge.public_url.trim_end_matches('/'), "/v1/sessions", session_id)
 }
 
+/// Signs `claims`; answers the token and its expiry as RFC 3339 (UTC).
+pub(crate) fn sign(state: &LocatorState, claims: Claims) -> Result<(String, String), ApiError> {
+    let (token, exp) = state.signer().sign(claims)?;
+    let expires_at = time::OffsetDateTime::from_unix_timestamp(exp as i64)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .ok_or_else(|| ApiError::Internal(format!("expiry {exp} not representable")))?;
+    Ok((token, expires_at))
+}
+
 fn answer(
     state: &LocatorState,
     session_id: &str,
@@ -138,11 +148,7 @@ fn answer(
         iat: 0,
         exp: 0,
     };
-    let (token, exp) = state.signer().sign(claims)?;
-    let expires_at = time::OffsetDateTime::from_unix_timestamp(exp as i64)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .ok_or_else(|| ApiError::Internal(format!("expiry {exp} not representable")))?;
+    let (token, expires_at) = sign(state, claims)?;
     Ok(PlacementAnswer {
         session_id: session_id.to_owned(),
         participant_id,

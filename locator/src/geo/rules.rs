@@ -127,81 +127,24 @@ mod tests {
         normalize_matcher(RuleKind::Cidr, s).map_err(|e| e.to_string())
     }
 
+    /// CIDR parsing itself is `duet_netaddr`'s (tested there, case by case); here, that a CIDR
+    /// rule goes through it and that each kind of refusal keeps its message.
     #[test]
-    fn cidrs_are_normalized() {
-        let cases = [
-            ("10.0.0.0/8", "10.0.0.0/8"),
-            ("  192.168.1.0/24 ", "192.168.1.0/24"),
-            ("0.0.0.0/0", "0.0.0.0/0"),
-            ("203.0.113.7/32", "203.0.113.7/32"),
-            ("10.0.0.0/08", "10.0.0.0/8"),
-            ("2001:DB8::/32", "2001:db8::/32"),
-            ("2001:0db8:0000:0000:0000:0000:0000:0000/48", "2001:db8::/48"),
-            ("2001:db8::1/128", "2001:db8::1/128"),
-            ("::/0", "::/0"),
-            // IPv4-mapped IPv6 networks are the IPv4 networks they cover.
-            ("::ffff:10.0.0.0/104", "10.0.0.0/8"),
-            ("::FFFF:a00:0/104", "10.0.0.0/8"),
-            ("::ffff:0.0.0.0/96", "0.0.0.0/0"),
-            ("::ffff:203.0.113.7/128", "203.0.113.7/32"),
-            // Shorter than /96, or outside ::ffff:0:0/96, it stays an IPv6 network.
-            ("::/64", "::/64"),
-            ("64:ff9b::/96", "64:ff9b::/96"),
-        ];
-        for (input, want) in cases {
+    fn cidr_rules_use_the_shared_parser_and_keep_its_messages() {
+        for (input, want) in
+            [("10.0.0.0/08", "10.0.0.0/8"), ("2001:DB8::/32", "2001:db8::/32"), ("::ffff:10.0.0.0/104", "10.0.0.0/8")]
+        {
             assert_eq!(cidr(input).as_deref(), Ok(want), "{input}");
         }
-    }
-
-    #[test]
-    fn bad_cidrs_say_what_is_wrong() {
         let cases = [
             ("10.1.2.3/8", "`10.1.2.3/8` is not a network address: host bits are set (did you mean 10.0.0.0/8?)"),
-            (
-                "2001:db8::1/32",
-                "`2001:db8::1/32` is not a network address: host bits are set (did you mean 2001:db8::/32?)",
-            ),
-            (
-                "::ffff:10.1.2.3/104",
-                "`::ffff:10.1.2.3/104` is not a network address: host bits are set (did you mean 10.0.0.0/8?)",
-            ),
             ("10.0.0.0/33", "`10.0.0.0/33` is not a valid CIDR: the prefix length `33` is not a number from 0 to 32"),
-            (
-                "10.0.0.0/999",
-                "`10.0.0.0/999` is not a valid CIDR: the prefix length `999` is not a number from 0 to 32",
-            ),
-            (
-                "2001:db8::/129",
-                "`2001:db8::/129` is not a valid CIDR: the prefix length `129` is not a number from 0 to 128",
-            ),
-            ("10.0.0.0/", "`10.0.0.0/` is not a valid CIDR: the prefix length `` is not a number from 0 to 32"),
-            ("10.0.0.0/+8", "`10.0.0.0/+8` is not a valid CIDR: the prefix length `+8` is not a number from 0 to 32"),
-            ("10.0.0.0/-1", "`10.0.0.0/-1` is not a valid CIDR: the prefix length `-1` is not a number from 0 to 32"),
-            (
-                "10.0.0.0/8/8",
-                "`10.0.0.0/8/8` is not a valid CIDR: the prefix length `8/8` is not a number from 0 to 32",
-            ),
-            ("10.0.0/8", "`10.0.0/8` is not a valid CIDR: `10.0.0` is not an IPv4 or IPv6 address"),
-            ("banana/8", "`banana/8` is not a valid CIDR: `banana` is not an IPv4 or IPv6 address"),
-            ("banana", "`banana` is not a valid CIDR: expected an address and a prefix length, like 10.0.0.0/8"),
             ("10.1.2.3", "`10.1.2.3` is a single address, not a network: write 10.1.2.3/32 to match only this address"),
-            (
-                "2001:DB8::1",
-                "`2001:DB8::1` is a single address, not a network: write 2001:db8::1/128 to match only this address",
-            ),
-            (
-                "::ffff:10.1.2.3",
-                "`::ffff:10.1.2.3` is a single address, not a network: write 10.1.2.3/32 to match only this address",
-            ),
-            ("fe80::1%eth0/64", "`fe80::1%eth0/64` is not a valid CIDR: `fe80::1%eth0` is not an IPv4 or IPv6 address"),
             ("   ", "the match of a cidr rule is empty"),
         ];
         for (input, want) in cases {
             assert_eq!(cidr(input).unwrap_err(), want, "{input}");
         }
-        let long = "1".repeat(1000);
-        let e = cidr(&long).unwrap_err();
-        assert!(e.len() < 200 && e.contains('…'), "a long input is shortened in the message: {e}");
     }
 
     #[test]
