@@ -79,6 +79,8 @@ pub struct EdgeState {
     sessions: DashMap<String, SessionHandle>,
     /// Team presence hubs by team name.
     presence: DashMap<String, Arc<std::sync::Mutex<presence::Hub>>>,
+    /// The live sessions of each team whose presence is served here, as the locator last sent.
+    team_sessions: DashMap<String, Vec<String>>,
     /// Ended session ids and when they ended (Unix ms), so late joins are refused.
     ended: DashMap<String, i64>,
     next_generation: AtomicU64,
@@ -339,6 +341,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         link_tls,
         sessions: DashMap::new(),
         presence: DashMap::new(),
+        team_sessions: DashMap::new(),
         ended: DashMap::new(),
         next_generation: AtomicU64::new(1),
         next_conn: AtomicU64::new(1),

@@ -3,8 +3,8 @@
 //! The locator assigns each team's presence to one edge. Clients hold a websocket at
 //! `/v1/teams/{team}/presence` there ([`serve`]); the edge keeps one [`Hub`] per team with its
 //! members (counted per user: several IDE windows are one member) and the team's live sessions,
-//! which the locator sends over the link ([`EdgeState::set_team_sessions`]), because a team's
-//! sessions may run on any edge. Every change sends every connection a full snapshot.
+//! which the locator sends over the link when they change ([`EdgeState::set_team_sessions`];
+//! kept per team even while nobody is connected), because a team's sessions may run on any edge. Every change sends every connection a full snapshot.
 //!
 //! A hub is a plain struct behind a mutex: every operation is short and never awaits, and a
 //! snapshot is encoded once per change and shared by every connection.
@@ -91,14 +91,27 @@ impl Hub {
 }
 
 impl EdgeState {
+    /// The team's hub, made (with the team's known sessions) if it has none.
     fn hub(&self, team: &str) -> Arc<Mutex<Hub>> {
-        self.presence.entry(team.to_owned()).or_default().clone()
+        self.presence
+            .entry(team.to_owned())
+            .or_insert_with(|| {
+                let sessions = self.team_sessions.get(team).map(|s| s.clone()).unwrap_or_default();
+                Arc::new(Mutex::new(Hub { sessions, ..Hub::default() }))
+            })
+            .clone()
     }
 
-    /// The locator's list of the team's live sessions (newest first).
+    /// The locator's list of the team's live sessions (newest first). Kept whether or not the
+    /// team has connections here, since the locator sends only changes.
     pub fn set_team_sessions(&self, team: &str, mut sessions: Vec<String>) {
         sessions.truncate(MAX_LISTED_SESSIONS);
-        let hub = self.hub(team);
+        if sessions.is_empty() {
+            self.team_sessions.remove(team);
+        } else {
+            self.team_sessions.insert(team.to_owned(), sessions.clone());
+        }
+        let Some(hub) = self.presence.get(team).map(|h| h.clone()) else { return };
         let mut hub = hub.lock().unwrap_or_else(|e| e.into_inner());
         if hub.sessions != sessions {
             hub.sessions = sessions;

@@ -239,8 +239,8 @@ async fn mark(state: &LocatorState, edge_id: &str, health: Health, detail: Strin
             return Ok(());
         };
         tracing::warn!(edge.id = %edge_id, silent_ms, sessions_ended = ended.len(), %detail, "edge unavailable");
-        for id in &ended {
-            state.presence.session_changed(id);
+        if !ended.is_empty() {
+            state.presence.changed();
         }
     } else {
         if !state.store.change_edge_health(edge_id, &[Health::Up], health, epoch, Some(heard), now).await? {

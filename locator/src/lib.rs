@@ -242,7 +242,6 @@ pub async fn start(
     let local_addr = listeners.api.local_addr().map_err(LocatorError::Listener)?;
     let tasks = TaskTracker::new();
     let recorder = placement::recorder::Recorder::start(store.clone(), &tasks, shutdown.clone());
-    let (presence, presence_rx) = api::presence::Notifier::new();
     let state = Arc::new(LocatorState {
         config: config.clone(),
         store,
@@ -252,7 +251,7 @@ pub async fn start(
         links: link::Registry::default(),
         placer,
         recorder,
-        presence,
+        presence: api::presence::Notifier::default(),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
     });
@@ -260,7 +259,7 @@ pub async fn start(
     tasks.spawn(placement::run(state.clone()));
     tasks.spawn(retention::run(state.clone()));
     tasks.spawn(health::run(state.clone()));
-    tasks.spawn(api::presence::run_notifier(state.clone(), presence_rx));
+    tasks.spawn(api::presence::run_sync(state.clone()));
     let app = api::router(state.clone());
     let serve_shutdown = shutdown.clone();
     tasks.spawn(async move {

@@ -4,8 +4,10 @@
 //! while that edge takes joins (up, or link lost for less than `link_grace`); once it is gone,
 //! the next request assigns the team to the best edge by load and the client's region, as for a
 //! new session. The assignment is conditional on the previous one, so racing replicas agree.
-//! The edge learns the team's live sessions from the locator over its link: at every request
-//! here, and whenever one of the team's sessions starts or ends ([`sessions_changed`]).
+//! Edges learn their teams' live sessions from the locator over their links ([`run_sync`]): each
+//! replica sends the edges linked to it the lists of the teams assigned to them, whenever they
+//! change (checked at once when a session starts or ends here, and every 2 s for changes seen by
+//! other replicas).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,8 @@ use axum::Json;
 use duet_proto::link::Command;
 use duet_proto::token::Claims;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use std::collections::HashMap;
+use tokio::sync::Notify;
 
 use super::sessions::{check_joinable, check_len, sign, EdgeInfo};
 use super::ApiError;
@@ -26,7 +29,7 @@ use crate::tokens::now_ms;
 use crate::LocatorState;
 
 /// Sessions listed per team (the newest).
-const LISTED_SESSIONS: u32 = 500;
+const LISTED_SESSIONS: usize = 500;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -116,7 +119,7 @@ pub async fn presence(
                 }
             }
         };
-    send_team_sessions(&state, &team, &edge.id).await;
+    state.presence.changed();
 
     // Without a name, the user id is the name.
     let (user_id, display_name) = match (q.user, q.name) {
@@ -151,67 +154,76 @@ pub async fn presence(
     }))
 }
 
-/// Sends `team`'s live sessions to its presence edge, if this replica holds that edge's link.
-async fn send_team_sessions(state: &LocatorState, team: &str, edge_id: &str) {
-    if !state.links.is_linked(edge_id) {
-        return;
-    }
-    match state.store.live_team_sessions(team, LISTED_SESSIONS).await {
-        Ok(sessions) => {
-            state.links.send_to(edge_id, &Command::TeamSessions { team: team.to_owned(), sessions });
-        }
-        Err(e) => tracing::warn!(error = %e, team, "could not read the team's live sessions"),
-    }
-}
+/// How often each replica compares its linked edges' team session lists with the database even
+/// when nothing here changed (sessions reported to other replicas, a notice lost in a full queue).
+const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Sessions whose start or end may change a team's presence, waiting for [`run_notifier`].
-const NOTIFY_QUEUE: usize = 65_536;
-
-/// Tells the presence notifier about sessions that started or ended.
+/// Wakes [`run_sync`] when a session started or ended, or a team was assigned.
+#[derive(Default)]
 pub struct Notifier {
-    tx: mpsc::Sender<String>,
+    wake: Notify,
 }
 
 impl Notifier {
-    pub fn new() -> (Notifier, mpsc::Receiver<String>) {
-        let (tx, rx) = mpsc::channel(NOTIFY_QUEUE);
-        (Notifier { tx }, rx)
+    /// Something may have changed a team's live sessions; never waits, and many notices before
+    /// the next sync make one sync.
+    pub fn changed(&self) {
+        self.wake.notify_one();
     }
+}
 
-    /// Queues a session whose state changed (never waits; a full queue drops the notice, and
-    /// the team's list is sent again at the next change or presence request).
-    pub fn session_changed(&self, session_id: &str) {
-        if self.tx.try_send(session_id.to_owned()).is_err() {
-            tracing::debug!("presence notifier queue full");
+/// What was last sent to one edge's link, per team.
+struct Sent {
+    link_id: u64,
+    teams: HashMap<String, Vec<String>>,
+}
+
+/// Keeps every edge linked to this replica up to date with the live sessions of the teams whose
+/// presence it serves, sending only lists that changed (and an empty list for a team that has
+/// none any more or moved away). A new link of an edge gets every list again.
+pub async fn run_sync(state: Arc<LocatorState>) {
+    let mut sent: HashMap<String, Sent> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = state.presence.wake.notified() => {}
+            _ = tokio::time::sleep(SYNC_INTERVAL) => {}
+            _ = state.shutdown.cancelled() => return,
+        }
+        if let Err(e) = sync_once(&state, &mut sent).await {
+            tracing::warn!(error = %e, "could not sync team presence; retrying");
         }
     }
 }
 
-/// Sends each team whose sessions changed its new list of live sessions, on its presence edge.
-/// One task, so the lists for a team leave in the order they were read: the last one is current.
-pub async fn run_notifier(state: Arc<LocatorState>, mut rx: mpsc::Receiver<String>) {
-    let mut batch = Vec::new();
-    loop {
-        tokio::select! {
-            n = rx.recv_many(&mut batch, 1024) => if n == 0 { return },
-            _ = state.shutdown.cancelled() => return,
+async fn sync_once(state: &LocatorState, sent: &mut HashMap<String, Sent>) -> Result<(), crate::db::StoreError> {
+    let linked = state.links.linked_edges();
+    sent.retain(|edge, s| linked.iter().any(|(e, id)| e == edge && *id == s.link_id));
+    if linked.is_empty() {
+        return Ok(());
+    }
+    let mut wanted: HashMap<String, HashMap<String, Vec<String>>> = HashMap::new();
+    for (edge, team, session) in state.store.presence_sessions().await? {
+        let list = wanted.entry(edge).or_default().entry(team).or_default();
+        if list.len() < LISTED_SESSIONS {
+            list.push(session);
         }
-        let mut teams = std::collections::BTreeSet::new();
-        for session_id in batch.drain(..) {
-            match state.store.session(&session_id).await {
-                Ok(Some(s)) => teams.extend(s.team),
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not read a session for presence"),
-            }
+    }
+    for (edge, link_id) in linked {
+        let now = wanted.remove(&edge).unwrap_or_default();
+        let was = sent.entry(edge.clone()).or_insert_with(|| Sent { link_id, teams: HashMap::new() });
+        let gone: Vec<String> = was.teams.keys().filter(|t| !now.contains_key(*t)).cloned().collect();
+        for team in gone {
+            was.teams.remove(&team);
+            state.links.send_to(&edge, &Command::TeamSessions { team, sessions: Vec::new() });
         }
-        for team in teams {
-            match state.store.presence_edge(&team).await {
-                Ok(Some((edge_id, _))) => send_team_sessions(&state, &team, &edge_id).await,
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "could not read a team's presence edge"),
+        for (team, sessions) in now {
+            if was.teams.get(&team) != Some(&sessions) {
+                state.links.send_to(&edge, &Command::TeamSessions { team: team.clone(), sessions: sessions.clone() });
+                was.teams.insert(team, sessions);
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -530,15 +530,17 @@ impl Store {
         Ok(assigned)
     }
 
-    /// The live sessions of `team` (started, not ended), newest first, at most `limit`.
-    pub async fn live_team_sessions(&self, team: &str, limit: u32) -> Result<Vec<String>, StoreError> {
-        let sql = format!(
-            "SELECT id FROM sessions WHERE team = ? AND started_at IS NOT NULL AND ended_at IS NULL \
-             ORDER BY created_at DESC, id LIMIT {limit}"
-        );
-        let sql = self.sql(&sql);
-        let rows = sqlx::query(&sql).bind(team).fetch_all(&self.pool).await?;
-        rows.iter().map(|r| r.try_get::<String, _>("id").map_err(StoreError::from)).collect()
+    /// Every live session (started, not ended) of every team with a presence edge, as (presence
+    /// edge, team, session id), each team's newest first.
+    pub async fn presence_sessions(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let sql = "SELECT p.edge_id, p.team, s.id FROM team_presence p JOIN sessions s ON s.team = p.team \
+                   WHERE s.started_at IS NOT NULL AND s.ended_at IS NULL \
+                   ORDER BY p.edge_id, p.team, s.created_at DESC, s.id";
+        let rows = sqlx::query(sql).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("edge_id")?, r.try_get("team")?, r.try_get("id")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
     }
 
     /// Marks a session as running (first participant connected). Idempotent.

@@ -88,6 +88,15 @@ impl Registry {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// The edges linked to this replica, with their links' ids.
+    pub fn linked_edges(&self) -> Vec<(String, u64)> {
+        self.links
+            .iter()
+            .filter(|e| !e.value().writer.is_closing())
+            .map(|e| (e.key().clone(), e.value().link_id))
+            .collect()
+    }
+
     /// Whether this replica holds a live link of the edge.
     pub fn is_linked(&self, edge_id: &str) -> bool {
         self.links.get(edge_id).is_some_and(|h| !h.writer.is_closing())
@@ -559,8 +568,7 @@ async fn store_session_events(link: Arc<LinkContext>, mut rx: mpsc::Receiver<Ses
             match result {
                 Ok(applied) => {
                     if applied {
-                        let (SessionEvent::Opened(id) | SessionEvent::Closed(id, _)) = &event;
-                        link.state.presence.session_changed(id);
+                        link.state.presence.changed();
                     }
                     break;
                 }
@@ -694,7 +702,7 @@ async fn reconcile(state: &LocatorState, hello: &Hello, epoch: u64) -> Vec<Strin
 
 async fn restore(state: &LocatorState, id: &str, edge_id: &str, epoch: u64, now: i64) -> Result<(), StoreError> {
     if state.store.restore_session(id, edge_id, epoch, now).await? {
-        state.presence.session_changed(id);
+        state.presence.changed();
         tracing::info!(session.id = %id, "session restored: its edge came back");
         let entry = LocatorAuditEntry {
             at_ms: now,
