@@ -156,3 +156,42 @@ async fn presence_refuses_bad_teams_queries_and_tokens() {
     assert!(members[0].starts_with("anon-"));
     cluster.shutdown().await;
 }
+
+/// Two locator replicas over one database: the team's presence edge is linked to one, the
+/// team's session runs on an edge linked to the other, and the session still shows up in the
+/// team's presence (the first replica's periodic sync reads it from the database).
+#[tokio::test]
+async fn a_session_reported_to_another_replica_reaches_the_presence_edge() {
+    let db = duet_testkit::TestDb::fresh(duet_locator::db::Dialect::Sqlite).await.unwrap();
+    let options = || ClusterOptions { database_url: Some(db.url.clone()), ..Default::default() };
+    let mut a = Cluster::start_with(options()).await;
+    a.add_edge(|c| c.id = Some("edge-a".into())).await;
+    let mut b = Cluster::start_with(options()).await;
+    b.add_edge(|c| {
+        c.id = Some("edge-b".into());
+        c.region = "elsewhere".into();
+    })
+    .await;
+    let team = "two-replicas";
+    // The presence request wants the default region: edge-a, linked to replica a.
+    let presence = a.client().presence(team, Some(&who("Ada"))).await.unwrap();
+    assert_eq!(presence.edge.id, "edge-a");
+    let mut ada = duet_client::connect_presence(&presence.edge.url, &presence.token).await.unwrap();
+    snapshot_where(&mut ada, |m, _| m == ["ada"]).await;
+
+    // A session of the team placed in the other region: edge-b, whose events go to replica b.
+    let req = duet_client::PlacementRequest {
+        team: Some(team.into()),
+        region: Some("elsewhere".into()),
+        ..crate::support::user("Bo")
+    };
+    let placed = b.client().create_session(&req).await.unwrap();
+    assert_eq!(placed.edge.id, "edge-b");
+    let host = duet_client::connect(&placed.edge.url, &placed.token).await.unwrap();
+    let id = placed.session_id.clone();
+    snapshot_where(&mut ada, |_, s| s.contains(&id)).await;
+    host.leave().unwrap();
+    snapshot_where(&mut ada, |_, s| s.is_empty()).await;
+    b.shutdown().await;
+    a.shutdown().await;
+}
