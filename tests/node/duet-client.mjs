@@ -807,11 +807,52 @@ const violation = (message) => new DecodeError('bad_value', message);
  * replayed event is not above `resumed.seq`; `welcome`, `waiting` and `resumed` only answer the
  * connection's first frame.
  */
+/**
+ * Frames received and not yet read, and readers waiting for a frame: what both connection kinds
+ * share. `apply` runs on a frame as it is handed to a reader (a session connection tracks its
+ * state there).
+ */
+class FrameQueue {
+  #frames = [];
+  #waiters = [];
+  #closed = false;
+
+  push(frame, apply = (f) => f) {
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter(apply(frame));
+    else this.#frames.push(frame);
+  }
+
+  /** No more frames: pending readers get null, and so do later ones once the queue is empty. */
+  close() {
+    this.#closed = true;
+    for (const w of this.#waiters.splice(0)) w(null);
+  }
+
+  next(timeoutMs, apply = (f) => f) {
+    if (this.#frames.length > 0) return Promise.resolve(apply(this.#frames.shift()));
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise((resolve, reject) => {
+      let timer;
+      const waiter = (frame) => {
+        clearTimeout(timer);
+        resolve(frame);
+      };
+      this.#waiters.push(waiter);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          const i = this.#waiters.indexOf(waiter);
+          if (i >= 0) this.#waiters.splice(i, 1);
+          reject(new Error(`no frame from the edge within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+    });
+  }
+}
+
 export class Connection {
   #ws;
-  #queue = [];
-  #waiters = [];
-  #isClosed = false;
+  #frames = new FrameQueue();
   /** Sends with a non-zero message id that got no `ack` yet: message_id (BigInt) -> entry. */
   #unacked = new Map();
   /** False once a send without a message id was made: errors can then not be attributed. */
@@ -847,8 +888,7 @@ export class Connection {
     this.closed = new Promise((resolve) => {
       ws.on('close', (code, reason) => {
         this.closeInfo = { code, reason: reason.toString('utf8') };
-        this.#isClosed = true;
-        for (const w of this.#waiters.splice(0)) w(null);
+        this.#frames.close();
         resolve(this.closeInfo);
       });
     });
@@ -867,9 +907,7 @@ export class Connection {
     } catch (e) {
       return this.#fail(e.closeCode ?? CLOSE.malformed, e);
     }
-    const waiter = this.#waiters.shift();
-    if (waiter) waiter(this.#apply(frame));
-    else this.#queue.push(frame);
+    this.#frames.push(frame, (f) => this.#apply(f));
   }
 
   /** Checks a frame's place in the stream when it arrives; throws on a violation of §2. */
@@ -927,23 +965,7 @@ export class Connection {
    * `timeoutMs`, rejects if nothing arrives in time.
    */
   next(timeoutMs) {
-    if (this.#queue.length > 0) return Promise.resolve(this.#apply(this.#queue.shift()));
-    if (this.#isClosed) return Promise.resolve(null);
-    return new Promise((resolve, reject) => {
-      let timer;
-      const waiter = (frame) => {
-        clearTimeout(timer);
-        resolve(frame);
-      };
-      this.#waiters.push(waiter);
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          const i = this.#waiters.indexOf(waiter);
-          if (i >= 0) this.#waiters.splice(i, 1);
-          reject(new Error(`no frame from the edge within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
-    });
+    return this.#frames.next(timeoutMs, (f) => this.#apply(f));
   }
 
   async *[Symbol.asyncIterator]() {
@@ -1270,9 +1292,7 @@ const KEEPALIVE_NONCE_BASE = 1n << 63n;
  */
 export class PresenceConnection {
   #ws;
-  #queue = [];
-  #waiters = [];
-  #isClosed = false;
+  #frames = new FrameQueue();
   #keepAlive = null;
   #keepAliveNonces = new Set();
 
@@ -1291,8 +1311,7 @@ export class PresenceConnection {
       ws.on('close', (code, reason) => {
         clearInterval(this.#keepAlive);
         this.closeInfo = { code, reason: reason.toString('utf8') };
-        this.#isClosed = true;
-        for (const w of this.#waiters.splice(0)) w(null);
+        this.#frames.close();
         resolve(this.closeInfo);
       });
     });
@@ -1326,9 +1345,7 @@ export class PresenceConnection {
     } catch (e) {
       return this.#fail(e.closeCode ?? CLOSE.malformed, e);
     }
-    const waiter = this.#waiters.shift();
-    if (waiter) waiter(frame);
-    else this.#queue.push(frame);
+    this.#frames.push(frame);
   }
 
   #fail(code, error) {
@@ -1338,23 +1355,7 @@ export class PresenceConnection {
 
   /** The next incoming frame, or null once closed and drained; with `timeoutMs`, rejects if nothing comes in time. */
   next(timeoutMs) {
-    if (this.#queue.length > 0) return Promise.resolve(this.#queue.shift());
-    if (this.#isClosed) return Promise.resolve(null);
-    return new Promise((resolve, reject) => {
-      let timer;
-      const waiter = (frame) => {
-        clearTimeout(timer);
-        resolve(frame);
-      };
-      this.#waiters.push(waiter);
-      if (timeoutMs !== undefined) {
-        timer = setTimeout(() => {
-          const i = this.#waiters.indexOf(waiter);
-          if (i >= 0) this.#waiters.splice(i, 1);
-          reject(new Error(`no frame from the edge within ${timeoutMs} ms`));
-        }, timeoutMs);
-      }
-    });
+    return this.#frames.next(timeoutMs);
   }
 
   async *[Symbol.asyncIterator]() {

@@ -87,8 +87,9 @@ pub fn unmap(net: IpNet) -> IpNet {
     }
 }
 
-/// `input` as it appears in an error message: at most [`MAX_ECHOED_CHARS`] characters.
-fn echoed(input: &str) -> String {
+/// `input` as it appears in an error message: at most [`MAX_ECHOED_CHARS`] characters (cut on a
+/// character boundary, with `…`), so a huge input cannot make a huge message.
+pub fn echoed(input: &str) -> String {
     match input.char_indices().nth(MAX_ECHOED_CHARS) {
         Some((cut, _)) => format!("{}…", &input[..cut]),
         None => input.to_owned(),

@@ -24,7 +24,7 @@ use ipnet::IpNet;
 
 mod cidr;
 
-pub use cidr::{parse_cidr, unmap, CidrError};
+pub use cidr::{echoed, parse_cidr, unmap, CidrError};
 
 /// The legacy header; `http` has no constant for it.
 const X_FORWARDED_FOR: &str = "x-forwarded-for";

@@ -5,6 +5,7 @@
 //! if `10.0.0.0/8` and `::ffff:10.0.0.0/104`, or `gb` and `GB`, are the same text). Errors say
 //! what is wrong with the input and, where there is an obvious fix, what was probably meant.
 
+use duet_netaddr::echoed;
 use duet_netaddr::CidrError;
 use ipnet::IpNet;
 
@@ -18,10 +19,6 @@ pub const CONTINENT_CODES: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"
 /// Region names are at most this long: they are identifiers (`eu-west`, `home.lab`), and they
 /// travel in every placement answer and explanation.
 pub const MAX_REGION_NAME: usize = 64;
-
-/// Inputs are echoed in error messages up to this many characters, so that a megabyte of garbage
-/// does not come back as a megabyte of error.
-const MAX_ECHOED_CHARS: usize = 64;
 
 /// Why a rule or region name is refused. The messages are meant for the admin who typed it.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -108,14 +105,6 @@ pub fn validate_region_name(name: &str) -> Result<(), RuleError> {
     match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
         Some(found) => Err(RuleError::InvalidRegionName { name: name.to_owned(), found }),
         None => Ok(()),
-    }
-}
-
-/// `input` as it appears in an error message: at most [`MAX_ECHOED_CHARS`] characters.
-fn echoed(input: &str) -> String {
-    match input.char_indices().nth(MAX_ECHOED_CHARS) {
-        Some((cut, _)) => format!("{}…", &input[..cut]),
-        None => input.to_owned(),
     }
 }
 
