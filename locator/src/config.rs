@@ -18,6 +18,14 @@ pub const ENV_ENROLLMENT_SECRET: &str = duet_edge::config::ENV_ENROLLMENT_SECRET
 pub const ENV_ENROLLMENT_SECRET_FILE: &str = duet_edge::config::ENV_ENROLLMENT_SECRET_FILE;
 pub const ENV_ADMIN_TOKEN: &str = "DUET_ADMIN_TOKEN";
 pub const ENV_ADMIN_TOKEN_FILE: &str = "DUET_ADMIN_TOKEN_FILE";
+pub const ENV_DASHBOARD_PASSWORD_HASH: &str = "DUET_DASHBOARD_PASSWORD_HASH";
+pub const ENV_DASHBOARD_PASSWORD_HASH_FILE: &str = "DUET_DASHBOARD_PASSWORD_HASH_FILE";
+/// Requests per second each client address may make to the public API (bursts of twice that):
+/// far above what IDE plugins need (a few requests per session), far below what floods a
+/// locator. Clients behind one NAT share an address; raise it, or set trusted_proxies.
+pub const DEFAULT_PUBLIC_RATE_LIMIT: u32 = 50;
+/// A dashboard login lasts a working day; logging out ends it at once.
+pub const DEFAULT_DASHBOARD_LOGIN_TTL: Duration = Duration::from_secs(12 * 3600);
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Tokens live 10 minutes: long enough to connect after placement on a slow network, short
@@ -137,6 +145,38 @@ pub struct LocatorArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Who may start and join sessions: open (anyone who reaches the listener), or keys
+    /// (per-team client keys), oidc (OpenID Connect ID tokens), or keys,oidc [default: open,
+    /// allowed only when listen is a loopback address].
+    #[arg(long, env = "DUET_CLIENT_AUTH", value_name = "MODES")]
+    pub client_auth: Option<String>,
+    /// Issuer of the ID tokens clients present (client_auth oidc), e.g. https://sso.example.com/realms/dev.
+    #[arg(long, env = "DUET_OIDC_ISSUER", value_name = "URL")]
+    pub oidc_issuer: Option<String>,
+    /// The audience ID tokens must name (the client id registered for duet at the provider).
+    #[arg(long, env = "DUET_OIDC_AUDIENCE", value_name = "AUDIENCE")]
+    pub oidc_audience: Option<String>,
+    /// The provider's JWKS URL [default: the jwks_uri of <issuer>/.well-known/openid-configuration].
+    #[arg(long, env = "DUET_OIDC_JWKS_URL", value_name = "URL")]
+    pub oidc_jwks_url: Option<String>,
+    /// Claim listing the user's teams (e.g. groups); when set, users reach only those teams.
+    #[arg(long, env = "DUET_OIDC_TEAM_CLAIM", value_name = "CLAIM")]
+    pub oidc_team_claim: Option<String>,
+    /// Claim holding the user's display name [default: name].
+    #[arg(long, env = "DUET_OIDC_NAME_CLAIM", value_name = "CLAIM")]
+    pub oidc_name_claim: Option<String>,
+    /// Requests per second per client address on the public API, bursts of twice that; 0 is
+    /// unlimited [default: 50].
+    #[arg(long, env = "DUET_PUBLIC_RATE_LIMIT", value_name = "N")]
+    pub public_rate_limit: Option<u32>,
+    /// Username for dashboard logins with a password (admin scope); needs
+    /// DUET_DASHBOARD_PASSWORD_HASH or DUET_DASHBOARD_PASSWORD_HASH_FILE, an Argon2 hash made with
+    /// `duet-locator hash-password` [default: none; the dashboard then takes admin tokens only].
+    #[arg(long, env = "DUET_DASHBOARD_USER", value_name = "NAME")]
+    pub dashboard_user: Option<String>,
+    /// How long a dashboard login lasts, e.g. 8h [default: 12h].
+    #[arg(long, env = "DUET_DASHBOARD_LOGIN_TTL", value_name = "DURATION", value_parser = parse_duration)]
+    pub dashboard_login_ttl: Option<Duration>,
     /// Admin commands: they call the admin API of a running locator instead of starting one.
     #[command(subcommand)]
     pub command: Option<crate::cli::Command>,
@@ -176,6 +216,16 @@ pub struct LocatorFile {
     #[serde(default, deserialize_with = "de_duration")]
     pub metrics_retention: Option<Duration>,
     pub log_format: Option<LogFormat>,
+    pub dashboard_user: Option<String>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub dashboard_login_ttl: Option<Duration>,
+    pub client_auth: Option<String>,
+    pub oidc_issuer: Option<String>,
+    pub oidc_audience: Option<String>,
+    pub oidc_jwks_url: Option<String>,
+    pub oidc_team_claim: Option<String>,
+    pub oidc_name_claim: Option<String>,
+    pub public_rate_limit: Option<u32>,
 }
 
 /// Settings of the edge embedded in one-machine mode.
@@ -213,6 +263,13 @@ pub struct LocatorConfig {
     /// Entries older than this are deleted ([`crate::retention`]); zero keeps them forever.
     pub audit_retention: Duration,
     pub metrics_retention: Duration,
+    /// Username and Argon2 password hash (PHC string) for dashboard logins with a password.
+    pub dashboard_login: Option<(String, String)>,
+    pub dashboard_login_ttl: Duration,
+    /// How clients are admitted to the public API ([`crate::access`]).
+    pub client_auth: Vec<crate::access::Mode>,
+    pub oidc: Option<crate::access::OidcConfig>,
+    pub public_rate_limit: u32,
 }
 
 impl std::fmt::Debug for LocatorConfig {
@@ -238,6 +295,11 @@ impl std::fmt::Debug for LocatorConfig {
             .field("placement_lag_limit", &self.placement_lag_limit)
             .field("audit_retention", &self.audit_retention)
             .field("metrics_retention", &self.metrics_retention)
+            .field("dashboard_user", &self.dashboard_login.as_ref().map(|(user, _)| user))
+            .field("dashboard_login_ttl", &self.dashboard_login_ttl)
+            .field("client_auth", &self.client_auth)
+            .field("oidc", &self.oidc)
+            .field("public_rate_limit", &self.public_rate_limit)
             .finish()
     }
 }
@@ -266,6 +328,11 @@ impl LocatorConfig {
             placement_lag_limit: DEFAULT_PLACEMENT_LAG_LIMIT,
             audit_retention: DEFAULT_AUDIT_RETENTION,
             metrics_retention: DEFAULT_METRICS_RETENTION,
+            dashboard_login: None,
+            dashboard_login_ttl: DEFAULT_DASHBOARD_LOGIN_TTL,
+            client_auth: vec![crate::access::Mode::Open],
+            oidc: None,
+            public_rate_limit: DEFAULT_PUBLIC_RATE_LIMIT,
         }
     }
 
@@ -339,6 +406,36 @@ impl LocatorConfig {
                 });
             }
         }
+        if let Some((user, hash)) = &self.dashboard_login {
+            crate::dashboard::validate_login(user, hash)
+                .map_err(|reason| ConfigError::Invalid { option: "dashboard_user", reason })?;
+        }
+        if self.dashboard_login_ttl < Duration::from_secs(60)
+            || self.dashboard_login_ttl > Duration::from_secs(30 * 86_400)
+        {
+            return Err(ConfigError::Invalid {
+                option: "dashboard_login_ttl",
+                reason: "must be between 1m and 30d".into(),
+            });
+        }
+        if self.client_auth.contains(&crate::access::Mode::Oidc) {
+            let Some(oidc) = &self.oidc else {
+                return Err(ConfigError::Invalid {
+                    option: "client_auth",
+                    reason: "oidc needs oidc_issuer and oidc_audience".into(),
+                });
+            };
+            for (option, url) in [("oidc_issuer", Some(&oidc.issuer)), ("oidc_jwks_url", oidc.jwks_url.as_ref())] {
+                if let Some(url) = url {
+                    if !(url.starts_with("https://") || url.starts_with("http://")) {
+                        return Err(ConfigError::Invalid { option, reason: format!("{url:?} must be an http(s) URL") });
+                    }
+                }
+            }
+            if oidc.audience.is_empty() {
+                return Err(ConfigError::Invalid { option: "oidc_audience", reason: "must not be empty".into() });
+            }
+        }
         if let Some(edge) = &self.embedded_edge {
             duet_edge::config::validate_region(&edge.region)?;
             if let Some(url) = &edge.public_url {
@@ -368,6 +465,55 @@ impl LocatorArgs {
         config.database_url = read_secret(env, ENV_DATABASE_URL, ENV_DATABASE_URL_FILE)?;
         config.enrollment_secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?;
         config.admin_token = read_secret(env, ENV_ADMIN_TOKEN, ENV_ADMIN_TOKEN_FILE)?;
+        let password_hash = read_secret(env, ENV_DASHBOARD_PASSWORD_HASH, ENV_DASHBOARD_PASSWORD_HASH_FILE)?;
+        config.dashboard_login = match (self.dashboard_user.or(file.dashboard_user), password_hash) {
+            (Some(user), Some(hash)) => Some((user, hash)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    option: "dashboard_user",
+                    reason: format!("needs {ENV_DASHBOARD_PASSWORD_HASH} or {ENV_DASHBOARD_PASSWORD_HASH_FILE}"),
+                })
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    option: "dashboard_user",
+                    reason: format!("{ENV_DASHBOARD_PASSWORD_HASH} is set but no dashboard_user is"),
+                })
+            }
+        };
+        if let Some(v) = self.dashboard_login_ttl.or(file.dashboard_login_ttl) {
+            config.dashboard_login_ttl = v;
+        }
+        config.client_auth = match self.client_auth.or(file.client_auth) {
+            Some(list) => crate::access::Mode::parse_list(&list)
+                .map_err(|reason| ConfigError::Invalid { option: "client_auth", reason })?,
+            None if config.listen.ip().is_loopback() => vec![crate::access::Mode::Open],
+            None => {
+                return Err(ConfigError::Invalid {
+                    option: "client_auth",
+                    reason: format!(
+                        "listen {} is not a loopback address: choose who may start sessions explicitly \
+                         (open, keys, oidc or keys,oidc)",
+                        config.listen
+                    ),
+                })
+            }
+        };
+        let issuer = self.oidc_issuer.or(file.oidc_issuer);
+        let audience = self.oidc_audience.or(file.oidc_audience);
+        if let (Some(issuer), Some(audience)) = (issuer, audience) {
+            config.oidc = Some(crate::access::OidcConfig {
+                issuer,
+                audience,
+                jwks_url: self.oidc_jwks_url.or(file.oidc_jwks_url),
+                team_claim: self.oidc_team_claim.or(file.oidc_team_claim),
+                name_claim: self.oidc_name_claim.or(file.oidc_name_claim).unwrap_or_else(|| "name".into()),
+            });
+        }
+        if let Some(v) = self.public_rate_limit.or(file.public_rate_limit) {
+            config.public_rate_limit = v;
+        }
         if let Some(v) = self.default_region.or(file.default_region) {
             config.default_region = v;
         }
@@ -454,6 +600,36 @@ mod tests {
             .resolve(&[("X", "")])
             .unwrap_err();
         assert!(err.to_string().contains("token_ttl"), "{err}");
+    }
+
+    #[test]
+    fn client_auth_must_be_chosen_off_loopback() {
+        use crate::access::Mode;
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["duet-locator"];
+            argv.extend_from_slice(args);
+            LocatorArgs::try_parse_from(argv).unwrap().resolve(&[("X", "")])
+        };
+        assert_eq!(resolve(&[]).unwrap().0.client_auth, [Mode::Open], "loopback: open by default");
+        let err = resolve(&["--listen", "0.0.0.0:8080", "--edge-listen", "0.0.0.0:8081"]).unwrap_err();
+        assert!(err.to_string().contains("client_auth"), "{err}");
+        let (config, _) =
+            resolve(&["--listen", "0.0.0.0:8080", "--edge-listen", "0.0.0.0:8081", "--client-auth", "keys"]).unwrap();
+        assert_eq!(config.client_auth, [Mode::Keys]);
+        let err = resolve(&["--client-auth", "oidc"]).unwrap_err();
+        assert!(err.to_string().contains("oidc_issuer"), "{err}");
+        let (config, _) = resolve(&[
+            "--client-auth",
+            "keys,oidc",
+            "--oidc-issuer",
+            "https://sso.example.com",
+            "--oidc-audience",
+            "duet",
+        ])
+        .unwrap();
+        assert_eq!(config.oidc.unwrap().name_claim, "name");
+        let err = resolve(&["--client-auth", "open,keys"]).unwrap_err();
+        assert!(err.to_string().contains("cannot be combined"), "{err}");
     }
 
     #[test]

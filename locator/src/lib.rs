@@ -19,12 +19,15 @@
 //! Everything another replica must know lives in the database; memory holds only the links this
 //! process happens to serve.
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod cli;
 pub mod client_addr;
 pub mod config;
+pub mod dashboard;
 pub mod db;
+pub mod drain;
 pub mod geo;
 pub mod health;
 pub mod ids;
@@ -74,7 +77,8 @@ pub struct LocatorState {
     /// The secret edges present to open a link.
     pub enrollment_secret: String,
     /// The token admins present to the admin API (compared in constant time).
-    pub admin_token: admin::AdminToken,
+    pub auth: admin::auth::Auth,
+    pub access: access::Access,
     pub links: link::Registry,
     /// Edges, rules and reservations in memory for fast placement.
     pub placer: placement::Placer,
@@ -219,7 +223,13 @@ pub async fn start(
     tracing::info!(database = %db::redact_url(&url), dialect = store.dialect().name(), "database ready");
     let signer = Signer::load_or_create(&store, config.token_ttl).await?;
     let secret = enrollment_secret(&config)?;
-    let admin_token = admin::AdminToken::new(&admin_token(&config)?);
+    let auth = admin::auth::Auth::new(&admin_token(&config)?);
+    let access = access::Access::new(config.client_auth.clone(), config.oidc.clone(), config.public_rate_limit)
+        .map_err(|reason| duet_edge::config::ConfigError::Invalid { option: "client_auth", reason })?;
+    tracing::info!(
+        client_auth = ?config.client_auth.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+        "clients are admitted by these modes"
+    );
     let geoip = match &config.geoip_database {
         Some(path) => {
             let db = geo::GeoIp::open(path)?;
@@ -247,7 +257,8 @@ pub async fn start(
         store,
         signer: std::sync::RwLock::new(Arc::new(signer)),
         enrollment_secret: secret.clone(),
-        admin_token,
+        auth,
+        access,
         links: link::Registry::default(),
         placer,
         recorder,
@@ -259,6 +270,7 @@ pub async fn start(
     tasks.spawn(placement::run(state.clone()));
     tasks.spawn(retention::run(state.clone()));
     tasks.spawn(health::run(state.clone()));
+    tasks.spawn(drain::run(state.clone()));
     tasks.spawn(api::presence::run_sync(state.clone()));
     let app = api::router(state.clone());
     let serve_shutdown = shutdown.clone();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::outbox::OutboxEntry;
 
 /// The link protocol version this build speaks.
-pub const LINK_PROTOCOL_VERSION: u16 = 2;
+pub const LINK_PROTOCOL_VERSION: u16 = 3;
 /// The oldest link protocol version a locator of this build accepts. Normally the previous one;
 /// version 1 was never released (its outbox was never acknowledged), so 2 is the first.
 pub const LINK_MIN_PROTOCOL_VERSION: u16 = 2;
@@ -162,7 +162,14 @@ pub enum Command {
     /// The live sessions of a team whose presence this edge serves (sent when the team is
     /// assigned here and whenever one of its sessions starts or ends, on any edge).
     TeamSessions { team: String, sessions: Vec<String> },
+    /// End every session the edge carries, closing its participants with 4400 (ask the locator
+    /// again): a drain's deadline passed. Link version 3 and later.
+    EndAllSessions { reason: SessionEndReason },
 }
+
+/// The first link version whose edges understand [`Command::EndAllSessions`] and
+/// [`SessionEndReason::Drained`].
+pub const LINK_VERSION_END_ALL: u16 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionEndReason {
@@ -178,6 +185,8 @@ pub enum SessionEndReason {
     Idle,
     /// The host was gone for longer than the host grace period.
     HostGone,
+    /// An admin drained the edge and the drain's deadline passed.
+    Drained,
 }
 
 impl SessionEndReason {
@@ -189,6 +198,7 @@ impl SessionEndReason {
             SessionEndReason::EndedByHost => "ended_by_host",
             SessionEndReason::Idle => "idle",
             SessionEndReason::HostGone => "host_gone",
+            SessionEndReason::Drained => "drained",
         }
     }
 }

@@ -53,7 +53,10 @@ async fn admin_actions_are_audited_and_queryable() {
     let entries = page["entries"].as_array().unwrap();
     assert_eq!(entries.len(), 1, "{page}");
     let e = &entries[0];
-    assert_eq!((&e["edge_id"], &e["actor"], &e["kind"]), (&json!("edge-0"), &json!("admin"), &json!("edge_suspended")));
+    assert_eq!(
+        (&e["edge_id"], &e["actor"], &e["kind"]),
+        (&json!("edge-0"), &json!("token:root"), &json!("edge_suspended"))
+    );
     assert_eq!((&e["outbox_id"], &e["edge_seq"]), (&Value::Null, &Value::Null), "made by the locator");
     assert_eq!(e["detail"], "admin state set to suspended");
     assert_eq!(page["next_cursor"], Value::Null);

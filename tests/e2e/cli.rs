@@ -280,3 +280,80 @@ async fn admin_cli_manages_regions_and_edges() {
     assert!(out.contains("edge-0") && out.contains("eu"), "{out}");
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_cli_manages_tokens_sessions_audit_usage_and_drain() {
+    let cluster = duet_testkit::Cluster::start().await;
+    let url = cluster.url();
+    let root = duet_testkit::TEST_ADMIN_TOKEN;
+    let (placed, _host) = crate::support::host(&cluster, "Ada").await;
+
+    // Tokens: made by root, printed once, used by name, revoked.
+    let (code, out, err) =
+        admin_cli(&url, root, &["tokens", "create", "ops", "--scope", "admin", "--expires-in", "1h"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let ops = out.lines().next().unwrap().to_owned();
+    assert!(ops.starts_with("duet_") && out.contains("shown only now"), "{out}");
+    let (code, _, err) = admin_cli(&url, root, &["tokens", "create", "ops", "--scope", "read"]).await;
+    assert!(code == 1 && err.contains("conflict"), "{err}");
+    let (code, _, err) = admin_cli(&url, root, &["tokens", "create", "x", "--scope", "owner"]).await;
+    assert_eq!(code, 2, "clap refuses an unknown scope: {err}");
+    let (code, out, _) = admin_cli(&url, &ops, &["edges", "drain", "edge-0", "--deadline", "1h"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("draining") && out.contains("remaining sessions end at"), "{out}");
+    let (code, out, _) = admin_cli(&url, &ops, &["edges", "resume", "edge-0"]).await;
+    assert!(code == 0 && out.contains("active"), "{out}");
+    let (code, out, _) = admin_cli(&url, root, &["tokens", "list", "--json"]).await;
+    assert_eq!(code, 0);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let id = listed["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let (code, out, _) = admin_cli(&url, root, &["tokens", "list"]).await;
+    assert!(code == 0 && out.contains("ops") && out.contains("token:root"), "{out}");
+
+    // Audit: the admin's actions under its name, filtered.
+    let (code, out, _) = admin_cli(&url, root, &["audit", "tail", "--actor", "token:ops"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("edge_draining") && out.contains("edge_resumed"), "{out}");
+    assert!(!out.contains("token_created"), "created by token:root, not token:ops: {out}");
+    let (code, out, _) = admin_cli(&url, root, &["audit", "tail", "--kind", "token_created", "--json"]).await;
+    assert_eq!(code, 0);
+    let entries: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{out}");
+
+    let (code, _, _) = admin_cli(&url, root, &["tokens", "revoke", &id]).await;
+    assert_eq!(code, 0);
+    let (code, _, err) = admin_cli(&url, &ops, &["edges", "list"]).await;
+    assert!(code == 1 && err.contains("revoked"), "{err}");
+
+    // Sessions and usage.
+    let (code, out, _) = admin_cli(&url, root, &["sessions", "list", "--state", "live"]).await;
+    assert!(code == 0 && out.contains(&placed.session_id), "{out}");
+    let (code, out, _) = admin_cli(&url, root, &["sessions", "show", &placed.session_id]).await;
+    assert!(code == 0 && out.contains("host") && out.contains("Ada"), "{out}");
+    let (code, out, _) = admin_cli(&url, root, &["usage", "--since", "10m"]).await;
+    assert!(code == 0 && out.contains("USERS"), "{out}");
+    cluster.shutdown().await;
+}
+
+#[tokio::test]
+async fn hash_password_reads_stdin_and_refuses_short_passwords() {
+    use tokio::io::AsyncWriteExt;
+    for (input, ok) in [("correct horse battery\n", true), ("short\n", false)] {
+        let mut child = Command::new(binary("duet-locator"))
+            .arg("hash-password")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).await.unwrap();
+        let out = child.wait_with_output().await.unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        if ok {
+            assert!(out.status.success() && stdout.starts_with("$argon2id$"), "{stdout}");
+            assert!(duet_locator::dashboard::validate_login("ada", stdout.trim()).is_ok());
+        } else {
+            assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}

@@ -175,9 +175,17 @@ pub async fn sessions_and_participants(dialect: Dialect) {
 pub async fn edge_admin_fields(dialect: Dialect) {
     let Some((store, db)) = open(dialect).await else { return };
     store.upsert_edge(&registration("edge-a"), 1_000).await.unwrap();
-    assert!(store.set_admin_state("edge-a", AdminState::Suspended).await.unwrap());
-    assert!(store.set_admin_state("edge-a", AdminState::Suspended).await.unwrap(), "unchanged still known");
-    assert!(!store.set_admin_state("nope", AdminState::Suspended).await.unwrap());
+    assert!(store.set_admin_state("edge-a", AdminState::Draining, Some(9_000)).await.unwrap());
+    let e = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((e.admin_state, e.drain_deadline), (AdminState::Draining, Some(9_000)));
+    assert!(!store.claim_drain_deadline("edge-a", 8_999).await.unwrap(), "another deadline");
+    assert!(store.claim_drain_deadline("edge-a", 9_000).await.unwrap());
+    assert!(!store.claim_drain_deadline("edge-a", 9_000).await.unwrap(), "claimed once");
+    let e = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((e.admin_state, e.drain_deadline), (AdminState::Draining, None), "still draining, deadline done");
+    assert!(store.set_admin_state("edge-a", AdminState::Suspended, None).await.unwrap());
+    assert!(store.set_admin_state("edge-a", AdminState::Suspended, None).await.unwrap(), "unchanged still known");
+    assert!(!store.set_admin_state("nope", AdminState::Suspended, None).await.unwrap());
     assert!(store.set_region_override("edge-a", Some("us")).await.unwrap());
     assert!(!store.set_region_override("nope", Some("us")).await.unwrap());
     // Re-registration keeps what the admin set.
@@ -331,7 +339,7 @@ fn locator_entry(at_ms: i64, kind: &str, edge: Option<&str>) -> LocatorAuditEntr
         kind: kind.into(),
         edge_id: edge.map(str::to_owned),
         session_id: None,
-        actor: ACTOR_ADMIN.into(),
+        actor: "token:root".into(),
         detail: format!("{kind} at {at_ms}"),
     }
 }
@@ -440,7 +448,7 @@ pub async fn outbox_fields(dialect: Dialect) {
     let o = &own_rows[0];
     assert_eq!(
         (o.edge_id.as_deref(), o.outbox_id, o.edge_seq, o.actor.as_deref()),
-        (Some("edge-a"), None, None, Some("admin"))
+        (Some("edge-a"), None, None, Some("token:root"))
     );
     assert_eq!(
         (o.session_id.as_deref(), o.detail.as_str(), o.at, o.stored_at),
@@ -501,6 +509,7 @@ pub async fn entry_queries(dialect: Dialect) {
         from: Some(30),
         to: Some(31),
         edge_id: Some("edge-a".into()),
+        actor: None,
     };
     assert_eq!(all(f).await.len(), 1, "every filter at once");
     let f = EntryFilter { edge_id: Some("nope".into()), ..Default::default() };
@@ -764,6 +773,140 @@ pub async fn outbox_rate(dialect: Dialect) {
     db.drop_db().await;
 }
 
+pub async fn api_tokens_and_dashboard_logins(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let token = |id: &str, name: &str| ApiTokenRecord {
+        id: id.into(),
+        name: name.into(),
+        scope: "read".into(),
+        digest: vec![7; 32],
+        created_at: 1_000,
+        created_by: "token:root".into(),
+        expires_at: Some(5_000),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    assert!(store.api_tokens().await.unwrap().is_empty());
+    assert!(store.insert_api_token(&token("aaaaaaaaaaaa", "grafana")).await.unwrap());
+    assert!(!store.insert_api_token(&token("bbbbbbbbbbbb", "grafana")).await.unwrap(), "names are unique");
+    assert!(store.insert_api_token(&token("cccccccccccc", "ci")).await.unwrap());
+    let got = store.api_token("aaaaaaaaaaaa").await.unwrap().unwrap();
+    assert_eq!(got, token("aaaaaaaaaaaa", "grafana"), "every field, the digest's bytes intact");
+    assert!(store.api_token("bbbbbbbbbbbb").await.unwrap().is_none());
+    store.touch_api_token("aaaaaaaaaaaa", 2_000).await.unwrap();
+    let revoked = store.revoke_api_token("aaaaaaaaaaaa", 3_000).await.unwrap().unwrap();
+    assert_eq!((revoked.last_used_at, revoked.revoked_at), (Some(2_000), Some(3_000)));
+    let again = store.revoke_api_token("aaaaaaaaaaaa", 4_000).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(3_000), "the first revocation time stays");
+    assert!(store.revoke_api_token("nope", 4_000).await.unwrap().is_none());
+    let names: Vec<String> = store.api_tokens().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["grafana", "ci"]);
+
+    let login = DashboardSessionRecord {
+        principal: "user:ada".into(),
+        scope: "admin".into(),
+        csrf: "c".repeat(32),
+        created_at: 1_000,
+        expires_at: 10_000,
+    };
+    store.insert_dashboard_session(&[1; 32], &login).await.unwrap();
+    store
+        .insert_dashboard_session(&[2; 32], &DashboardSessionRecord { expires_at: 2_000, ..login.clone() })
+        .await
+        .unwrap();
+    assert_eq!(store.dashboard_session(&[1; 32], 5_000).await.unwrap(), Some(login.clone()));
+    assert_eq!(store.dashboard_session(&[2; 32], 5_000).await.unwrap(), None, "expired");
+    assert_eq!(store.dashboard_session(&[3; 32], 5_000).await.unwrap(), None, "unknown");
+    assert_eq!(store.prune_dashboard_sessions(5_000).await.unwrap(), 1);
+    store.delete_dashboard_session(&[1; 32]).await.unwrap();
+    assert_eq!(store.dashboard_session(&[1; 32], 5_000).await.unwrap(), None, "logged out");
+    store.close().await;
+    db.drop_db().await;
+}
+
+pub async fn client_keys(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let key = |id: &str, team: &str, name: &str| ClientKeyRecord {
+        id: id.into(),
+        team: team.into(),
+        name: name.into(),
+        digest: vec![9; 32],
+        created_at: 1_000,
+        created_by: "token:root".into(),
+        revoked_at: None,
+        last_used_at: None,
+    };
+    assert!(store.insert_client_key(&key("aaaaaaaaaaaa", "red", "laptops")).await.unwrap());
+    assert!(!store.insert_client_key(&key("bbbbbbbbbbbb", "red", "laptops")).await.unwrap(), "one name per team");
+    assert!(
+        store.insert_client_key(&key("cccccccccccc", "blue", "laptops")).await.unwrap(),
+        "names repeat across teams"
+    );
+    assert_eq!(store.client_key("aaaaaaaaaaaa").await.unwrap(), Some(key("aaaaaaaaaaaa", "red", "laptops")));
+    assert_eq!(store.client_keys(Some("blue")).await.unwrap().len(), 1);
+    let teams: Vec<String> = store.client_keys(None).await.unwrap().into_iter().map(|k| k.team).collect();
+    assert_eq!(teams, ["blue", "red"]);
+    store.touch_client_key("aaaaaaaaaaaa", 2_000).await.unwrap();
+    let revoked = store.revoke_client_key("aaaaaaaaaaaa", 3_000).await.unwrap().unwrap();
+    assert_eq!((revoked.last_used_at, revoked.revoked_at), (Some(2_000), Some(3_000)));
+    assert_eq!(store.revoke_client_key("aaaaaaaaaaaa", 4_000).await.unwrap().unwrap().revoked_at, Some(3_000));
+    assert!(store.revoke_client_key("nope", 4_000).await.unwrap().is_none());
+    store.close().await;
+    db.drop_db().await;
+}
+
+pub async fn session_lists_and_usage(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    for (i, (edge, team)) in
+        [("edge-a", "red"), ("edge-b", "red"), ("edge-a", "blue"), ("edge-a", "red")].iter().enumerate()
+    {
+        let s = NewSession {
+            id: format!("s_{i}"),
+            edge_id: (*edge).into(),
+            team: Some((*team).into()),
+            region_hint: None,
+            created_at: 1_000 + i as i64 * 100,
+            require_approval: false,
+            max_participants: None,
+        };
+        let mut host = person(Role::Host, &format!("u{i}"));
+        host.created_at = s.created_at;
+        store.create_session(&s, &host).await.unwrap();
+    }
+    let mut guest = person(Role::Guest, "u0");
+    guest.created_at = 1_350;
+    store.add_participant("s_3", &guest).await.unwrap();
+    assert!(store.mark_session_ended("s_1", "empty", 1_500).await.unwrap());
+    let ids = |v: &[SessionRecord]| v.iter().map(|s| s.id.clone()).collect::<Vec<_>>();
+    let (all, next) = store.sessions_page(&SessionFilter::default(), 10, None).await.unwrap();
+    assert_eq!((ids(&all), next), (vec!["s_3".to_owned(), "s_2".into(), "s_1".into(), "s_0".into()], None));
+    let live = SessionFilter { live: Some(true), team: Some("red".into()), ..Default::default() };
+    assert_eq!(ids(&store.sessions_page(&live, 10, None).await.unwrap().0), ["s_3", "s_0"]);
+    let ended = SessionFilter { live: Some(false), ..Default::default() };
+    assert_eq!(ids(&store.sessions_page(&ended, 10, None).await.unwrap().0), ["s_1"]);
+    let on_a = SessionFilter { edge_id: Some("edge-a".into()), ..Default::default() };
+    let (first, next) = store.sessions_page(&on_a, 2, None).await.unwrap();
+    assert_eq!(ids(&first), ["s_3", "s_2"]);
+    let (rest, last) = store.sessions_page(&on_a, 2, next.as_ref()).await.unwrap();
+    assert_eq!((ids(&rest), last), (vec!["s_0".to_owned()], None));
+
+    // Who held a place when: s_1 ended at 1,500, the others are live.
+    let spans = store.user_spans(1_600, 2_000, 100).await.unwrap();
+    let mut users: Vec<&str> = spans.iter().map(|s| s.user_id.as_str()).collect();
+    users.sort_unstable();
+    assert_eq!(users, ["u0", "u0", "u2", "u3"], "u1's session ended before the range");
+
+    // Usage: each edge's peak per step, from the usage entries.
+    store.store_outbox("edge-a", 7, &[usage_entry(1, 10_000), usage_entry(2, 15_000)], 20_000).await.unwrap();
+    store.store_outbox("edge-b", 8, &[usage_entry(1, 21_000)], 22_000).await.unwrap();
+    let rows = store.usage_rows(10_000, 30_000, 10_000).await.unwrap();
+    let mut got: Vec<(i64, i64, i64)> = rows.iter().map(|r| (r.bucket, r.connections, r.sessions)).collect();
+    got.sort_unstable();
+    assert_eq!(got, [(0, 3, 1), (1, 3, 1)], "edge-a's two entries in step 0 count once; edge-b in step 1");
+    store.close().await;
+    db.drop_db().await;
+}
+
 macro_rules! suite {
     ($($dialect:ident => $value:expr),* $(,)?) => {$(
         mod $dialect {
@@ -796,6 +939,12 @@ macro_rules! suite {
             async fn fenced_session_updates() { super::fenced_session_updates($value).await }
             #[tokio::test]
             async fn team_presence() { super::team_presence($value).await }
+            #[tokio::test]
+            async fn api_tokens_and_dashboard_logins() { super::api_tokens_and_dashboard_logins($value).await }
+            #[tokio::test]
+            async fn session_lists_and_usage() { super::session_lists_and_usage($value).await }
+            #[tokio::test]
+            async fn client_keys() { super::client_keys($value).await }
             #[tokio::test]
             #[ignore = "timing: run on demand"]
             async fn outbox_rate() { super::outbox_rate($value).await }

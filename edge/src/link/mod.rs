@@ -280,6 +280,10 @@ async fn handle(state: &Arc<EdgeState>, writer: &Writer, msg: LocatorMessage) ->
                     }
                 }
                 Command::EndSession { session_id, reason } => state.end_session(&session_id, reason).await,
+                Command::EndAllSessions { reason } => {
+                    tracing::info!(reason = reason.as_str(), "the locator ends every session here");
+                    state.end_all_sessions(reason, duet_proto::close::CloseCode::EdgeShuttingDown).await
+                }
                 Command::TeamSessions { team, sessions } => state.set_team_sessions(&team, sessions),
             }
             send(writer, &EdgeMessage::CommandAck { id })

@@ -1,7 +1,8 @@
 //! `GET /audit`, `GET /metrics`: the stored audit and metrics entries, filtered and paged.
 //!
 //! Query parameters, all optional: `from` (inclusive) and `to` (exclusive), RFC 3339 times
-//! compared with when the entry happened; `edge`, `session` and `kind`, exact matches; `limit`
+//! compared with when the entry happened; `edge`, `session`, `kind` and `actor` (audit entries
+//! only, e.g. `token:root`), exact matches; `limit`
 //! (1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`]); `cursor`, the `next_cursor` of the previous
 //! page. Entries come oldest first by (time, id); a page is `{"entries": [...], "next_cursor":
 //! "..." | null}`, and `null` means there is nothing after it. A malformed or unknown parameter
@@ -34,6 +35,7 @@ pub struct EntryQuery {
     edge: Option<String>,
     session: Option<String>,
     kind: Option<String>,
+    actor: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -46,7 +48,7 @@ pub struct Parsed {
     pub after: Option<Cursor>,
 }
 
-fn time_param(name: &str, value: Option<String>) -> Result<Option<i64>, ApiError> {
+pub(crate) fn time_param(name: &str, value: Option<String>) -> Result<Option<i64>, ApiError> {
     let Some(s) = value else { return Ok(None) };
     let t = time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339).map_err(|_| {
         ApiError::BadRequest(format!(
@@ -57,7 +59,7 @@ fn time_param(name: &str, value: Option<String>) -> Result<Option<i64>, ApiError
     i64::try_from(ms).map(Some).map_err(|_| ApiError::BadRequest(format!("`{name}` {s:?} is out of range")))
 }
 
-fn text_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
+pub(crate) fn text_param(name: &str, value: Option<String>) -> Result<Option<String>, ApiError> {
     match value {
         Some(v) if v.is_empty() => Err(ApiError::BadRequest(format!("`{name}` must not be empty"))),
         v => Ok(v),
@@ -91,6 +93,7 @@ pub fn parse(q: EntryQuery) -> Result<Parsed, ApiError> {
         edge_id: text_param("edge", q.edge)?,
         session_id: text_param("session", q.session)?,
         kind: text_param("kind", q.kind)?,
+        actor: text_param("actor", q.actor)?,
     };
     Ok(Parsed { filter, limit, after })
 }

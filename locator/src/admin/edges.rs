@@ -1,9 +1,14 @@
 //! `GET /edges`, `POST /edges/{id}/suspend`, `POST /edges/{id}/resume`,
-//! `PUT /edges/{id}/region`: the edges as placement sees them, and the admin's levers on them.
+//! `POST /edges/{id}/drain`, `PUT /edges/{id}/region`: the edges as placement sees them, and the
+//! admin's levers on them.
 //!
 //! Suspend is soft: a suspended edge keeps its sessions and gets new ones only when no other
-//! edge is available. Changes are written to SQL (every replica follows within its edge refresh)
-//! and applied to this replica's placement at once, and each is audited.
+//! edge is available. Drain is a suspend with a deadline: when it passes, the locator replica
+//! holding the edge's link tells the edge to end every session it still carries with close code
+//! 4400 (ask the locator again), so the participants come back through placement to another
+//! edge ([`crate::drain`]). Resume or suspend cancels a drain that has not reached its deadline.
+//! Changes are written to SQL (every replica follows within its edge refresh) and applied to this
+//! replica's placement at once, and each is audited naming the admin.
 
 use std::sync::Arc;
 
@@ -11,10 +16,11 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{audit_action, rfc3339_ms};
+use super::{audit_action, rfc3339_ms, Principal};
 use crate::api::ApiError;
 use crate::db::{audit_kind, AdminState, EdgeRecord, Load, OutboxStatus};
 use crate::LocatorState;
@@ -29,6 +35,8 @@ pub struct EdgeView {
     pub public_url: String,
     pub build: String,
     pub admin_state: &'static str,
+    /// When a draining edge's remaining sessions are ended; `null` unless draining.
+    pub drain_deadline: Option<String>,
     pub health: &'static str,
     /// Whether the edge may take a new session now (ignoring its region and tier).
     pub available: bool,
@@ -68,6 +76,7 @@ fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
         public_url: e.public_url.clone(),
         build: e.build.clone(),
         admin_state: e.admin_state.as_str(),
+        drain_deadline: e.drain_deadline.map(rfc3339_ms),
         health: e.health.as_str(),
         available: report.candidates[0].filtered.is_none(),
         load: e.load,
@@ -81,7 +90,7 @@ fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
 }
 
 /// Re-reads the edges so this replica places by the change at once, then answers `id`'s view.
-async fn changed(state: &LocatorState, id: &str) -> Result<Json<EdgeView>, ApiError> {
+pub(crate) async fn changed(state: &LocatorState, id: &str) -> Result<Json<EdgeView>, ApiError> {
     state.placer.refresh_edges(&state.store).await?;
     let edge = state.store.edge(id).await?.ok_or_else(|| unknown(id))?;
     Ok(Json(view(state, &edge)))
@@ -96,31 +105,70 @@ pub async fn list(State(state): State<Arc<LocatorState>>) -> Result<Json<EdgeLis
     Ok(Json(EdgeList { edges: edges.iter().map(|e| view(&state, e)).collect() }))
 }
 
-async fn set_state(state: Arc<LocatorState>, id: String, admin_state: AdminState) -> Result<Json<EdgeView>, ApiError> {
-    if !state.store.set_admin_state(&id, admin_state).await? {
-        return Err(unknown(&id));
+async fn set_state(
+    state: &LocatorState,
+    by: &Principal,
+    id: &str,
+    admin_state: AdminState,
+    deadline: Option<i64>,
+) -> Result<Json<EdgeView>, ApiError> {
+    if !state.store.set_admin_state(id, admin_state, deadline).await? {
+        return Err(unknown(id));
     }
-    tracing::info!(edge.id = %id, admin_state = admin_state.as_str(), "edge admin state changed");
-    let kind = match admin_state {
-        AdminState::Active => audit_kind::EDGE_RESUMED,
-        AdminState::Suspended | AdminState::Draining => audit_kind::EDGE_SUSPENDED,
+    tracing::info!(edge.id = %id, admin_state = admin_state.as_str(), principal = %by.name, "edge admin state changed");
+    let (kind, detail) = match (admin_state, deadline) {
+        (AdminState::Draining, Some(at)) => {
+            (audit_kind::EDGE_DRAINING, format!("draining; remaining sessions end at {}", rfc3339_ms(at)))
+        }
+        (AdminState::Active, _) => (audit_kind::EDGE_RESUMED, "admin state set to active".to_owned()),
+        _ => (audit_kind::EDGE_SUSPENDED, format!("admin state set to {}", admin_state.as_str())),
     };
-    audit_action(&state, kind, Some(&id), format!("admin state set to {}", admin_state.as_str())).await?;
-    changed(&state, &id).await
+    audit_action(state, by, kind, Some(id), detail).await?;
+    changed(state, id).await
 }
 
 pub async fn suspend(
     State(state): State<Arc<LocatorState>>,
+    Extension(by): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<EdgeView>, ApiError> {
-    set_state(state, id, AdminState::Suspended).await
+    set_state(&state, &by, &id, AdminState::Suspended, None).await
 }
 
 pub async fn resume(
     State(state): State<Arc<LocatorState>>,
+    Extension(by): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<EdgeView>, ApiError> {
-    set_state(state, id, AdminState::Active).await
+    set_state(&state, &by, &id, AdminState::Active, None).await
+}
+
+/// The longest drain deadline: a day. Longer is a suspend.
+pub const MAX_DRAIN_SECONDS: u64 = 24 * 3600;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    /// Seconds from now until the edge's remaining sessions are ended (1 to a day).
+    pub deadline_seconds: u64,
+}
+
+pub async fn drain(
+    State(state): State<Arc<LocatorState>>,
+    Extension(by): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EdgeView>, ApiError> {
+    let body: DrainBody = crate::api::body::parse_json(&headers, body)?;
+    if !(1..=MAX_DRAIN_SECONDS).contains(&body.deadline_seconds) {
+        return Err(ApiError::BadRequest(format!(
+            "`deadline_seconds` {} must be from 1 to {MAX_DRAIN_SECONDS} (a day)",
+            body.deadline_seconds
+        )));
+    }
+    let deadline = crate::tokens::now_ms() + body.deadline_seconds as i64 * 1000;
+    set_state(&state, &by, &id, AdminState::Draining, Some(deadline)).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -133,6 +181,7 @@ pub struct RegionBody {
 
 pub async fn set_region(
     State(state): State<Arc<LocatorState>>,
+    Extension(by): Extension<Principal>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -149,6 +198,6 @@ pub async fn set_region(
         Some(region) => format!("region override set to {region}"),
         None => "region override cleared".to_owned(),
     };
-    audit_action(&state, audit_kind::EDGE_REGION_SET, Some(&id), detail).await?;
+    audit_action(&state, &by, audit_kind::EDGE_REGION_SET, Some(&id), detail).await?;
     changed(&state, &id).await
 }

@@ -1,99 +1,73 @@
-//! The admin API under `/api/v1/admin`: edges (list, suspend, resume, region override), regions
-//! (rules, fallback orders, GeoIP reload), placement (dry run, stored explanations) and the
-//! audit and metrics entries. One file per area; the admin CLI and, later, the dashboard call
-//! the same routes.
+//! The admin API under `/api/v1/admin`: edges (list, suspend, resume, drain, region override),
+//! regions (rules, fallback orders, GeoIP reload), placement (dry run, stored explanations),
+//! sessions (live and past), the audit log, metrics entries and the usage series, the named
+//! API tokens and the teams' client keys. One file per area; the admin CLI and the dashboard call the same routes, and
+//! `docs/openapi.json` (served at `/api/v1/openapi.json`) describes every one of them.
 //!
-//! Every change an admin makes (suspend, resume, region override, rules, fallback orders) is
-//! written to the audit log with actor `admin` ([`audit_action`]): the static admin token has no
-//! name yet, so the log cannot say which admin.
-//!
-//! Every route requires `Authorization: Bearer <admin token>`. The token comes from
-//! `DUET_ADMIN_TOKEN`/`_FILE` or is generated into `<data_dir>/admin-token`; presented tokens are
-//! compared by their SHA-256 digests in constant time, so neither content nor length leaks
-//! through timing. Errors use the one JSON shape of [`crate::api::error`].
+//! Every route requires a principal ([`auth`]): `read` scope for reading, `admin` scope for
+//! changes and tokens. Every change an admin makes is written to the audit log naming the
+//! principal ([`audit_action`]). Errors use the one JSON shape of [`crate::api::error`].
 
 pub mod audit;
+pub mod auth;
+pub mod client_keys;
 pub mod edges;
 pub mod placement;
 pub mod regions;
+pub mod sessions;
+pub mod tokens;
+pub mod usage;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use axum::Router;
-use subtle::ConstantTimeEq;
+
+pub use auth::{Principal, Scope};
 
 use crate::api::ApiError;
-use crate::db::{LocatorAuditEntry, ACTOR_ADMIN};
+use crate::db::LocatorAuditEntry;
 use crate::LocatorState;
 
-/// The admin token, kept only as its digest.
-pub struct AdminToken {
-    digest: [u8; 32],
+crate::api::routes! {
+    /// The admin routes, relative to `/api/v1/admin`, without their authentication layer.
+    admin_routes, ROUTES;
+    GET "/edges" => edges::list,
+    POST "/edges/{edge_id}/suspend" => edges::suspend,
+    POST "/edges/{edge_id}/resume" => edges::resume,
+    POST "/edges/{edge_id}/drain" => edges::drain,
+    PUT "/edges/{edge_id}/region" => edges::set_region,
+    GET "/regions" => regions::list,
+    POST "/regions/rules" => regions::add_rule,
+    DELETE "/regions/rules/{rule_id}" => regions::remove_rule,
+    PUT "/regions/{region}/fallback" => regions::set_fallback,
+    POST "/geoip/reload" => regions::reload_geoip,
+    POST "/placement/dry-run" => placement::dry_run,
+    GET "/sessions" => sessions::list,
+    GET "/sessions/{session_id}" => sessions::show,
+    GET "/sessions/{session_id}/placement" => placement::explanation,
+    GET "/audit" => audit::list_audit,
+    GET "/metrics" => audit::list_metrics,
+    GET "/usage" => usage::series,
+    GET "/tokens" => tokens::list,
+    POST "/tokens" => tokens::create,
+    DELETE "/tokens/{token_id}" => tokens::revoke,
+    GET "/client-keys" => client_keys::list,
+    POST "/client-keys" => client_keys::create,
+    DELETE "/client-keys/{key_id}" => client_keys::revoke,
 }
 
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
-impl AdminToken {
-    pub fn new(token: &str) -> AdminToken {
-        AdminToken { digest: sha256(token.as_bytes()) }
-    }
-
-    /// True if `presented` is the token (constant time).
-    pub fn verify(&self, presented: &[u8]) -> bool {
-        bool::from(sha256(presented).ct_eq(&self.digest))
-    }
-}
-
-/// Refuses a request without the admin token with 401 before any handler runs.
-async fn require_admin(State(state): State<Arc<LocatorState>>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .map(|t| t.trim_ascii());
-    match presented {
-        Some(t) if state.admin_token.verify(t) => next.run(req).await,
-        _ => {
-            tracing::info!(path = %req.uri().path(), "admin request refused: missing or wrong token");
-            ApiError::Unauthorized.into_response()
-        }
-    }
-}
-
-/// The admin routes, relative to `/api/v1/admin`.
+/// The admin routes, relative to `/api/v1/admin`, each behind [`auth::require`].
 pub fn router(state: Arc<LocatorState>) -> Router<Arc<LocatorState>> {
-    Router::new()
-        .route("/edges", get(edges::list))
-        .route("/edges/{edge_id}/suspend", post(edges::suspend))
-        .route("/edges/{edge_id}/resume", post(edges::resume))
-        .route("/edges/{edge_id}/region", put(edges::set_region))
-        .route("/regions", get(regions::list))
-        .route("/regions/rules", post(regions::add_rule))
-        .route("/regions/rules/{rule_id}", delete(regions::remove_rule))
-        .route("/regions/{region}/fallback", put(regions::set_fallback))
-        .route("/geoip/reload", post(regions::reload_geoip))
-        .route("/placement/dry-run", post(placement::dry_run))
-        .route("/sessions/{session_id}/placement", get(placement::explanation))
-        .route("/audit", get(audit::list_audit))
-        .route("/metrics", get(audit::list_metrics))
-        .route_layer(axum::middleware::from_fn_with_state(state, require_admin))
+    admin_routes().route_layer(axum::middleware::from_fn_with_state(state, auth::require))
 }
 
-/// Records an admin's change in the audit log, after the change is made. An audit entry must
-/// not be lost silently: when it cannot be stored, the request fails with 500 and the cause is
-/// logged, although the change itself stays made (the admin sees the failure and can check; a
-/// repeated change is harmless: a no-op, or refused with 404 or 409).
+/// Records an admin's change in the audit log, naming the principal, after the change is made.
+/// An audit entry must not be lost silently: when it cannot be stored, the request fails with
+/// 500 and the cause is logged, although the change itself stays made (the admin sees the
+/// failure and can check; a repeated change is harmless: a no-op, or refused with 404 or 409).
 pub async fn audit_action(
     state: &LocatorState,
+    by: &Principal,
     kind: &str,
     edge_id: Option<&str>,
     detail: String,
@@ -103,7 +77,7 @@ pub async fn audit_action(
         kind: kind.to_owned(),
         edge_id: edge_id.map(str::to_owned),
         session_id: None,
-        actor: ACTOR_ADMIN.to_owned(),
+        actor: by.name.clone(),
         detail,
     };
     state
@@ -125,11 +99,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_compare_by_digest() {
-        let t = AdminToken::new("correct-horse-battery-staple");
-        assert!(t.verify(b"correct-horse-battery-staple"));
-        assert!(!t.verify(b"correct-horse-battery-stapl"));
-        assert!(!t.verify(b""));
+    fn times_as_rfc3339() {
         assert_eq!(rfc3339_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

@@ -15,10 +15,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{audit_action, rfc3339_ms};
+use super::{audit_action, rfc3339_ms, Principal};
 use crate::api::ApiError;
 use crate::db::{audit_kind, RegionRuleRecord};
 use crate::geo::{self, GeoIp, RuleKind};
@@ -114,6 +115,7 @@ pub struct NewRule {
 
 pub async fn add_rule(
     State(state): State<Arc<LocatorState>>,
+    Extension(by): Extension<Principal>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -126,7 +128,7 @@ pub async fn add_rule(
     match state.store.insert_region_rule(kind.as_str(), &matcher, &rule.region, crate::tokens::now_ms()).await? {
         Ok(created) => {
             tracing::info!(rule.id = created.id, kind = kind.as_str(), matcher = %matcher, region = %created.region, "region rule added");
-            audit_action(&state, audit_kind::REGION_RULE_ADDED, None, describe_rule(&created)).await?;
+            audit_action(&state, &by, audit_kind::REGION_RULE_ADDED, None, describe_rule(&created)).await?;
             state.placer.refresh_rules(&state.store).await?;
             Ok((StatusCode::CREATED, Json(rule_view(created))).into_response())
         }
@@ -139,6 +141,7 @@ pub async fn add_rule(
 
 pub async fn remove_rule(
     State(state): State<Arc<LocatorState>>,
+    Extension(by): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound(format!("no region rule has id {id:?}")))?;
@@ -149,7 +152,7 @@ pub async fn remove_rule(
     }
     tracing::info!(rule.id = id, "region rule removed");
     let detail = rule.as_ref().map_or_else(|| format!("rule {id}"), describe_rule);
-    audit_action(&state, audit_kind::REGION_RULE_DELETED, None, detail).await?;
+    audit_action(&state, &by, audit_kind::REGION_RULE_DELETED, None, detail).await?;
     state.placer.refresh_rules(&state.store).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -168,6 +171,7 @@ pub struct FallbackView {
 
 pub async fn set_fallback(
     State(state): State<Arc<LocatorState>>,
+    Extension(by): Extension<Principal>,
     Path(region): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -193,7 +197,7 @@ pub async fn set_fallback(
     } else {
         format!("region {region} falls back to {}", body.fallback.join(", "))
     };
-    audit_action(&state, audit_kind::REGION_FALLBACK_SET, None, detail).await?;
+    audit_action(&state, &by, audit_kind::REGION_FALLBACK_SET, None, detail).await?;
     state.placer.refresh_rules(&state.store).await?;
     Ok(Json(FallbackView { region, fallback: body.fallback }))
 }

@@ -30,5 +30,32 @@ pub fn parse_json<T: DeserializeOwned + Default>(
             return Err(ApiError::UnsupportedMediaType(format!("content type {mime:?} is not application/json")));
         }
     }
+    // serde fills a struct from a JSON array too (fields by position): only objects are bodies.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest("the JSON body must be an object".into()));
+    }
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Body {
+        #[allow(dead_code)]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn only_objects_are_bodies() {
+        let parse = |s: &'static str| parse_json::<Body>(&HeaderMap::new(), Ok(Bytes::from_static(s.as_bytes())));
+        assert!(parse(" {\"name\": \"x\"}").is_ok());
+        assert!(parse("").is_ok(), "an empty body is the defaults");
+        for bad in ["[\"x\"]", "[null]", "\"x\"", "1", "null"] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains("object"), "{bad}: {err}");
+        }
+    }
 }

@@ -13,8 +13,12 @@ use crate::db::StoreError;
 pub enum ApiError {
     #[error("{0}")]
     BadRequest(String),
-    #[error("missing or wrong credentials")]
-    Unauthorized,
+    /// No credentials, or wrong, expired or revoked ones: who is calling is not known.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller is known but may not do this (scope, CSRF, origin).
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -34,6 +38,9 @@ pub enum ApiError {
     EdgeUnreachable(String),
     #[error("the locator is not ready")]
     NotReady,
+    /// Too many requests from one client address; retry after this many seconds.
+    #[error("too many requests from this address; retry in {0} s")]
+    RateLimited(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -42,7 +49,8 @@ impl ApiError {
     pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
@@ -52,6 +60,7 @@ impl ApiError {
             ApiError::NoEdgeAvailable => (StatusCode::SERVICE_UNAVAILABLE, "no_edge_available"),
             ApiError::EdgeUnreachable(_) => (StatusCode::SERVICE_UNAVAILABLE, "edge_unreachable"),
             ApiError::NotReady => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+            ApiError::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -76,6 +85,10 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %cause, "request failed");
         }
         let body = serde_json::json!({ "error": { "code": code, "message": self.to_string() } });
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::RateLimited(seconds) = self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(seconds));
+        }
+        response
     }
 }

@@ -81,6 +81,9 @@ pub async fn presence(
     if let Some(name) = &q.name {
         check_len("name", name, 256)?;
     }
+    let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    let client = crate::access::admit(&state, &headers, client_ip).await?;
+    client.may_use_team(Some(&team))?;
     let now = now_ms();
     let current = state.store.presence_edge(&team).await?;
     let current_edge = match &current {
@@ -91,7 +94,6 @@ pub async fn presence(
         match current_edge {
             Some(edge) if check_joinable(&state, &edge).is_ok() => edge,
             _ => {
-                let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
                 let decision = state.placer.place(Some(client_ip), None, false);
                 let chosen = decision.edge.ok_or(ApiError::NoEdgeAvailable)?;
                 let previous = current.as_ref().map(|(id, _)| id.as_str());
@@ -122,10 +124,11 @@ pub async fn presence(
     state.presence.changed();
 
     // Without a name, the user id is the name.
-    let (user_id, display_name) = match (q.user, q.name) {
-        (Some(id), Some(name)) => (id, name),
-        (Some(id), None) => (id.clone(), id),
-        (None, name) => {
+    let (user_id, display_name) = match (client.user(), q.user, q.name) {
+        (Some(vouched), _, _) => vouched,
+        (None, Some(id), Some(name)) => (id, name),
+        (None, Some(id), None) => (id.clone(), id),
+        (None, None, name) => {
             let suffix = crate::ids::random_id(10);
             let name = name.unwrap_or_else(|| format!("Guest {}", &suffix[..4]));
             (format!("anon-{suffix}"), name)

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
 use super::ApiError;
+use crate::access::Client;
 use crate::db::{EdgeRecord, Health, NewParticipant, NewSession, PlacementRecord};
 use crate::placement::recorder::RecordError;
 use crate::tokens::now_ms;
@@ -164,12 +165,14 @@ fn answer(
     })
 }
 
-/// The participant a request describes; without `user`, a made-up id and a name derived from it
-/// (`Host`, or `Guest` and the id's first four characters), so token and database agree.
-fn participant(req: &PlacementRequest, role: Role) -> NewParticipant {
-    let (user_id, display_name) = match &req.user {
-        Some(u) => (u.id.clone(), u.name.clone()),
-        None => {
+/// The participant a request describes: the identity provider's user when the client has one,
+/// else the request's `user`, else a made-up id and a name derived from it (`Host`, or `Guest`
+/// and the id's first four characters), so token and database agree.
+fn participant(req: &PlacementRequest, client: &Client, role: Role) -> NewParticipant {
+    let (user_id, display_name) = match (client.user(), &req.user) {
+        (Some(vouched), _) => vouched,
+        (None, Some(u)) => (u.id.clone(), u.name.clone()),
+        (None, None) => {
             let suffix = crate::ids::random_id(10);
             let name = match role {
                 Role::Host => "Host".to_owned(),
@@ -187,8 +190,10 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let req = parse_body(&headers, body)?;
     let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    let client = crate::access::admit(&state, &headers, client_ip).await?;
+    let mut req = parse_body(&headers, body)?;
+    req.team = client.session_team(req.team.take())?;
     let decision = state.placer.place(Some(client_ip), req.region.as_deref(), true);
     let Some(edge) = decision.edge else {
         tracing::warn!(client.ip = %client_ip, region = %decision.explanation.wanted_region, "no edge available");
@@ -197,7 +202,7 @@ pub async fn create(
     let explanation = decision.explanation;
     let now = now_ms();
     let session_id = crate::ids::session_id();
-    let host = participant(&req, Role::Host);
+    let host = participant(&req, &client, Role::Host);
     let options = req.options.unwrap_or_default();
     let body = answer(&state, &session_id, req.team.clone(), options, &edge, 1, &host)?;
     let body = PlacementAnswer {
@@ -256,10 +261,13 @@ pub(crate) fn check_joinable(state: &LocatorState, edge: &EdgeRecord) -> Result<
 
 pub async fn join(
     State(state): State<Arc<LocatorState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     session_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    let client = crate::access::admit(&state, &headers, client_ip).await?;
     // A path that is not UTF-8 names no session.
     let Path(session_id) =
         session_id.map_err(|_| ApiError::NotFound("no session has such an id (the path is not UTF-8)".into()))?;
@@ -272,6 +280,7 @@ pub async fn join(
         .session(&session_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("session {session_id} does not exist")))?;
+    client.may_use_team(session.team.as_deref())?;
     if session.ended_at.is_some() {
         return Err(ApiError::SessionEnded(format!("session {session_id} has ended")));
     }
@@ -280,7 +289,7 @@ pub async fn join(
             ApiError::Internal(format!("session {session_id} is on unknown edge {}", session.edge_id))
         })?;
     check_joinable(&state, &edge)?;
-    let guest = participant(&req, Role::Guest);
+    let guest = participant(&req, &client, Role::Guest);
     let id = state
         .store
         .add_participant(&session_id, &guest)

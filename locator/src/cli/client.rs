@@ -99,7 +99,22 @@ impl AdminClient {
         segments: &[&str],
         body: Option<&Value>,
     ) -> Result<Option<Value>, CallError> {
-        let url = self.url(segments);
+        self.call_with_query(method, segments, &[], body).await
+    }
+
+    /// [`AdminClient::call`] with query parameters (`None` values are left out).
+    pub async fn call_with_query(
+        &self,
+        method: Method,
+        segments: &[&str],
+        query: &[(&str, Option<String>)],
+        body: Option<&Value>,
+    ) -> Result<Option<Value>, CallError> {
+        let mut url = self.url(segments);
+        let present: Vec<(&str, &str)> = query.iter().filter_map(|(k, v)| Some((*k, v.as_deref()?))).collect();
+        if !present.is_empty() {
+            url.query_pairs_mut().extend_pairs(present);
+        }
         let mut request = self.http.request(method, url.clone()).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(body);

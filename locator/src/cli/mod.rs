@@ -1,6 +1,8 @@
-//! The admin subcommands of `duet-locator` (`regions`, `edges`, `placement`, `geoip`): each
-//! makes one call to the admin API of a running locator and prints the answer for people
-//! (aligned tables, short summaries) or, with `--json`, as the API's JSON for scripts.
+//! The admin subcommands of `duet-locator` (`regions`, `edges`, `placement`, `geoip`,
+//! `sessions`, `audit`, `usage`, `tokens`): each makes one call to the admin API of a running
+//! locator (`audit tail --follow` keeps polling) and prints the answer for people (aligned
+//! tables, short summaries) or, with `--json`, as the API's JSON for scripts. `hash-password`
+//! makes a password hash for the dashboard's configuration and calls nothing.
 //!
 //! Guarantees:
 //! - The admin token is never a flag value (see [`token`] for where it is found).
@@ -82,6 +84,26 @@ Examples:
   duet-locator edges list --json --url https://locator.example:8443
   duet-locator edges suspend edge-1";
 
+const SESSIONS_EXAMPLES: &str = "\
+Examples:
+  duet-locator sessions list
+  duet-locator sessions list --state ended --team platform --limit 50
+  duet-locator sessions show s_0123456789abcdefghijklmn";
+
+const AUDIT_EXAMPLES: &str = "\
+Examples:
+  duet-locator audit tail
+  duet-locator audit tail --kind edge_suspended --since 7d
+  duet-locator audit tail --actor token:root --follow
+  duet-locator audit tail --session s_0123456789abcdefghijklmn --json";
+
+const TOKENS_EXAMPLES: &str = "\
+Examples:
+  duet-locator tokens create grafana --scope read
+  duet-locator tokens create ci-deploy --scope admin --expires-in 90d
+  duet-locator tokens list
+  duet-locator tokens revoke 0123456789ab";
+
 const PLACEMENT_EXAMPLES: &str = "\
 Examples:
   duet-locator placement explain 81.2.69.142
@@ -125,6 +147,162 @@ pub enum Command {
         command: GeoipCommand,
         #[command(flatten)]
         options: AdminOptions,
+    },
+    /// Live and past sessions.
+    #[command(after_help = SESSIONS_EXAMPLES)]
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+        #[command(flatten)]
+        options: AdminOptions,
+    },
+    /// The audit log: who changed what, and what happened to sessions and edges.
+    #[command(after_help = AUDIT_EXAMPLES)]
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+        #[command(flatten)]
+        options: AdminOptions,
+    },
+    /// Usage over time: users in sessions, sessions and connections (peaks per step).
+    #[command(after_help = "Examples:\n  duet-locator usage\n  duet-locator usage --since 7d --step 6h")]
+    Usage {
+        /// How far back to look, e.g. 1h, 7d.
+        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration, default_value = "1h")]
+        since: std::time::Duration,
+        /// Length of each step [default: about 1/120 of --since, at least 1m].
+        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration)]
+        step: Option<std::time::Duration>,
+        #[command(flatten)]
+        options: AdminOptions,
+    },
+    /// Named admin API tokens with read or admin scope (needs an admin-scope token).
+    #[command(after_help = TOKENS_EXAMPLES)]
+    Tokens {
+        #[command(subcommand)]
+        command: TokensCommand,
+        #[command(flatten)]
+        options: AdminOptions,
+    },
+    /// Per-team client keys for IDE plugins (client_auth keys).
+    #[command(
+        after_help = "Examples:\n  duet-locator client-keys create platform vscode-fleet\n  duet-locator client-keys list --team platform\n  duet-locator client-keys revoke 0123456789ab"
+    )]
+    ClientKeys {
+        #[command(subcommand)]
+        command: ClientKeysCommand,
+        #[command(flatten)]
+        options: AdminOptions,
+    },
+    /// Print an Argon2 hash of a password read from stdin, for DUET_DASHBOARD_PASSWORD_HASH
+    /// (dashboard logins with DUET_DASHBOARD_USER). Calls no locator.
+    #[command(
+        after_help = "Example:\n  printf %s \"$PASSWORD\" | duet-locator hash-password > dashboard-password-hash"
+    )]
+    HashPassword,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SessionsCommand {
+    /// Sessions, newest first.
+    List {
+        /// Only live or only ended sessions [default: both].
+        #[arg(long, value_parser = ["live", "ended"])]
+        state: Option<String>,
+        /// Only sessions on this edge.
+        #[arg(long, value_name = "EDGE")]
+        edge: Option<String>,
+        /// Only sessions of this team.
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// One session and its participants.
+    Show {
+        /// The session's id.
+        #[arg(value_name = "SESSION")]
+        session: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// The latest audit entries (oldest first), optionally filtered; --follow keeps printing
+    /// new ones as they are stored.
+    Tail {
+        /// Only entries of this kind, e.g. edge_suspended, session_ended, token_created.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only entries about this edge.
+        #[arg(long, value_name = "EDGE")]
+        edge: Option<String>,
+        /// Only entries about this session.
+        #[arg(long, value_name = "SESSION")]
+        session: Option<String>,
+        /// Only entries made by this principal, e.g. token:root, user:ada, locator.
+        #[arg(long, value_name = "PRINCIPAL")]
+        actor: Option<String>,
+        /// How far back to look, e.g. 1h, 30d.
+        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration, default_value = "1h")]
+        since: std::time::Duration,
+        /// Show at most this many of the latest entries (1 to 1000).
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        lines: u32,
+        /// Keep running and print entries as they are stored (every 2 s; Ctrl-C stops). With
+        /// --json, one entry per line.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientKeysCommand {
+    /// Every client key (of one team with --team): team, name, creator, revocation, last use.
+    List {
+        /// Only this team's keys.
+        #[arg(long, value_name = "TEAM")]
+        team: Option<String>,
+    },
+    /// Create a key for TEAM and print it once; plugins send it as `Authorization: Bearer KEY`.
+    Create {
+        /// The team whose sessions and presence the key reaches.
+        #[arg(value_name = "TEAM")]
+        team: String,
+        /// A name for the key within the team, e.g. the plugin fleet or office it is for.
+        #[arg(value_name = "NAME")]
+        name: String,
+    },
+    /// Revoke a key at once, on every locator replica (running sessions continue).
+    Revoke {
+        /// The key's id (the ID column of `client-keys list`).
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokensCommand {
+    /// Every token: name, scope, who made it, expiry, revocation and last use.
+    List,
+    /// Create a token and print it once (it is not stored, only its hash).
+    Create {
+        /// A name for the token, shown in the audit log as token:NAME.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// read (every GET route except tokens) or admin (everything).
+        #[arg(long, value_parser = ["read", "admin"])]
+        scope: String,
+        /// Lifetime, e.g. 90d [default: no expiry].
+        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration)]
+        expires_in: Option<std::time::Duration>,
+    },
+    /// Revoke a token at once, on every locator replica.
+    Revoke {
+        /// The token's id (the ID column of `tokens list`).
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 
@@ -208,11 +386,22 @@ pub enum EdgesCommand {
         #[arg(value_name = "EDGE")]
         edge: String,
     },
-    /// Resume a suspended edge: it takes new sessions again.
+    /// Resume a suspended or draining edge: it takes new sessions again.
     Resume {
         /// The edge's id, as `edges list` shows it.
         #[arg(value_name = "EDGE")]
         edge: String,
+    },
+    /// Drain an edge: suspend it and, at the deadline, end the sessions it still carries (their
+    /// participants are sent back to the locator, which places them elsewhere).
+    #[command(after_help = "Example:\n  duet-locator edges drain edge-1 --deadline 15m")]
+    Drain {
+        /// The edge's id, as `edges list` shows it.
+        #[arg(value_name = "EDGE")]
+        edge: String,
+        /// Time the sessions get to end by themselves, from 1s to 24h.
+        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration, default_value = "5m")]
+        deadline: std::time::Duration,
     },
 }
 
@@ -249,12 +438,14 @@ pub enum CliError {
     Answer(String),
     #[error("cannot start the runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("{0}")]
+    Password(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Token(_) | CliError::Setup(_) => EXIT_USAGE,
+            CliError::Token(_) | CliError::Setup(_) | CliError::Password(_) => EXIT_USAGE,
             CliError::Call(CallError::Unreachable { .. }) => EXIT_UNAVAILABLE,
             CliError::Call(_) | CliError::Answer(_) | CliError::Runtime(_) => EXIT_API_ERROR,
         }
@@ -262,12 +453,19 @@ impl CliError {
 }
 
 impl Command {
-    pub fn options(&self) -> &AdminOptions {
+    /// The shared options; `None` for `hash-password`, which calls no locator.
+    pub fn options(&self) -> Option<&AdminOptions> {
         match self {
             Command::Regions { options, .. }
             | Command::Edges { options, .. }
             | Command::Placement { options, .. }
-            | Command::Geoip { options, .. } => options,
+            | Command::Geoip { options, .. }
+            | Command::Sessions { options, .. }
+            | Command::Audit { options, .. }
+            | Command::Usage { options, .. }
+            | Command::Tokens { options, .. }
+            | Command::ClientKeys { options, .. } => Some(options),
+            Command::HashPassword => None,
         }
     }
 }
@@ -290,10 +488,13 @@ pub fn run(command: Command, env: &dyn Env) -> ExitCode {
 }
 
 fn run_inner(command: Command, env: &dyn Env) -> Result<String, CliError> {
-    let options = command.options().clone();
+    let Some(options) = command.options().cloned() else { return hash_password_from_stdin() };
     let token = token::resolve(env, options.token_file.as_deref(), Path::new(token::DEFAULT_TOKEN_FILE))?;
     let client = AdminClient::new(options.url, token, options.ca_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CliError::Runtime)?;
+    if let Command::Audit { command: tail, .. } = &command {
+        return runtime.block_on(audit_tail(&client, tail, options.json));
+    }
     let (view, json) = runtime.block_on(execute(&client, &command))?;
     if options.json {
         // The answer as it came, never through the typed views: nothing is lost or refused.
@@ -312,6 +513,15 @@ enum View {
     Fallback,
     Explanation,
     GeoIp,
+    Sessions,
+    SessionDetail,
+    Usage,
+    Tokens,
+    TokenCreated,
+    TokenRevoked,
+    ClientKeys,
+    ClientKeyCreated,
+    ClientKeyRevoked,
 }
 
 /// Calls `/api/v1/admin/<tail>`.
@@ -355,6 +565,10 @@ async fn execute(client: &AdminClient, command: &Command) -> Result<(View, Optio
             EdgesCommand::Resume { edge } => {
                 (View::Edge, call(client, Method::POST, &["edges", edge, "resume"], None).await?)
             }
+            EdgesCommand::Drain { edge, deadline } => {
+                let body = json!({ "deadline_seconds": deadline.as_secs().max(1) });
+                (View::Edge, call(client, Method::POST, &["edges", edge, "drain"], Some(body)).await?)
+            }
         },
         Command::Placement { command: PlacementCommand::Explain { ip, region }, .. } => {
             let body = json!({ "client_ip": ip.to_string(), "region": region });
@@ -362,6 +576,51 @@ async fn execute(client: &AdminClient, command: &Command) -> Result<(View, Optio
         }
         Command::Geoip { command: GeoipCommand::Reload, .. } => {
             (View::GeoIp, call(client, Method::POST, &["geoip", "reload"], None).await?)
+        }
+        Command::Sessions { command: SessionsCommand::List { state, edge, team, limit }, .. } => {
+            let query = [
+                ("state", state.clone()),
+                ("edge", edge.clone()),
+                ("team", team.clone()),
+                ("limit", Some(limit.to_string())),
+            ];
+            (View::Sessions, call_query(client, &["sessions"], &query).await?)
+        }
+        Command::Sessions { command: SessionsCommand::Show { session }, .. } => {
+            (View::SessionDetail, call(client, Method::GET, &["sessions", session], None).await?)
+        }
+        Command::Usage { since, step, .. } => {
+            let now = OffsetDateTime::now_utc();
+            let query = [
+                ("from", Some(rfc3339(now - *since))),
+                ("to", Some(rfc3339(now))),
+                ("step_seconds", step.map(|s| s.as_secs().to_string())),
+            ];
+            (View::Usage, call_query(client, &["usage"], &query).await?)
+        }
+        Command::Tokens { command: TokensCommand::List, .. } => {
+            (View::Tokens, call(client, Method::GET, &["tokens"], None).await?)
+        }
+        Command::Tokens { command: TokensCommand::Create { name, scope, expires_in }, .. } => {
+            let body =
+                json!({ "name": name, "scope": scope, "expires_in_seconds": expires_in.map(|d| d.as_secs().max(1)) });
+            (View::TokenCreated, call(client, Method::POST, &["tokens"], Some(body)).await?)
+        }
+        Command::Tokens { command: TokensCommand::Revoke { id }, .. } => {
+            (View::TokenRevoked, call(client, Method::DELETE, &["tokens", id], None).await?)
+        }
+        Command::ClientKeys { command: ClientKeysCommand::List { team }, .. } => {
+            (View::ClientKeys, call_query(client, &["client-keys"], &[("team", team.clone())]).await?)
+        }
+        Command::ClientKeys { command: ClientKeysCommand::Create { team, name }, .. } => {
+            let body = json!({ "team": team, "name": name });
+            (View::ClientKeyCreated, call(client, Method::POST, &["client-keys"], Some(body)).await?)
+        }
+        Command::ClientKeys { command: ClientKeysCommand::Revoke { id }, .. } => {
+            (View::ClientKeyRevoked, call(client, Method::DELETE, &["client-keys", id], None).await?)
+        }
+        Command::Audit { .. } | Command::HashPassword => {
+            return Err(CliError::Answer("not a single-call command".into()));
         }
     };
     Ok(done)
@@ -377,6 +636,101 @@ async fn add_rule(
     Ok((View::Rule, call(client, Method::POST, &["regions", "rules"], Some(body)).await?))
 }
 
+/// `GET /api/v1/admin/<tail>?<query>`.
+async fn call_query(
+    client: &AdminClient,
+    tail: &[&str],
+    query: &[(&str, Option<String>)],
+) -> Result<Option<Value>, CliError> {
+    let segments: Vec<&str> = ["api", "v1", "admin"].iter().chain(tail).copied().collect();
+    Ok(client.call_with_query(Method::GET, &segments, query, None).await?)
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+}
+
+/// How often `audit tail --follow` asks for new entries.
+const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `audit tail`: reads every page since `--since`, prints the last `--lines` entries, then with
+/// `--follow` keeps reading from where it stopped.
+async fn audit_tail(client: &AdminClient, command: &AuditCommand, json_out: bool) -> Result<String, CliError> {
+    let AuditCommand::Tail { kind, edge, session, actor, since, lines, follow } = command;
+    let from = rfc3339(OffsetDateTime::now_utc() - *since);
+    let mut cursor: Option<String> = None;
+    let mut latest: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
+    let mut first = true;
+    loop {
+        let query = [
+            ("from", Some(from.clone())),
+            ("kind", kind.clone()),
+            ("edge", edge.clone()),
+            ("session", session.clone()),
+            ("actor", actor.clone()),
+            ("limit", Some(AUDIT_PAGE.to_string())),
+            ("cursor", cursor.clone()),
+        ];
+        let page: Value = call_query(client, &["audit"], &query).await?.unwrap_or(Value::Null);
+        let entries = page.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
+        let next = page.get("next_cursor").and_then(Value::as_str).map(str::to_owned);
+        // The cursor of the last entry seen, so that following resumes after it.
+        if let Some(last) = entries.last() {
+            if let (Some(at), Some(id)) = (last.get("at").and_then(Value::as_str), last.get("id")) {
+                if let Ok(t) = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
+                    cursor = Some(format!("{}.{}", t.unix_timestamp_nanos() / 1_000_000, id));
+                }
+            }
+        }
+        latest.extend(entries);
+        while latest.len() > *lines as usize && first {
+            latest.pop_front();
+        }
+        if next.is_some() {
+            continue;
+        }
+        let out = render_audit(latest.drain(..).collect(), json_out, *follow);
+        if !*follow {
+            return Ok(out);
+        }
+        let mut stdout = std::io::stdout().lock();
+        if stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()).is_err() {
+            return Ok(String::new());
+        }
+        drop(stdout);
+        first = false;
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+    }
+}
+
+/// Entries per request of `audit tail` (the API's maximum).
+const AUDIT_PAGE: u32 = 1000;
+
+fn render_audit(entries: Vec<Value>, json_out: bool, follow: bool) -> String {
+    if json_out {
+        if follow {
+            return entries.iter().map(|e| format!("{e}\n")).collect();
+        }
+        return pretty(&Value::Array(entries));
+    }
+    match decode::<Vec<views::AuditEntry>>(Some(&Value::Array(entries))) {
+        Ok(list) => views::audit_table(&list, follow),
+        Err(e) => format!("{e}\n"),
+    }
+}
+
+/// `hash-password`: one line of stdin (without its line end) to an Argon2id PHC string.
+fn hash_password_from_stdin() -> Result<String, CliError> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(CliError::Runtime)?;
+    let password = line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.chars().count() < 12 {
+        return Err(CliError::Password("the password must have at least 12 characters".into()));
+    }
+    let hash = crate::dashboard::hash_password(password).map_err(CliError::Password)?;
+    Ok(format!("{hash}\n"))
+}
+
 fn render(view: View, json: Option<&Value>, now: OffsetDateTime) -> Result<String, CliError> {
     Ok(match view {
         View::Regions => views::regions_tables(&decode(json)?, now),
@@ -387,6 +741,15 @@ fn render(view: View, json: Option<&Value>, now: OffsetDateTime) -> Result<Strin
         View::Fallback => views::fallback_summary(&decode(json)?),
         View::Explanation => views::explanation(&decode(json)?),
         View::GeoIp => views::geoip_reloaded(&decode(json)?, now),
+        View::Sessions => views::session_table(&decode(json)?, now),
+        View::SessionDetail => views::session_detail(&decode(json)?, now),
+        View::Usage => views::usage_table(&decode(json)?),
+        View::Tokens => views::token_table(&decode(json)?, now),
+        View::TokenCreated => views::token_created(&decode(json)?),
+        View::TokenRevoked => views::token_revoked(&decode(json)?),
+        View::ClientKeys => views::client_key_table(&decode(json)?, now),
+        View::ClientKeyCreated => views::client_key_created(&decode(json)?),
+        View::ClientKeyRevoked => views::client_key_revoked(&decode(json)?),
     })
 }
 
@@ -532,8 +895,8 @@ mod tests {
     fn shared_options_are_accepted_after_the_subcommand() {
         let c = parse(&["edges", "list", "--json", "--url", "http://h:8080"]);
         assert!(matches!(c, Command::Edges { command: EdgesCommand::List, .. }));
-        assert!(c.options().json);
-        assert_eq!(c.options().url.as_str(), "http://h:8080/");
+        assert!(c.options().unwrap().json);
+        assert_eq!(c.options().unwrap().url.as_str(), "http://h:8080/");
         let c = parse(&[
             "regions",
             "set-edge",
@@ -546,17 +909,17 @@ mod tests {
             "--token-file",
             "/run/token",
         ]);
-        let o = c.options();
+        let o = c.options().unwrap();
         assert_eq!(o.url.as_str(), "https://ops.example/duet");
         assert_eq!(o.ca_file.as_deref(), Some(Path::new("/etc/ca.pem")));
         assert_eq!(o.token_file.as_deref(), Some(Path::new("/run/token")));
         assert!(!o.json);
         // Before the subcommand works too.
         let c = parse(&["placement", "--json", "explain", "10.0.0.1"]);
-        assert!(c.options().json);
+        assert!(c.options().unwrap().json);
         let c = parse(&["geoip", "reload"]);
         if std::env::var_os(ENV_LOCATOR_URL).is_none() {
-            assert_eq!(c.options().url.as_str(), "http://127.0.0.1:8080/");
+            assert_eq!(c.options().unwrap().url.as_str(), "http://127.0.0.1:8080/");
         }
     }
 

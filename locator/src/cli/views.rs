@@ -40,6 +40,8 @@ pub struct Edge {
     pub last_heartbeat_at: Option<String>,
     #[serde(default)]
     pub outbox: Outbox,
+    #[serde(default)]
+    pub drain_deadline: Option<String>,
 }
 
 /// The edge's outbox as its last heartbeat reported it.
@@ -230,7 +232,11 @@ pub fn edge_summary(e: &Edge) -> String {
         (None, _) => e.region.clone(),
     };
     let available = if e.available { "available" } else { "not available" };
-    format!("edge {}: {}, health {}, {available}, region {region}\n", e.id, e.admin_state, e.health)
+    let deadline = match &e.drain_deadline {
+        Some(at) => format!(" (remaining sessions end at {at})"),
+        None => String::new(),
+    };
+    format!("edge {}: {}{deadline}, health {}, {available}, region {region}\n", e.id, e.admin_state, e.health)
 }
 
 /// `regions list`.
@@ -390,6 +396,325 @@ fn list_or_none(items: &[String]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<Session>,
+    #[serde(default)]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Session {
+    pub id: String,
+    pub edge_id: String,
+    #[serde(default)]
+    pub team: Option<String>,
+    pub created_at: String,
+    #[serde(default)]
+    pub ended_at: Option<String>,
+    #[serde(default)]
+    pub end_reason: Option<String>,
+    #[serde(default)]
+    pub participant_count: u32,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SessionDetail {
+    pub session: Session,
+    #[serde(default)]
+    pub participants: Vec<Participant>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Participant {
+    pub participant_id: u32,
+    pub role: String,
+    pub user_id: String,
+    pub display_name: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct AuditEntry {
+    pub at: String,
+    pub kind: String,
+    #[serde(default)]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub edge_id: Option<String>,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub detail: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Usage {
+    pub step_seconds: i64,
+    pub points: Vec<UsagePoint>,
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct UsagePoint {
+    pub at: String,
+    pub users_online: u64,
+    pub sessions: u64,
+    pub connections: u64,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenList {
+    pub tokens: Vec<Token>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Token {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    pub created_by: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+    /// Only in the answer that creates it.
+    #[serde(default)]
+    pub token: Option<String>,
+}
+
+fn or_none(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| NONE.into())
+}
+
+/// `sessions list`.
+pub fn session_table(list: &SessionList, now: OffsetDateTime) -> String {
+    if list.sessions.is_empty() {
+        return "no sessions\n".into();
+    }
+    let mut table = Table::new(&[
+        ("SESSION", Align::Left),
+        ("EDGE", Align::Left),
+        ("TEAM", Align::Left),
+        ("CREATED", Align::Left),
+        ("ENDED", Align::Left),
+        ("REASON", Align::Left),
+        ("PARTICIPANTS", Align::Right),
+    ]);
+    for s in &list.sessions {
+        table.row(vec![
+            s.id.clone(),
+            s.edge_id.clone(),
+            or_none(&s.team),
+            age(&s.created_at, now),
+            s.ended_at.as_deref().map_or_else(|| "live".into(), |t| age(t, now)),
+            or_none(&s.end_reason),
+            s.participant_count.to_string(),
+        ]);
+    }
+    let mut out = table.render();
+    if list.next_cursor.is_some() {
+        out.push_str("(more: raise --limit or narrow with --state, --edge, --team)\n");
+    }
+    out
+}
+
+/// `sessions show`.
+pub fn session_detail(d: &SessionDetail, now: OffsetDateTime) -> String {
+    let s = &d.session;
+    let state = match (&s.ended_at, &s.end_reason) {
+        (Some(at), reason) => format!("ended {} ({})", age(at, now), or_none(reason)),
+        (None, _) => "live".into(),
+    };
+    let mut out = format!(
+        "session {} on edge {}, team {}, created {}, {state}\n",
+        s.id,
+        s.edge_id,
+        or_none(&s.team),
+        age(&s.created_at, now)
+    );
+    let mut table = Table::new(&[
+        ("ID", Align::Right),
+        ("ROLE", Align::Left),
+        ("USER", Align::Left),
+        ("NAME", Align::Left),
+        ("JOINED", Align::Left),
+    ]);
+    for p in &d.participants {
+        table.row(vec![
+            p.participant_id.to_string(),
+            p.role.clone(),
+            p.user_id.clone(),
+            p.display_name.clone(),
+            age(&p.created_at, now),
+        ]);
+    }
+    out.push_str(&table.render());
+    out
+}
+
+/// `audit tail`: times in full (an audit log is read for exact times); with `follow`, rows
+/// after the first batch come without the header.
+pub fn audit_table(entries: &[AuditEntry], follow: bool) -> String {
+    if entries.is_empty() {
+        return if follow { String::new() } else { "no audit entries\n".into() };
+    }
+    let mut table = Table::new(&[
+        ("TIME", Align::Left),
+        ("KIND", Align::Left),
+        ("ACTOR", Align::Left),
+        ("EDGE", Align::Left),
+        ("SESSION", Align::Left),
+        ("DETAIL", Align::Left),
+    ]);
+    for e in entries {
+        table.row(vec![
+            e.at.clone(),
+            e.kind.clone(),
+            or_none(&e.actor),
+            or_none(&e.edge_id),
+            or_none(&e.session_id),
+            e.detail.clone(),
+        ]);
+    }
+    table.render()
+}
+
+/// `usage`.
+pub fn usage_table(u: &Usage) -> String {
+    let mut table = Table::new(&[
+        ("FROM", Align::Left),
+        ("USERS", Align::Right),
+        ("SESSIONS", Align::Right),
+        ("CONNECTIONS", Align::Right),
+    ]);
+    for p in &u.points {
+        table.row(vec![p.at.clone(), p.users_online.to_string(), p.sessions.to_string(), p.connections.to_string()]);
+    }
+    let mut out = format!("peaks per {} s step\n", u.step_seconds);
+    out.push_str(&table.render());
+    if u.truncated {
+        out.push_str("(users are a lower bound: too many participants in the range to count them all)\n");
+    }
+    out
+}
+
+/// `tokens list`.
+pub fn token_table(list: &TokenList, now: OffsetDateTime) -> String {
+    if list.tokens.is_empty() {
+        return "no tokens (the bootstrap admin token is not listed)\n".into();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("NAME", Align::Left),
+        ("SCOPE", Align::Left),
+        ("CREATED", Align::Left),
+        ("BY", Align::Left),
+        ("EXPIRES", Align::Left),
+        ("REVOKED", Align::Left),
+        ("LAST USED", Align::Left),
+    ]);
+    for t in &list.tokens {
+        table.row(vec![
+            t.id.clone(),
+            t.name.clone(),
+            t.scope.clone(),
+            age(&t.created_at, now),
+            t.created_by.clone(),
+            or_none(&t.expires_at),
+            t.revoked_at.as_deref().map_or_else(|| NONE.into(), |at| age(at, now)),
+            t.last_used_at.as_deref().map_or_else(|| "never".into(), |at| age(at, now)),
+        ]);
+    }
+    table.render()
+}
+
+/// `tokens create`: the token on a line of its own, so `| head -1` gets it.
+pub fn token_created(t: &Token) -> String {
+    let expiry = t.expires_at.as_deref().map_or_else(|| "never expires".into(), |at| format!("expires {at}"));
+    format!(
+        "{}\ntoken {} (id {}, {} scope, {expiry}); it is shown only now\n",
+        t.token.as_deref().unwrap_or(NONE),
+        t.name,
+        t.id,
+        t.scope
+    )
+}
+
+/// `tokens revoke`.
+pub fn token_revoked(t: &Token) -> String {
+    format!("token {} (id {}) revoked\n", t.name, t.id)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ClientKeyList {
+    pub client_keys: Vec<ClientKey>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ClientKey {
+    pub id: String,
+    pub team: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: String,
+    #[serde(default)]
+    pub revoked_at: Option<String>,
+    #[serde(default)]
+    pub last_used_at: Option<String>,
+    /// Only in the answer that creates it.
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+/// `client-keys list`.
+pub fn client_key_table(list: &ClientKeyList, now: OffsetDateTime) -> String {
+    if list.client_keys.is_empty() {
+        return "no client keys\n".into();
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("TEAM", Align::Left),
+        ("NAME", Align::Left),
+        ("CREATED", Align::Left),
+        ("BY", Align::Left),
+        ("REVOKED", Align::Left),
+        ("LAST USED", Align::Left),
+    ]);
+    for k in &list.client_keys {
+        table.row(vec![
+            k.id.clone(),
+            k.team.clone(),
+            k.name.clone(),
+            age(&k.created_at, now),
+            k.created_by.clone(),
+            k.revoked_at.as_deref().map_or_else(|| NONE.into(), |at| age(at, now)),
+            k.last_used_at.as_deref().map_or_else(|| "never".into(), |at| age(at, now)),
+        ]);
+    }
+    table.render()
+}
+
+/// `client-keys create`: the key on a line of its own.
+pub fn client_key_created(k: &ClientKey) -> String {
+    format!(
+        "{}\nclient key {} for team {} (id {}); it is shown only now\n",
+        k.key.as_deref().unwrap_or(NONE),
+        k.name,
+        k.team,
+        k.id
+    )
+}
+
+/// `client-keys revoke`.
+pub fn client_key_revoked(k: &ClientKey) -> String {
+    format!("client key {} for team {} (id {}) revoked\n", k.name, k.team, k.id)
 }
 
 /// The age of an RFC 3339 time; a time that does not parse is shown as it is.

@@ -16,6 +16,7 @@
 //! with keyset pagination ([`Store::audit_entries`]) and pruned in short batches
 //! ([`Store::prune_entries`], driven by [`crate::retention`]).
 
+mod admin;
 mod records;
 
 use std::borrow::Cow;
@@ -26,6 +27,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 
+pub use admin::*;
 pub use records::*;
 
 static MIGRATE_SQLITE: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -631,10 +633,17 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Sets an edge's admin state. Returns false if the edge is unknown.
-    pub async fn set_admin_state(&self, edge_id: &str, state: AdminState) -> Result<bool, StoreError> {
-        let sql = self.sql("UPDATE edges SET admin_state = ? WHERE id = ?");
-        let done = sqlx::query(&sql).bind(state.as_str()).bind(edge_id).execute(&self.pool).await?;
+    /// Sets an edge's admin state, with the drain deadline (Unix ms) for [`AdminState::Draining`]
+    /// and none otherwise. Returns false if the edge is unknown.
+    pub async fn set_admin_state(
+        &self,
+        edge_id: &str,
+        state: AdminState,
+        drain_deadline: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let sql = self.sql("UPDATE edges SET admin_state = ?, drain_deadline = ? WHERE id = ?");
+        let done =
+            sqlx::query(&sql).bind(state.as_str()).bind(drain_deadline).bind(edge_id).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0 || self.edge(edge_id).await?.is_some())
     }
 
@@ -1088,8 +1097,18 @@ impl Store {
             conditions.push("at >= ? AND (at > ? OR id > ?)");
             ints.extend([c.at, c.at, c.id]);
         }
-        let text_filters =
-            [("edge_id = ?", &filter.edge_id), ("session_id = ?", &filter.session_id), ("kind = ?", &filter.kind)];
+        // Metrics entries have no actor: an actor filter matches none of them.
+        let actor = if table == EntryTable::Audit {
+            ("actor = ?", &filter.actor)
+        } else {
+            ("1 = 0 AND ? IS NULL", &filter.actor)
+        };
+        let text_filters = [
+            ("edge_id = ?", &filter.edge_id),
+            ("session_id = ?", &filter.session_id),
+            ("kind = ?", &filter.kind),
+            actor,
+        ];
         for (condition, value) in text_filters {
             if let Some(v) = value {
                 conditions.push(condition);
@@ -1481,7 +1500,7 @@ const EDGE_COLUMNS: &str =
     "id, region, region_override, public_url, build, max_connections, max_sessions, admin_state, health, \
      cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at, \
      outbox_depth, outbox_oldest_age_ms, outbox_last_seq, outbox_dropped_audit, outbox_dropped_metrics, \
-     outbox_id, link_epoch";
+     outbox_id, link_epoch, drain_deadline";
 
 const SESSION_COLUMNS: &str =
     "id, edge_id, team, region_hint, created_at, started_at, ended_at, end_reason, participant_count, \
@@ -1525,6 +1544,7 @@ fn edge_from_row(row: &AnyRow) -> Result<EdgeRecord, StoreError> {
         registered_at: row.try_get("registered_at")?,
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
         health_changed_at: row.try_get("health_changed_at")?,
+        drain_deadline: row.try_get("drain_deadline")?,
     })
 }
 

@@ -110,6 +110,8 @@ pub struct EdgeRecord {
     pub registered_at: i64,
     pub last_heartbeat_at: i64,
     pub health_changed_at: i64,
+    /// When a draining edge's remaining sessions are ended (Unix ms); set only while draining.
+    pub drain_deadline: Option<i64>,
 }
 
 impl EdgeRecord {
@@ -223,6 +225,17 @@ pub mod audit_kind {
     pub const SESSION_RESTORED: &str = "session_restored";
     pub const EDGE_SUSPENDED: &str = "edge_suspended";
     pub const EDGE_RESUMED: &str = "edge_resumed";
+    /// An admin started draining an edge (its detail names the deadline).
+    pub const EDGE_DRAINING: &str = "edge_draining";
+    /// A draining edge's deadline passed and its remaining sessions were ended.
+    pub const EDGE_DRAINED: &str = "edge_drained";
+    pub const TOKEN_CREATED: &str = "token_created";
+    pub const TOKEN_REVOKED: &str = "token_revoked";
+    pub const CLIENT_KEY_CREATED: &str = "client_key_created";
+    pub const CLIENT_KEY_REVOKED: &str = "client_key_revoked";
+    pub const DASHBOARD_LOGIN: &str = "dashboard_login";
+    pub const DASHBOARD_LOGIN_FAILED: &str = "dashboard_login_failed";
+    pub const DASHBOARD_LOGOUT: &str = "dashboard_logout";
     /// An admin moved an edge to a region, or back to the one it reports.
     pub const EDGE_REGION_SET: &str = "edge_region_set";
     pub const REGION_RULE_ADDED: &str = "region_rule_added";
@@ -232,10 +245,9 @@ pub mod audit_kind {
     pub const PRESENCE_MOVED: &str = "presence_moved";
 }
 
-/// Who made an audit entry the locator stores for itself: the locator, or an admin (the static
-/// admin token has no name yet, so every admin is `admin`).
+/// Who made an audit entry the locator stores for itself: the locator, or an admin, named by
+/// their principal (`token:root`, `token:<name>`, `user:<name>`; see `admin::auth`).
 pub const ACTOR_LOCATOR: &str = "locator";
-pub const ACTOR_ADMIN: &str = "admin";
 
 /// An audit entry the locator makes itself (not relayed from an edge's outbox).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,7 +257,7 @@ pub struct LocatorAuditEntry {
     pub kind: String,
     pub edge_id: Option<String>,
     pub session_id: Option<String>,
-    /// [`ACTOR_LOCATOR`] or [`ACTOR_ADMIN`].
+    /// [`ACTOR_LOCATOR`] or an admin's principal.
     pub actor: String,
     /// Free text for people.
     pub detail: String,
@@ -319,6 +331,8 @@ pub struct EntryFilter {
     pub edge_id: Option<String>,
     pub session_id: Option<String>,
     pub kind: Option<String>,
+    /// Who made an audit entry (`locator`, `token:<name>`, `user:<name>`); audit entries only.
+    pub actor: Option<String>,
 }
 
 /// Where the next page of a query starts: after the entry with this `(at, id)`. Shown to

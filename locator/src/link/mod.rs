@@ -46,6 +46,8 @@ pub struct LinkHandle {
     pub link_id: u64,
     /// Sends commands to the edge.
     pub writer: Writer,
+    /// The link protocol version the edge speaks.
+    pub protocol_version: u16,
 }
 
 /// The links this replica holds, by edge id.
@@ -57,14 +59,14 @@ pub struct Registry {
 
 impl Registry {
     /// Registers a link unless the edge already has a live one.
-    fn claim(&self, edge_id: &str, writer: Writer) -> Option<LinkHandle> {
+    fn claim(&self, edge_id: &str, writer: Writer, protocol_version: u16) -> Option<LinkHandle> {
         use dashmap::mapref::entry::Entry;
         let link_id = self.next_id.fetch_add(1, Ordering::Relaxed);
         match self.links.entry(edge_id.to_owned()) {
             Entry::Occupied(mut o) => {
                 // A link whose writer has finished is dead even if its task has not noticed yet.
                 if o.get().writer.is_closing() {
-                    let handle = LinkHandle { link_id, writer };
+                    let handle = LinkHandle { link_id, writer, protocol_version };
                     o.insert(handle.clone());
                     Some(handle)
                 } else {
@@ -72,7 +74,7 @@ impl Registry {
                 }
             }
             Entry::Vacant(v) => {
-                let handle = LinkHandle { link_id, writer };
+                let handle = LinkHandle { link_id, writer, protocol_version };
                 v.insert(handle.clone());
                 Some(handle)
             }
@@ -95,6 +97,11 @@ impl Registry {
             .filter(|e| !e.value().writer.is_closing())
             .map(|e| (e.key().clone(), e.value().link_id))
             .collect()
+    }
+
+    /// The link protocol version of the edge's live link to this replica, if it has one.
+    pub fn link_version(&self, edge_id: &str) -> Option<u16> {
+        self.links.get(edge_id).filter(|h| !h.writer.is_closing()).map(|h| h.protocol_version)
     }
 
     /// Whether this replica holds a live link of the edge.
@@ -140,7 +147,7 @@ fn authorized(state: &LocatorState, headers: &HeaderMap) -> bool {
 pub async fn accept(State(state): State<Arc<LocatorState>>, mut req: Request) -> Response {
     if !authorized(&state, req.headers()) {
         tracing::warn!("link refused: missing or wrong enrollment secret");
-        return ApiError::Unauthorized.into_response();
+        return ApiError::Unauthorized("missing or wrong enrollment secret".into()).into_response();
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return ApiError::BadRequest("expected a websocket upgrade".into()).into_response();
@@ -221,7 +228,7 @@ async fn serve(state: Arc<LocatorState>, ws: fastwebsockets::WebSocket<duet_ws::
         return refuse(&writer, CloseCode::LinkMalformed, &reason);
     }
     let edge_id = hello.edge_id.clone();
-    let Some(handle) = state.links.claim(&edge_id, writer.clone()) else {
+    let Some(handle) = state.links.claim(&edge_id, writer.clone(), hello.protocol_version) else {
         return refuse(&writer, CloseCode::LinkDuplicateEdge, &format!("edge id {edge_id} already has a live link"));
     };
     let span = tracing::info_span!("link", edge.id = %edge_id);

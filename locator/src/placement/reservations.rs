@@ -73,7 +73,9 @@ impl Reservations {
             slots.pop_front();
         }
         let slots = &self.by_edge[edge];
-        slots.iter().map(|s| f64::from(s.count) * self.weight_of(now.saturating_duration_since(s.start))).sum()
+        // `+ 0.0`: an empty float sum is -0.0, which JSON shows as `-0.0`.
+        slots.iter().map(|s| f64::from(s.count) * self.weight_of(now.saturating_duration_since(s.start))).sum::<f64>()
+            + 0.0
     }
 
     /// Forgets edges that are no longer known.

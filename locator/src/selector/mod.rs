@@ -54,8 +54,6 @@ pub enum Filtered {
     Unavailable,
     /// No heartbeat within the heartbeat timeout.
     StaleHeartbeat,
-    /// An admin is draining it.
-    Draining,
     /// Sessions (with reservations) reached its `max_sessions`.
     SessionCapacity,
     /// Connections (with reservations) reached its `max_connections`.
@@ -69,7 +67,8 @@ pub enum Tier {
     Preferred,
     /// CPU or lag above its limit: used only when its region has no preferred candidate.
     Demoted,
-    /// Suspended by an admin: used only when no other edge is available anywhere.
+    /// Suspended or being drained by an admin: used only when no other edge is available
+    /// anywhere.
     Suspended,
 }
 
@@ -113,9 +112,6 @@ fn filter(input: &Input<'_>, limits: &Limits, now_ms: i64) -> Option<Filtered> {
     if now_ms.saturating_sub(e.last_heartbeat_at) > timeout_ms {
         return Some(Filtered::StaleHeartbeat);
     }
-    if e.admin_state == AdminState::Draining {
-        return Some(Filtered::Draining);
-    }
     if e.max_sessions > 0 && f64::from(e.load.sessions) + input.reserved >= f64::from(e.max_sessions) {
         return Some(Filtered::SessionCapacity);
     }
@@ -126,7 +122,7 @@ fn filter(input: &Input<'_>, limits: &Limits, now_ms: i64) -> Option<Filtered> {
 }
 
 fn tier(edge: &EdgeRecord, limits: &Limits) -> (Tier, Option<String>) {
-    if edge.admin_state == AdminState::Suspended {
+    if matches!(edge.admin_state, AdminState::Suspended | AdminState::Draining) {
         return (Tier::Suspended, None);
     }
     let lag_limit_ms = u32::try_from(limits.lag_limit.as_millis()).unwrap_or(u32::MAX);
@@ -240,6 +236,7 @@ mod tests {
             registered_at: 0,
             last_heartbeat_at: NOW,
             health_changed_at: 0,
+            drain_deadline: None,
         }
     }
 
@@ -259,7 +256,7 @@ mod tests {
         let mut edges = vec![edge("a", "eu"), edge("b", "eu"), edge("c", "eu"), edge("d", "eu"), edge("e", "eu")];
         edges[0].health = Health::LinkLost;
         edges[1].last_heartbeat_at = NOW - 3_001;
-        edges[2].admin_state = AdminState::Draining;
+        edges[2].health = Health::Unavailable;
         edges[3].max_sessions = 2;
         edges[3].load.sessions = 2;
         edges[4].max_connections = 10;
@@ -272,7 +269,7 @@ mod tests {
             [
                 Some(Filtered::LinkLost),
                 Some(Filtered::StaleHeartbeat),
-                Some(Filtered::Draining),
+                Some(Filtered::Unavailable),
                 Some(Filtered::SessionCapacity),
                 Some(Filtered::ConnectionCapacity)
             ]

@@ -54,6 +54,7 @@ mod tests {
             registered_at: 0,
             last_heartbeat_at: 0,
             health_changed_at: 0,
+            drain_deadline: None,
         }
     }
 

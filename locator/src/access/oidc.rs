@@ -1,0 +1,165 @@
+//! OpenID Connect ID tokens as client credentials: verified against the provider's JWKS with
+//! the configured issuer and audience.
+//!
+//! The key set comes from `oidc_jwks_url`, or from the `jwks_uri` of the issuer's discovery
+//! document (`<issuer>/.well-known/openid-configuration`). It is fetched on first use, again
+//! after [`REFRESH_EVERY`], and at once (at most every [`MIN_REFETCH`]) when a token names a key
+//! it does not hold, which is how a provider's key rotation arrives. A failed fetch keeps the
+//! keys already held. Only asymmetric algorithms are accepted (a JWKS holds public keys; `none`
+//! and HMAC would let anyone mint tokens).
+
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+/// Key sets are re-read at least this often.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(3600);
+/// A token with an unknown key id triggers a fetch at most this often.
+pub const MIN_REFETCH: Duration = Duration::from_secs(30);
+/// Clock skew allowed on `exp`, `nbf` and `iat`.
+pub const LEEWAY_SECONDS: u64 = 60;
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A discovery document or key set larger than this is refused.
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct OidcConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// `None`: discovered from the issuer.
+    pub jwks_url: Option<String>,
+    /// A claim listing the teams the user belongs to (an array of strings, or one string); when
+    /// set, a client may only use sessions and presence of those teams.
+    pub team_claim: Option<String>,
+    /// The claim holding the display name (`sub` when it is missing).
+    pub name_claim: String,
+}
+
+/// Who an ID token says the client is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcIdentity {
+    pub subject: String,
+    pub name: String,
+    /// `None` when no team claim is configured.
+    pub teams: Option<Vec<String>>,
+}
+
+struct Keys {
+    set: JwkSet,
+    fetched: Instant,
+}
+
+pub struct Oidc {
+    config: OidcConfig,
+    http: reqwest::Client,
+    keys: Mutex<Option<Keys>>,
+}
+
+impl Oidc {
+    pub fn new(config: OidcConfig) -> Result<Oidc, String> {
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(FETCH_TIMEOUT)
+            .user_agent(concat!("duet-locator/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        Ok(Oidc { config, http, keys: Mutex::new(None) })
+    }
+
+    pub fn config(&self) -> &OidcConfig {
+        &self.config
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let response = self.http.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: HTTP {}", response.status().as_u16()));
+        }
+        if response.content_length().is_some_and(|n| n > MAX_DOCUMENT_BYTES as u64) {
+            return Err(format!("{url}: larger than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        let bytes = response.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        if bytes.len() > MAX_DOCUMENT_BYTES {
+            return Err(format!("{url}: larger than {MAX_DOCUMENT_BYTES} bytes"));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("{url}: not JSON: {e}"))
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, String> {
+        let url = match &self.config.jwks_url {
+            Some(url) => url.clone(),
+            None => {
+                let discovery =
+                    format!("{}/.well-known/openid-configuration", self.config.issuer.trim_end_matches('/'));
+                let doc = self.get_json(&discovery).await?;
+                doc.get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("{discovery}: no jwks_uri"))?
+                    .to_owned()
+            }
+        };
+        let doc = self.get_json(&url).await?;
+        serde_json::from_value(doc).map_err(|e| format!("{url}: not a JWK set: {e}"))
+    }
+
+    /// The key for `kid` (or the only key when the token names none), fetching the set when it
+    /// is missing, stale, or lacks the key.
+    async fn key(&self, kid: Option<&str>) -> Result<jsonwebtoken::jwk::Jwk, String> {
+        let mut keys = self.keys.lock().await;
+        let find = |set: &JwkSet| match kid {
+            Some(kid) => set.find(kid).cloned(),
+            None if set.keys.len() == 1 => set.keys.first().cloned(),
+            None => None,
+        };
+        let stale = keys.as_ref().is_none_or(|k| k.fetched.elapsed() >= REFRESH_EVERY);
+        let missing = keys.as_ref().is_some_and(|k| find(&k.set).is_none() && k.fetched.elapsed() >= MIN_REFETCH);
+        if stale || missing {
+            match self.fetch().await {
+                Ok(set) => *keys = Some(Keys { set, fetched: Instant::now() }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot fetch the OpenID provider's keys; keeping the ones held");
+                    if let Some(k) = keys.as_mut() {
+                        // Do not retry on every request while the provider is down.
+                        k.fetched = Instant::now().checked_sub(REFRESH_EVERY - MIN_REFETCH).unwrap_or(k.fetched);
+                    } else {
+                        return Err(format!("the OpenID provider's keys are not available: {e}"));
+                    }
+                }
+            }
+        }
+        let set = &keys.as_ref().ok_or("the OpenID provider's keys are not available")?.set;
+        find(set).ok_or_else(|| match kid {
+            Some(kid) => format!("the ID token's key {kid:?} is not in the provider's key set"),
+            None => "the ID token names no key (kid) and the provider has several".to_owned(),
+        })
+    }
+
+    /// Verifies an ID token: signature by a provider key, issuer, audience, expiry.
+    pub async fn verify(&self, token: &str) -> Result<OidcIdentity, String> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| format!("not a JWT: {e}"))?;
+        if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return Err(format!("algorithm {:?} is not accepted for ID tokens", header.alg));
+        }
+        let jwk = self.key(header.kid.as_deref()).await?;
+        let key = DecodingKey::from_jwk(&jwk).map_err(|e| format!("the provider's key is unusable: {e}"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = LEEWAY_SECONDS;
+        let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
+            .map_err(|e| format!("ID token refused: {e}"))?;
+        let claims = data.claims;
+        let subject = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or("no `sub` claim")?;
+        let name = claims.get(&self.config.name_claim).and_then(Value::as_str).unwrap_or(subject);
+        let teams = self.config.team_claim.as_ref().map(|claim| match claims.get(claim) {
+            Some(Value::String(team)) => vec![team.clone()],
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+            _ => Vec::new(),
+        });
+        Ok(OidcIdentity { subject: subject.to_owned(), name: name.to_owned(), teams })
+    }
+}
