@@ -69,6 +69,12 @@ async fn client_keys_admit_their_team_only() {
         assert_eq!(code, 401, "{bad}: {body}");
     }
 
+    // The client library sends the key it is given.
+    let placed = cluster.client().with_credential(red_key.clone()).create_session(&Default::default()).await.unwrap();
+    duet_client::connect(&placed.edge.url, &placed.token).await.expect("the keyed host connects to its edge");
+    let refused = cluster.client().create_session(&Default::default()).await.unwrap_err();
+    assert!(matches!(refused, duet_client::ClientError::Api { status: 401, .. }), "{refused:?}");
+
     let listed = admin.ok("GET", "/client-keys?team=red", None).await;
     assert_eq!(listed["client_keys"].as_array().unwrap().len(), 1);
     assert!(listed["client_keys"][0]["last_used_at"].is_string() && listed["client_keys"][0].get("key").is_none());

@@ -330,8 +330,17 @@ async fn admin_cli_manages_tokens_sessions_audit_usage_and_drain() {
     assert!(code == 0 && out.contains(&placed.session_id), "{out}");
     let (code, out, _) = admin_cli(&url, root, &["sessions", "show", &placed.session_id]).await;
     assert!(code == 0 && out.contains("host") && out.contains("Ada"), "{out}");
+    let (code, out, _) = admin_cli(&url, root, &["sessions", "placement", &placed.session_id]).await;
+    assert!(code == 0 && out.contains("edge-0"), "{out}");
     let (code, out, _) = admin_cli(&url, root, &["usage", "--since", "10m"]).await;
     assert!(code == 0 && out.contains("USERS"), "{out}");
+    let (code, out, _) = admin_cli(&url, root, &["metrics", "tail", "--kind", "usage", "--json"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(serde_json::from_str::<serde_json::Value>(&out).unwrap().is_array(), "{out}");
+    let (code, out, err) = admin_cli(&url, root, &["client-keys", "create", "red", "laptops"]).await;
+    assert!(code == 0 && out.starts_with("duetck_"), "{out}{err}");
+    let (code, out, _) = admin_cli(&url, root, &["client-keys", "list", "--team", "red"]).await;
+    assert!(code == 0 && out.contains("laptops"), "{out}");
     cluster.shutdown().await;
 }
 

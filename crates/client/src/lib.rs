@@ -173,6 +173,9 @@ struct ApiErrorInner {
 pub struct LocatorClient {
     base: String,
     http: reqwest::Client,
+    /// A client key (`duetck_...`) or an OpenID Connect ID token, sent as a bearer credential
+    /// when the locator admits clients by `keys` or `oidc`.
+    credential: Option<String>,
 }
 
 impl LocatorClient {
@@ -181,6 +184,7 @@ impl LocatorClient {
         Self::with_ca_certs(base_url, &[]).unwrap_or_else(|_| LocatorClient {
             base: base_url.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
+            credential: None,
         })
     }
 
@@ -191,7 +195,21 @@ impl LocatorClient {
         for der in certs {
             builder = builder.add_root_certificate(reqwest::Certificate::from_der(der)?);
         }
-        Ok(LocatorClient { base: base_url.trim_end_matches('/').to_owned(), http: builder.build()? })
+        Ok(LocatorClient { base: base_url.trim_end_matches('/').to_owned(), http: builder.build()?, credential: None })
+    }
+
+    /// Sends `credential` (a team's client key, or an ID token from the operator's OpenID
+    /// provider) with every request, as `Authorization: Bearer`.
+    pub fn with_credential(mut self, credential: impl Into<String>) -> Self {
+        self.credential = Some(credential.into());
+        self
+    }
+
+    fn authorized(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credential {
+            Some(c) => req.bearer_auth(c),
+            None => req,
+        }
     }
 
     pub async fn create_session(&self, req: &PlacementRequest) -> Result<Placement, ClientError> {
@@ -214,11 +232,11 @@ impl LocatorClient {
         if let Some(u) = user {
             url.query_pairs_mut().append_pair("user", &u.id).append_pair("name", &u.name);
         }
-        answer(self.http.get(url).send().await?).await
+        answer(self.authorized(self.http.get(url)).send().await?).await
     }
 
     async fn post(&self, url: &str, req: &PlacementRequest) -> Result<Placement, ClientError> {
-        answer(self.http.post(url).json(req).send().await?).await
+        answer(self.authorized(self.http.post(url).json(req)).send().await?).await
     }
 }
 

@@ -22,6 +22,10 @@ struct Args {
     /// Your display name.
     #[arg(long, global = true)]
     name: Option<String>,
+    /// File holding your team's client key or an ID token, for a locator that admits clients by
+    /// `keys` or `oidc` (DUET_CLIENT_KEY may hold a key directly).
+    #[arg(long, env = "DUET_CREDENTIAL_FILE", global = true, value_name = "FILE")]
+    credential_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +66,20 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             (LocatorClient::with_ca_certs(&args.locator, &der)?, Some(duet_ws::tls::client_config(&certs)?))
         }
         None => (LocatorClient::new(&args.locator), None),
+    };
+    let credential = match (&args.credential_file, std::env::var("DUET_CLIENT_KEY")) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("credential file {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, Ok(key)) if !key.trim().is_empty() => Some(key.trim().to_owned()),
+        _ => None,
+    };
+    let locator = match credential {
+        Some(c) => locator.with_credential(c),
+        None => locator,
     };
     let user = args.name.clone().map(|name| User { id: name.to_lowercase().replace(' ', "-"), name });
     let placed = match &args.command {

@@ -164,6 +164,16 @@ pub enum Command {
         #[command(flatten)]
         options: AdminOptions,
     },
+    /// Metrics entries the edges relayed: usage per interval and one summary per ended session.
+    #[command(
+        after_help = "Examples:\n  duet-locator metrics tail --kind usage --edge edge-1\n  duet-locator metrics tail --session s_0123456789abcdefghijklmn --since 7d"
+    )]
+    Metrics {
+        #[command(subcommand)]
+        command: MetricsCommand,
+        #[command(flatten)]
+        options: AdminOptions,
+    },
     /// Usage over time: users in sessions, sessions and connections (peaks per step).
     #[command(after_help = "Examples:\n  duet-locator usage\n  duet-locator usage --since 7d --step 6h")]
     Usage {
@@ -225,6 +235,12 @@ pub enum SessionsCommand {
         #[arg(value_name = "SESSION")]
         session: String,
     },
+    /// Why a session was placed where it was: the explanation stored at its placement.
+    Placement {
+        /// The session's id.
+        #[arg(value_name = "SESSION")]
+        session: String,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -252,6 +268,32 @@ pub enum AuditCommand {
         lines: u32,
         /// Keep running and print entries as they are stored (every 2 s; Ctrl-C stops). With
         /// --json, one entry per line.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum MetricsCommand {
+    /// The latest metrics entries (oldest first), optionally filtered; --follow keeps printing
+    /// new ones as they are stored.
+    Tail {
+        /// Only entries of this kind: usage or session_summary.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only entries from this edge.
+        #[arg(long, value_name = "EDGE")]
+        edge: Option<String>,
+        /// Only the summary of this session.
+        #[arg(long, value_name = "SESSION")]
+        session: Option<String>,
+        /// How far back to look, e.g. 1h, 30d.
+        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration, default_value = "1h")]
+        since: std::time::Duration,
+        /// Show at most this many of the latest entries (1 to 1000).
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        lines: u32,
+        /// Keep running and print entries as they are stored (every 2 s; Ctrl-C stops).
         #[arg(long, short = 'f')]
         follow: bool,
     },
@@ -464,7 +506,8 @@ impl Command {
             | Command::Audit { options, .. }
             | Command::Usage { options, .. }
             | Command::Tokens { options, .. }
-            | Command::ClientKeys { options, .. } => Some(options),
+            | Command::ClientKeys { options, .. }
+            | Command::Metrics { options, .. } => Some(options),
             Command::HashPassword => None,
         }
     }
@@ -492,8 +535,35 @@ fn run_inner(command: Command, env: &dyn Env) -> Result<String, CliError> {
     let token = token::resolve(env, options.token_file.as_deref(), Path::new(token::DEFAULT_TOKEN_FILE))?;
     let client = AdminClient::new(options.url, token, options.ca_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CliError::Runtime)?;
-    if let Command::Audit { command: tail, .. } = &command {
-        return runtime.block_on(audit_tail(&client, tail, options.json));
+    match &command {
+        Command::Audit { command: AuditCommand::Tail { kind, edge, session, actor, since, lines, follow }, .. } => {
+            let t = Tail {
+                path: "audit",
+                filters: vec![
+                    ("kind", kind.clone()),
+                    ("edge", edge.clone()),
+                    ("session", session.clone()),
+                    ("actor", actor.clone()),
+                ],
+                since: *since,
+                lines: *lines,
+                follow: *follow,
+                render: &|entries, follow| render_entries(entries, |l| views::audit_table(l, follow)),
+            };
+            return runtime.block_on(tail(&client, t, options.json));
+        }
+        Command::Metrics { command: MetricsCommand::Tail { kind, edge, session, since, lines, follow }, .. } => {
+            let t = Tail {
+                path: "metrics",
+                filters: vec![("kind", kind.clone()), ("edge", edge.clone()), ("session", session.clone())],
+                since: *since,
+                lines: *lines,
+                follow: *follow,
+                render: &|entries, follow| render_entries(entries, |l| views::metrics_table(l, follow)),
+            };
+            return runtime.block_on(tail(&client, t, options.json));
+        }
+        _ => {}
     }
     let (view, json) = runtime.block_on(execute(&client, &command))?;
     if options.json {
@@ -522,6 +592,7 @@ enum View {
     ClientKeys,
     ClientKeyCreated,
     ClientKeyRevoked,
+    StoredExplanation,
 }
 
 /// Calls `/api/v1/admin/<tail>`.
@@ -619,7 +690,10 @@ async fn execute(client: &AdminClient, command: &Command) -> Result<(View, Optio
         Command::ClientKeys { command: ClientKeysCommand::Revoke { id }, .. } => {
             (View::ClientKeyRevoked, call(client, Method::DELETE, &["client-keys", id], None).await?)
         }
-        Command::Audit { .. } | Command::HashPassword => {
+        Command::Sessions { command: SessionsCommand::Placement { session }, .. } => {
+            (View::StoredExplanation, call(client, Method::GET, &["sessions", session, "placement"], None).await?)
+        }
+        Command::Audit { .. } | Command::Metrics { .. } | Command::HashPassword => {
             return Err(CliError::Answer("not a single-call command".into()));
         }
     };
@@ -653,44 +727,57 @@ fn rfc3339(t: OffsetDateTime) -> String {
 /// How often `audit tail --follow` asks for new entries.
 const FOLLOW_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// `audit tail`: reads every page since `--since`, prints the last `--lines` entries, then with
-/// `--follow` keeps reading from where it stopped.
-async fn audit_tail(client: &AdminClient, command: &AuditCommand, json_out: bool) -> Result<String, CliError> {
-    let AuditCommand::Tail { kind, edge, session, actor, since, lines, follow } = command;
-    let from = rfc3339(OffsetDateTime::now_utc() - *since);
+/// What `audit tail` and `metrics tail` read: the route, its filters and how much to show.
+struct Tail<'a> {
+    path: &'static str,
+    filters: Vec<(&'static str, Option<String>)>,
+    since: std::time::Duration,
+    lines: u32,
+    follow: bool,
+    render: &'a dyn Fn(Vec<Value>, bool) -> String,
+}
+
+/// Reads every page since `since`, prints the last `lines` entries, then with `follow` keeps
+/// reading from where it stopped.
+async fn tail(client: &AdminClient, t: Tail<'_>, json_out: bool) -> Result<String, CliError> {
+    let from = rfc3339(OffsetDateTime::now_utc() - t.since);
     let mut cursor: Option<String> = None;
     let mut latest: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
     let mut first = true;
     loop {
-        let query = [
-            ("from", Some(from.clone())),
-            ("kind", kind.clone()),
-            ("edge", edge.clone()),
-            ("session", session.clone()),
-            ("actor", actor.clone()),
-            ("limit", Some(AUDIT_PAGE.to_string())),
-            ("cursor", cursor.clone()),
-        ];
-        let page: Value = call_query(client, &["audit"], &query).await?.unwrap_or(Value::Null);
+        let mut query = vec![("from", Some(from.clone()))];
+        query.extend(t.filters.iter().cloned());
+        query.push(("limit", Some(AUDIT_PAGE.to_string())));
+        query.push(("cursor", cursor.clone()));
+        let page: Value = call_query(client, &[t.path], &query).await?.unwrap_or(Value::Null);
         let entries = page.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
         let next = page.get("next_cursor").and_then(Value::as_str).map(str::to_owned);
         // The cursor of the last entry seen, so that following resumes after it.
         if let Some(last) = entries.last() {
             if let (Some(at), Some(id)) = (last.get("at").and_then(Value::as_str), last.get("id")) {
-                if let Ok(t) = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
-                    cursor = Some(format!("{}.{}", t.unix_timestamp_nanos() / 1_000_000, id));
+                if let Ok(at) = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
+                    cursor = Some(format!("{}.{}", at.unix_timestamp_nanos() / 1_000_000, id));
                 }
             }
         }
         latest.extend(entries);
-        while latest.len() > *lines as usize && first {
+        while first && latest.len() > t.lines as usize {
             latest.pop_front();
         }
         if next.is_some() {
             continue;
         }
-        let out = render_audit(latest.drain(..).collect(), json_out, *follow);
-        if !*follow {
+        let entries: Vec<Value> = latest.drain(..).collect();
+        let out = if json_out {
+            if t.follow {
+                entries.iter().map(|e| format!("{e}\n")).collect()
+            } else {
+                pretty(&Value::Array(entries))
+            }
+        } else {
+            (t.render)(entries, t.follow)
+        };
+        if !t.follow {
             return Ok(out);
         }
         let mut stdout = std::io::stdout().lock();
@@ -703,21 +790,15 @@ async fn audit_tail(client: &AdminClient, command: &AuditCommand, json_out: bool
     }
 }
 
-/// Entries per request of `audit tail` (the API's maximum).
-const AUDIT_PAGE: u32 = 1000;
-
-fn render_audit(entries: Vec<Value>, json_out: bool, follow: bool) -> String {
-    if json_out {
-        if follow {
-            return entries.iter().map(|e| format!("{e}\n")).collect();
-        }
-        return pretty(&Value::Array(entries));
-    }
-    match decode::<Vec<views::AuditEntry>>(Some(&Value::Array(entries))) {
-        Ok(list) => views::audit_table(&list, follow),
+fn render_entries<T: DeserializeOwned>(entries: Vec<Value>, table: impl Fn(&[T]) -> String) -> String {
+    match decode::<Vec<T>>(Some(&Value::Array(entries))) {
+        Ok(list) => table(&list),
         Err(e) => format!("{e}\n"),
     }
 }
+
+/// Entries per request of `audit tail` (the API's maximum).
+const AUDIT_PAGE: u32 = 1000;
 
 /// `hash-password`: one line of stdin (without its line end) to an Argon2id PHC string.
 fn hash_password_from_stdin() -> Result<String, CliError> {
@@ -748,6 +829,10 @@ fn render(view: View, json: Option<&Value>, now: OffsetDateTime) -> Result<Strin
         View::TokenCreated => views::token_created(&decode(json)?),
         View::TokenRevoked => views::token_revoked(&decode(json)?),
         View::ClientKeys => views::client_key_table(&decode(json)?, now),
+        View::StoredExplanation => {
+            let explanation = json.and_then(|j| j.get("explanation"));
+            views::explanation(&decode(explanation)?)
+        }
         View::ClientKeyCreated => views::client_key_created(&decode(json)?),
         View::ClientKeyRevoked => views::client_key_revoked(&decode(json)?),
     })

@@ -586,6 +586,58 @@ pub fn audit_table(entries: &[AuditEntry], follow: bool) -> String {
     table.render()
 }
 
+#[derive(Debug, Deserialize)]
+pub struct MetricsEntry {
+    pub at: String,
+    pub kind: String,
+    pub edge_id: String,
+    #[serde(default)]
+    pub session_id: Option<String>,
+    #[serde(default)]
+    pub connections: Option<u32>,
+    #[serde(default)]
+    pub sessions: Option<u32>,
+    #[serde(default)]
+    pub participants: Option<u32>,
+    #[serde(default)]
+    pub messages_relayed: u64,
+    #[serde(default)]
+    pub bytes_relayed: u64,
+}
+
+/// `metrics tail`.
+pub fn metrics_table(entries: &[MetricsEntry], follow: bool) -> String {
+    if entries.is_empty() {
+        return if follow { String::new() } else { "no metrics entries\n".into() };
+    }
+    let mut table = Table::new(&[
+        ("TIME", Align::Left),
+        ("KIND", Align::Left),
+        ("EDGE", Align::Left),
+        ("SESSION", Align::Left),
+        ("CONNECTIONS", Align::Right),
+        ("SESSIONS", Align::Right),
+        ("PARTICIPANTS", Align::Right),
+        ("MESSAGES", Align::Right),
+        ("BYTES", Align::Right),
+    ]);
+    let num = |v: Option<u32>| v.map_or_else(|| NONE.into(), |v| v.to_string());
+    for e in entries {
+        table.row(vec![
+            e.at.clone(),
+            e.kind.clone(),
+            e.edge_id.clone(),
+            or_none(&e.session_id),
+            num(e.connections),
+            num(e.sessions),
+            num(e.participants),
+            e.messages_relayed.to_string(),
+            e.bytes_relayed.to_string(),
+        ]);
+    }
+    table.render()
+}
+
 /// `usage`.
 pub fn usage_table(u: &Usage) -> String {
     let mut table = Table::new(&[
