@@ -288,3 +288,58 @@ async fn the_openapi_document_lists_every_route() {
     assert!(extra.is_empty(), "docs/openapi.json lists routes no router has: {extra:?}");
     cluster.shutdown().await;
 }
+
+/// Admin states (with a drain's deadline), named tokens and dashboard logins are in the database:
+/// a restarted locator (or another replica) knows them. On every database.
+async fn admin_state_outlives_the_locator(dialect: duet_locator::db::Dialect) {
+    let Some(db) = duet_testkit::TestDb::fresh(dialect).await else { return };
+    let options = || ClusterOptions { database_url: Some(db.url.clone()), ..Default::default() };
+    let mut cluster = Cluster::start_with(options()).await;
+    cluster.add_edge(|_| {}).await;
+    cluster.add_edge(|_| {}).await;
+    let root = Admin::new(&cluster);
+    root.ok("POST", "/edges/edge-0/suspend", None).await;
+    let drained = root.ok("POST", "/edges/edge-1/drain", Some(json!({ "deadline_seconds": 3600 }))).await;
+    let (_, token) = create_token(&root, "ops", "read", None).await;
+    let login = reqwest::Client::new()
+        .post(format!("{}/dashboard/api/login", cluster.url()))
+        .json(&json!({ "token": TEST_ADMIN_TOKEN }))
+        .send()
+        .await
+        .unwrap();
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    cluster.shutdown().await;
+
+    let restarted = Cluster::start_with(options()).await;
+    let edges = Admin::at(&restarted.url(), &token).ok("GET", "/edges", None).await;
+    let state = |id: &str| edges["edges"].as_array().unwrap().iter().find(|e| e["id"] == id).unwrap().clone();
+    assert_eq!(state("edge-0")["admin_state"], "suspended");
+    assert_eq!(
+        (&state("edge-1")["admin_state"], &state("edge-1")["drain_deadline"]),
+        (&json!("draining"), &drained["drain_deadline"])
+    );
+    let session = reqwest::Client::new()
+        .get(format!("{}/dashboard/api/session", restarted.url()))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status().as_u16(), 200, "the dashboard login outlives the locator");
+    restarted.shutdown().await;
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn admin_state_outlives_the_locator_sqlite() {
+    admin_state_outlives_the_locator(duet_locator::db::Dialect::Sqlite).await
+}
+
+#[tokio::test]
+async fn admin_state_outlives_the_locator_postgres() {
+    admin_state_outlives_the_locator(duet_locator::db::Dialect::Postgres).await
+}
+
+#[tokio::test]
+async fn admin_state_outlives_the_locator_mysql() {
+    admin_state_outlives_the_locator(duet_locator::db::Dialect::Mysql).await
+}
