@@ -41,8 +41,8 @@ const USAGE_RANGES = {
 const AUDIT_KINDS = [
   'edge_suspended', 'edge_resumed', 'edge_draining', 'edge_drained', 'edge_region_set',
   'edge_unavailable', 'edge_recovered', 'region_rule_added', 'region_rule_deleted',
-  'region_fallback_set', 'token_created', 'token_revoked', 'dashboard_login',
-  'dashboard_login_failed', 'dashboard_logout', 'session_started', 'session_ended',
+  'region_fallback_set', 'token_created', 'token_revoked', 'client_key_created',
+  'client_key_revoked', 'dashboard_login', 'dashboard_logout', 'session_started', 'session_ended',
   'session_ended_by_locator', 'session_restored', 'participant_joined', 'participant_left',
   'participant_away', 'participant_resumed', 'participant_admitted', 'participant_refused',
   'presence_moved', 'outbox_overflow',

@@ -145,6 +145,11 @@ pub struct LocatorArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// The URL browsers use to reach this locator, e.g. https://duet.example.com, when a proxy in
+    /// front rewrites Host: the dashboard accepts changes only from this origin and marks its
+    /// cookie Secure for https [default: the Host of each request].
+    #[arg(long, env = "DUET_PUBLIC_URL", value_name = "URL")]
+    pub public_url: Option<String>,
     /// Who may start and join sessions: open (anyone who reaches the listener), or keys
     /// (per-team client keys), oidc (OpenID Connect ID tokens), or keys,oidc [default: open,
     /// allowed only when listen is a loopback address].
@@ -219,6 +224,7 @@ pub struct LocatorFile {
     pub dashboard_user: Option<String>,
     #[serde(default, deserialize_with = "de_duration")]
     pub dashboard_login_ttl: Option<Duration>,
+    pub public_url: Option<String>,
     pub client_auth: Option<String>,
     pub oidc_issuer: Option<String>,
     pub oidc_audience: Option<String>,
@@ -266,6 +272,8 @@ pub struct LocatorConfig {
     /// Username and Argon2 password hash (PHC string) for dashboard logins with a password.
     pub dashboard_login: Option<(String, String)>,
     pub dashboard_login_ttl: Duration,
+    /// The URL browsers reach this locator at, when a proxy rewrites `Host`.
+    pub public_url: Option<String>,
     /// How clients are admitted to the public API ([`crate::access`]).
     pub client_auth: Vec<crate::access::Mode>,
     pub oidc: Option<crate::access::OidcConfig>,
@@ -297,6 +305,7 @@ impl std::fmt::Debug for LocatorConfig {
             .field("metrics_retention", &self.metrics_retention)
             .field("dashboard_user", &self.dashboard_login.as_ref().map(|(user, _)| user))
             .field("dashboard_login_ttl", &self.dashboard_login_ttl)
+            .field("public_url", &self.public_url)
             .field("client_auth", &self.client_auth)
             .field("oidc", &self.oidc)
             .field("public_rate_limit", &self.public_rate_limit)
@@ -330,6 +339,7 @@ impl LocatorConfig {
             metrics_retention: DEFAULT_METRICS_RETENTION,
             dashboard_login: None,
             dashboard_login_ttl: DEFAULT_DASHBOARD_LOGIN_TTL,
+            public_url: None,
             client_auth: vec![crate::access::Mode::Open],
             oidc: None,
             public_rate_limit: DEFAULT_PUBLIC_RATE_LIMIT,
@@ -418,6 +428,14 @@ impl LocatorConfig {
                 reason: "must be between 1m and 30d".into(),
             });
         }
+        if let Some(url) = &self.public_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) || url.contains(char::is_whitespace) {
+                return Err(ConfigError::Invalid {
+                    option: "public_url",
+                    reason: format!("{url:?} must be an http:// or https:// URL"),
+                });
+            }
+        }
         if self.client_auth.contains(&crate::access::Mode::Oidc) {
             let Some(oidc) = &self.oidc else {
                 return Err(ConfigError::Invalid {
@@ -426,10 +444,16 @@ impl LocatorConfig {
                 });
             };
             for (option, url) in [("oidc_issuer", Some(&oidc.issuer)), ("oidc_jwks_url", oidc.jwks_url.as_ref())] {
-                if let Some(url) = url {
-                    if !(url.starts_with("https://") || url.starts_with("http://")) {
-                        return Err(ConfigError::Invalid { option, reason: format!("{url:?} must be an http(s) URL") });
-                    }
+                let Some(url) = url else { continue };
+                // Whoever serves the keys decides who logs in: only TLS, or this machine.
+                let loopback = ["http://127.0.0.1", "http://[::1]", "http://localhost"]
+                    .iter()
+                    .any(|p| url.strip_prefix(p).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/'])));
+                if !(url.starts_with("https://") || loopback) {
+                    return Err(ConfigError::Invalid {
+                        option,
+                        reason: format!("{url:?} must be an https:// URL (http:// only on loopback)"),
+                    });
                 }
             }
             if oidc.audience.is_empty() {
@@ -485,6 +509,7 @@ impl LocatorArgs {
         if let Some(v) = self.dashboard_login_ttl.or(file.dashboard_login_ttl) {
             config.dashboard_login_ttl = v;
         }
+        config.public_url = self.public_url.or(file.public_url);
         config.client_auth = match self.client_auth.or(file.client_auth) {
             Some(list) => crate::access::Mode::parse_list(&list)
                 .map_err(|reason| ConfigError::Invalid { option: "client_auth", reason })?,

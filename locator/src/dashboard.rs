@@ -15,7 +15,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -133,7 +135,13 @@ async fn check_password(state: &LocatorState, username: String, password: String
     let Some((user, hash)) = state.config.dashboard_login.clone() else {
         return Err(ApiError::Unauthorized("password login is not configured; log in with an admin token".into()));
     };
+    // Never more checks at once than cores; a flood waits its turn briefly, then is refused.
+    let _permit = tokio::time::timeout(PASSWORD_CHECK_WAIT, state.auth.password_checks.acquire())
+        .await
+        .map_err(|_| ApiError::RateLimited(1))?
+        .map_err(|_| ApiError::NotReady)?;
     let name = user.clone();
+    let hash_for_fingerprint = hash.clone();
     let ok = tokio::task::spawn_blocking(move || {
         let hash_ok = PasswordHash::new(&hash)
             .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
@@ -146,8 +154,16 @@ async fn check_password(state: &LocatorState, username: String, password: String
     if !ok {
         return Err(wrong());
     }
-    Ok(Principal { name: format!("user:{name}"), scope: Scope::Admin })
+    Ok(Principal {
+        name: format!("user:{name}"),
+        scope: Scope::Admin,
+        credential: format!("user:{name}:{}", auth::fingerprint(hash_for_fingerprint.as_bytes())),
+        expires_at: None,
+    })
 }
+
+/// How long a login waits for a free password check before it is refused with 429.
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn set_cookie(value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
@@ -155,34 +171,49 @@ fn set_cookie(value: &str, max_age_s: u64, secure: bool) -> HeaderValue {
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static("duet_dashboard=; Max-Age=0"))
 }
 
-/// Whether the page was loaded over https (the cookie is then marked Secure).
-fn is_https(headers: &HeaderMap) -> bool {
-    headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o.starts_with("https://"))
+/// Whether the page is served over https (the cookie is then marked Secure): the configured
+/// `public_url` says so, or the browser's `Origin` does.
+fn is_https(state: &LocatorState, headers: &HeaderMap) -> bool {
+    state.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+        || headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()).is_some_and(|o| o.starts_with("https://"))
 }
 
 async fn login(
     State(state): State<Arc<LocatorState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    auth::check_origin(&headers)?;
+    auth::check_origin(&state, &headers)?;
+    let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
+    state.auth.login_limit.check(client_ip, std::time::Instant::now()).map_err(ApiError::RateLimited)?;
     let body: LoginBody = crate::api::body::parse_json(&headers, body)?;
-    let principal = match body {
+    let attempt = match body {
         LoginBody { token: Some(token), username: None, password: None } => {
-            auth::bearer_principal(&state, token.trim().as_bytes()).await?
+            auth::bearer_principal(&state, token.trim().as_bytes()).await
         }
-        LoginBody { token: None, username: Some(u), password: Some(p) } => check_password(&state, u, p).await?,
+        LoginBody { token: None, username: Some(u), password: Some(p) } => check_password(&state, u, p).await,
         _ => return Err(ApiError::BadRequest("send either `token`, or `username` and `password`".into())),
+    };
+    let principal = match attempt {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(client.ip = %client_ip, error = %e, "dashboard login refused");
+            return Err(e);
+        }
     };
     let now = crate::tokens::now_ms();
     let ttl = state.config.dashboard_login_ttl;
     let cookie = crate::ids::random_id(43);
+    // A login never outlives the token it was made with.
+    let expires_at = (now + ttl.as_millis() as i64).min(principal.expires_at.unwrap_or(i64::MAX));
     let record = DashboardSessionRecord {
         principal: principal.name.clone(),
+        credential: Some(principal.credential.clone()),
         scope: principal.scope.as_str().to_owned(),
         csrf: crate::ids::random_id(32),
         created_at: now,
-        expires_at: now + ttl.as_millis() as i64,
+        expires_at,
     };
     state.store.insert_dashboard_session(&auth::sha256(cookie.as_bytes()), &record).await?;
     if let Err(e) = state.store.prune_dashboard_sessions(now).await {
@@ -192,7 +223,8 @@ async fn login(
     audit_action(&state, &principal, audit_kind::DASHBOARD_LOGIN, None, "logged in to the dashboard".into()).await?;
     let view = LoginView { principal: principal.name, scope: principal.scope, csrf: record.csrf };
     let mut response = Json(view).into_response();
-    response.headers_mut().insert(header::SET_COOKIE, set_cookie(&cookie, ttl.as_secs(), is_https(&headers)));
+    let max_age = u64::try_from((expires_at - now) / 1000).unwrap_or(0);
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie(&cookie, max_age, is_https(&state, &headers)));
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
@@ -221,10 +253,10 @@ async fn logout(State(state): State<Arc<LocatorState>>, headers: HeaderMap) -> R
     let view = current(&state, &headers, &Method::POST).await?;
     let cookie = auth::cookie(&headers, SESSION_COOKIE).unwrap_or_default();
     state.store.delete_dashboard_session(&auth::sha256(cookie.as_bytes())).await?;
-    let principal = Principal { name: view.principal, scope: view.scope };
+    let principal = Principal { name: view.principal, scope: view.scope, credential: String::new(), expires_at: None };
     audit_action(&state, &principal, audit_kind::DASHBOARD_LOGOUT, None, "logged out of the dashboard".into()).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::SET_COOKIE, set_cookie("", 0, is_https(&headers)));
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie("", 0, is_https(&state, &headers)));
     Ok(response)
 }
 

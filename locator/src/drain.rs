@@ -1,24 +1,30 @@
 //! Drain deadlines: when a draining edge's deadline passes, the locator replica holding its link
-//! ends every session the edge still carries, with close code 4400 (ask the locator again), so
-//! its participants come back through placement to another edge.
+//! tells the edge to end every session it still carries, with close code 4400 (ask the locator
+//! again), so its participants come back through placement to another edge. From then on the
+//! edge takes no new sessions (placement filters it as `drained`) until an admin resumes it.
 //!
-//! Each replica checks the edges linked to it once a second. The replica that clears the stored
-//! deadline (a conditional update, so exactly one wins even if the edge relinks elsewhere at the
-//! same moment) sends the command and writes the `edge_drained` audit entry. The edge stays
-//! `draining`, without a deadline, until an admin resumes it. An edge whose link is down at its
-//! deadline is handled when it links again.
+//! Each replica checks the draining edges linked to it once a second and sends the command once
+//! per link: an edge that was unlinked at its deadline, or whose link died before the command
+//! arrived, gets it again on its next link (ending sessions is idempotent, and a drained edge
+//! should carry none). The first replica to act records `drained_at` with a conditional update
+//! and writes the one `edge_drained` audit entry.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use duet_proto::link::{Command, SessionEndReason, LINK_VERSION_END_ALL};
 
-use crate::db::{audit_kind, AdminState, LocatorAuditEntry, StoreError, ACTOR_LOCATOR};
+use crate::db::{audit_kind, LocatorAuditEntry, StoreError, ACTOR_LOCATOR};
 use crate::tokens::now_ms;
 use crate::LocatorState;
 
 /// How often a replica looks for drains that reached their deadline.
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The links (edge id, link id) this replica has sent a drain's command on.
+#[derive(Default)]
+pub struct Sent(Mutex<HashSet<(String, u64)>>);
 
 pub async fn run(state: Arc<LocatorState>) {
     let mut tick = tokio::time::interval(CHECK_INTERVAL);
@@ -34,45 +40,55 @@ pub async fn run(state: Arc<LocatorState>) {
     }
 }
 
-/// Ends the sessions of every linked edge whose drain deadline has passed; answers how many
-/// edges it drained.
+/// Ends the sessions of every linked edge whose drain deadline has passed, once per link;
+/// answers how many edges it told.
 pub async fn check(state: &LocatorState) -> Result<usize, StoreError> {
     let linked = state.links.linked_edges();
+    {
+        // Forget links that are gone.
+        let mut sent = state.drain_sent.0.lock().unwrap_or_else(|p| p.into_inner());
+        sent.retain(|key| linked.contains(key));
+    }
     if linked.is_empty() {
         return Ok(0);
     }
     let now = now_ms();
-    let mut drained = 0;
-    for edge in state.store.edges().await? {
-        let Some(deadline) = edge.drain_deadline else { continue };
-        if edge.admin_state != AdminState::Draining || deadline > now {
-            continue;
-        }
+    let mut told = 0;
+    for edge in state.store.draining_edges().await? {
+        let Some(deadline) = edge.drain_deadline.filter(|_| edge.drain_due(now)) else { continue };
+        let Some(key) = linked.iter().find(|(id, _)| *id == edge.id).cloned() else { continue };
         let Some(version) = state.links.link_version(&edge.id) else { continue };
-        if !state.store.claim_drain_deadline(&edge.id, deadline).await? {
+        if !state.drain_sent.0.lock().unwrap_or_else(|p| p.into_inner()).insert(key) {
             continue;
         }
         let ended = end_all(state, &edge.id, version).await?;
-        tracing::info!(edge.id = %edge.id, "drain deadline reached: the edge's sessions were told to end");
-        let entry = LocatorAuditEntry {
-            at_ms: now_ms(),
-            kind: audit_kind::EDGE_DRAINED.into(),
-            edge_id: Some(edge.id.clone()),
-            session_id: None,
-            actor: ACTOR_LOCATOR.into(),
-            detail: format!("drain deadline reached; {ended}"),
-        };
-        state.store.insert_audit(&entry).await?;
-        drained += 1;
+        told += 1;
+        tracing::info!(edge.id = %edge.id, "drain deadline reached: the edge was told to end its sessions");
+        if state.store.mark_drained(&edge.id, deadline, now_ms()).await? {
+            let entry = LocatorAuditEntry {
+                at_ms: now_ms(),
+                kind: audit_kind::EDGE_DRAINED.into(),
+                edge_id: Some(edge.id.clone()),
+                session_id: None,
+                actor: ACTOR_LOCATOR.into(),
+                detail: format!("drain deadline reached; {ended}"),
+            };
+            state.store.insert_audit(&entry).await?;
+        }
     }
-    Ok(drained)
+    Ok(told)
 }
 
 /// Tells the edge to end its sessions; answers what was sent, for the audit entry.
 async fn end_all(state: &LocatorState, edge_id: &str, version: u16) -> Result<String, StoreError> {
     if version >= LINK_VERSION_END_ALL {
         let sent = state.links.send_to(edge_id, &Command::EndAllSessions { reason: SessionEndReason::Drained });
-        return Ok(if sent { "every session on the edge was ended" } else { "the edge's link closed first" }.into());
+        return Ok(if sent {
+            "the edge was told to end every session it carries"
+        } else {
+            "the edge's link closed first; it is told when it links again"
+        }
+        .into());
     }
     // An edge of the previous version knows only per-session ends (closing with 4200).
     let live = state.store.live_sessions_on(edge_id).await?;

@@ -79,6 +79,7 @@ pub struct LocatorState {
     /// The token admins present to the admin API (compared in constant time).
     pub auth: admin::auth::Auth,
     pub access: access::Access,
+    pub drain_sent: drain::Sent,
     pub links: link::Registry,
     /// Edges, rules and reservations in memory for fast placement.
     pub placer: placement::Placer,
@@ -259,6 +260,7 @@ pub async fn start(
         enrollment_secret: secret.clone(),
         auth,
         access,
+        drain_sent: drain::Sent::default(),
         links: link::Registry::default(),
         placer,
         recorder,

@@ -128,6 +128,16 @@ impl Provider {
         Provider { issuer, pkcs8, server }
     }
 
+    /// An ID token with a changed header.
+    fn token_with_header(&self, change: impl FnOnce(&mut jsonwebtoken::Header), claims: Value) -> String {
+        let parts: Vec<String> = self.token(claims).split('.').map(str::to_owned).collect();
+        let mut header: jsonwebtoken::Header =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[0]).unwrap()).unwrap();
+        change(&mut header);
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_der(&self.pkcs8)).unwrap()
+    }
+
     /// An ID token with these claims over the defaults, signed with `pkcs8` under `kid`.
     fn token_with(&self, pkcs8: &[u8], kid: &str, claims: Value) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
@@ -201,6 +211,12 @@ async fn oidc_id_tokens_are_verified_against_the_providers_jwks() {
             ),
         ),
         ("garbage", Some("not.a.jwt".to_owned())),
+        ("not yet valid", Some(provider.token(json!({ "nbf": now + 3600, "groups": ["red"] })))),
+        (
+            "a critical extension",
+            Some(provider.token_with_header(|h| h.crit = Some(vec!["b64".into()]), json!({ "groups": ["red"] }))),
+        ),
+        ("20 KiB", Some(provider.token(json!({ "groups": ["red"], "pad": "x".repeat(20_000) })))),
     ];
     for (what, credential) in refused {
         let (code, body) =

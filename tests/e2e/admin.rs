@@ -146,7 +146,23 @@ async fn a_drained_edge_ends_its_sessions_at_the_deadline_with_4400() {
     assert_eq!(started["entries"][0]["actor"], "token:root");
     let edges = admin.ok("GET", "/edges", None).await;
     let drained = edges["edges"].as_array().unwrap().iter().find(|e| e["id"] == edge.as_str()).unwrap().clone();
-    assert_eq!((drained["admin_state"].as_str(), &drained["drain_deadline"]), (Some("draining"), &Value::Null));
+    assert_eq!(drained["admin_state"], "draining");
+    assert!(drained["drain_deadline"].is_string() && drained["drained_at"].is_string(), "{drained}");
+    assert_eq!(drained["available"], false, "a drained edge takes no new session, even as a last resort");
+    cluster.stop_edge(if other == "edge-0" { 0 } else { 1 });
+    wait_until("the other edge is gone", WAIT, || {
+        let admin = admin.clone();
+        let other = other.to_owned();
+        async move {
+            let edges = admin.ok("GET", "/edges", None).await;
+            edges["edges"].as_array().unwrap().iter().any(|e| e["id"] == other.as_str() && e["available"] == false)
+        }
+    })
+    .await;
+    let (code, _) = admin.call("POST", "/placement/dry-run", Some(json!({}))).await;
+    assert_eq!(code, 200);
+    let refused = cluster.client().create_session(&Default::default()).await.unwrap_err();
+    assert!(matches!(refused, duet_client::ClientError::Api { status: 503, .. }), "{refused:?}");
     wait_until("the session is recorded as drained", WAIT, || {
         let admin = admin.clone();
         let id = placed.session_id.clone();
@@ -255,6 +271,38 @@ async fn dashboard_logins_use_an_httponly_cookie_and_refuse_cross_site_changes()
     assert_eq!(logout.status().as_u16(), 204);
     let after = b.http.get(format!("{}/dashboard/api/session", b.base)).header("cookie", &cookie).send().await.unwrap();
     assert_eq!(after.status().as_u16(), 401, "the cookie is dead after logout");
+
+    // A login made with a named token ends when the token is revoked, and never outlives it.
+    let root = Admin::new(&cluster);
+    let (id, token) = create_token(&root, "brief", "admin", Some(600)).await;
+    let login = b.post("/dashboard/api/login", json!({ "token": token }), &[]).await;
+    assert_eq!(login.status().as_u16(), 200);
+    let set_cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let max_age: u64 = set_cookie.split("Max-Age=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    assert!(max_age <= 600, "the login ends with its token: {set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    let session = |cookie: String| {
+        let b = &b;
+        async move { b.http.get(format!("{}/dashboard/api/session", b.base)).header("cookie", cookie).send().await.unwrap() }
+    };
+    assert_eq!(session(cookie.clone()).await.status().as_u16(), 200);
+    root.ok("DELETE", &format!("/tokens/{id}"), None).await;
+    assert_eq!(session(cookie.clone()).await.status().as_u16(), 401, "revoking the token ends its logins");
+
+    // Guessing is slowed per address: a burst of wrong logins meets 429.
+    let mut limited = false;
+    for _ in 0..10 {
+        let wrong = b.post("/dashboard/api/login", json!({ "token": "guess-guess-guess-guess" }), &[]).await;
+        match wrong.status().as_u16() {
+            401 => continue,
+            429 => {
+                limited = true;
+                break;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(limited, "ten quick wrong logins from one address are limited");
     cluster.shutdown().await;
 }
 

@@ -178,12 +178,17 @@ pub async fn edge_admin_fields(dialect: Dialect) {
     assert!(store.set_admin_state("edge-a", AdminState::Draining, Some(9_000)).await.unwrap());
     let e = store.edge("edge-a").await.unwrap().unwrap();
     assert_eq!((e.admin_state, e.drain_deadline), (AdminState::Draining, Some(9_000)));
-    assert!(!store.claim_drain_deadline("edge-a", 8_999).await.unwrap(), "another deadline");
-    assert!(store.claim_drain_deadline("edge-a", 9_000).await.unwrap());
-    assert!(!store.claim_drain_deadline("edge-a", 9_000).await.unwrap(), "claimed once");
+    assert_eq!(store.draining_edges().await.unwrap().len(), 1);
+    assert!(!store.mark_drained("edge-a", 8_999, 9_500).await.unwrap(), "another deadline");
+    assert!(store.mark_drained("edge-a", 9_000, 9_500).await.unwrap());
+    assert!(!store.mark_drained("edge-a", 9_000, 9_600).await.unwrap(), "recorded once");
     let e = store.edge("edge-a").await.unwrap().unwrap();
-    assert_eq!((e.admin_state, e.drain_deadline), (AdminState::Draining, None), "still draining, deadline done");
+    assert_eq!((e.admin_state, e.drain_deadline, e.drained_at), (AdminState::Draining, Some(9_000), Some(9_500)));
+    assert!(e.drain_due(9_000) && !e.drain_due(8_999));
     assert!(store.set_admin_state("edge-a", AdminState::Suspended, None).await.unwrap());
+    let e = store.edge("edge-a").await.unwrap().unwrap();
+    assert_eq!((e.drain_deadline, e.drained_at), (None, None), "a new state ends the drain");
+    assert!(store.draining_edges().await.unwrap().is_empty());
     assert!(store.set_admin_state("edge-a", AdminState::Suspended, None).await.unwrap(), "unchanged still known");
     assert!(!store.set_admin_state("nope", AdminState::Suspended, None).await.unwrap());
     assert!(store.set_region_override("edge-a", Some("us")).await.unwrap());
@@ -804,6 +809,7 @@ pub async fn api_tokens_and_dashboard_logins(dialect: Dialect) {
 
     let login = DashboardSessionRecord {
         principal: "user:ada".into(),
+        credential: Some("token:aaaaaaaaaaaa".into()),
         scope: "admin".into(),
         csrf: "c".repeat(32),
         created_at: 1_000,

@@ -481,14 +481,19 @@ async function hostApproval() {
   const guestParticipant = participantOf(joined, guestUser);
 
   step = 'guest joins and waits';
-  let waiting = false;
+  // The guest's `waiting` and the host's `join_request` travel on two sockets: either may be
+  // read first here, so the test waits for both.
+  let onWaiting;
+  const waiting = new Promise((resolve) => (onWaiting = resolve));
   const guestConnecting = connect(joined.edge.url, joined.token, {
     approvalTimeoutMs: STEP_TIMEOUT_MS,
-    onWaiting: () => (waiting = true),
+    onWaiting: () => onWaiting(),
   });
   const request = await expectFrame(host, 'host', 'join_request');
   checkParticipant(request.participant, guestParticipant, 'join_request');
-  check(waiting, 'the host got join_request before the guest got waiting');
+  const giveUp = new Promise((resolve) => setTimeout(() => resolve(false), STEP_TIMEOUT_MS).unref());
+  const waited = await Promise.race([waiting.then(() => true), giveUp]);
+  check(waited, 'the guest got waiting');
   step = 'host admits the guest';
   host.admit(guestParticipant.id, true);
   const guest = await guestConnecting;

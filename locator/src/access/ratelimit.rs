@@ -35,10 +35,18 @@ impl RateLimit {
     }
 
     /// Takes one request's token for `ip` at `now`; `Err(seconds)` to wait when there is none.
+    /// IPv6 clients are counted per /64: one host usually holds a whole /64.
     pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
         if self.rate <= 0.0 {
             return Ok(());
         }
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+            },
+            v4 => v4,
+        };
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= MAX_TRACKED {
             self.sweep(now);
             if self.buckets.len() >= MAX_TRACKED {
@@ -85,6 +93,11 @@ mod tests {
         }
         assert_eq!(limit.check(ip, t0), Err(1));
         assert!(limit.check("192.0.2.2".parse().unwrap(), t0).is_ok(), "other addresses are not affected");
+        let v6 = RateLimit::new(1);
+        assert!(v6.check("2001:db8::1".parse().unwrap(), t0).is_ok());
+        assert!(v6.check("2001:db8::2".parse().unwrap(), t0).is_ok());
+        assert!(v6.check("2001:db8::ffff:3".parse().unwrap(), t0).is_err(), "one /64 is one client");
+        assert!(v6.check("2001:db8:0:1::1".parse().unwrap(), t0).is_ok());
         let later = t0 + Duration::from_millis(100);
         assert!(limit.check(ip, later).is_ok(), "one more after a tenth of a second");
         assert!(limit.check(ip, later).is_err());

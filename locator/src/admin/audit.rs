@@ -111,7 +111,8 @@ pub struct Page<T> {
 }
 
 /// An audit entry. Relayed from an edge: `outbox_id` and `edge_seq` set, `actor` null. Made by
-/// the locator: `actor` is `locator` or `admin`, `outbox_id` and `edge_seq` null.
+/// the locator: `actor` is `locator` or an admin's principal (`token:<name>`, `user:<name>`),
+/// `outbox_id` and `edge_seq` null.
 #[derive(Debug, Serialize)]
 pub struct AuditView {
     pub id: i64,

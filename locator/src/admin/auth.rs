@@ -65,19 +65,65 @@ impl Scope {
     }
 }
 
-/// Who is calling, as the audit log names them.
+/// Who is calling, as the audit log names them, and the credential that says so.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
     pub scope: Scope,
+    /// What was presented: `token:<id>` (a named token), `root:<fingerprint>` (the bootstrap
+    /// token) or `user:<name>:<fingerprint>` (the configured password). A dashboard login keeps
+    /// it and is valid only while [`credential_live`] says so.
+    pub credential: String,
+    /// When the credential expires (Unix ms), if it does.
+    pub expires_at: Option<i64>,
+}
+
+/// The first 16 hex digits of a SHA-256 digest: enough to notice a replaced secret, too short to
+/// be worth stealing from the database.
+pub fn fingerprint(secret: &[u8]) -> String {
+    sha256(secret)[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether the credential a dashboard login was made with still stands: the named token is
+/// neither revoked nor expired, the bootstrap token or the password has not been replaced.
+pub async fn credential_live(state: &LocatorState, credential: &str) -> Result<bool, ApiError> {
+    let now = crate::tokens::now_ms();
+    if let Some(id) = credential.strip_prefix("token:") {
+        return Ok(state
+            .store
+            .api_token(id)
+            .await?
+            .is_some_and(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|at| at > now)));
+    }
+    if let Some(fp) = credential.strip_prefix("root:") {
+        return Ok(ct_eq(fp.as_bytes(), state.auth.root_fingerprint.as_bytes()));
+    }
+    if let Some(rest) = credential.strip_prefix("user:") {
+        return Ok(match (&state.config.dashboard_login, rest.rsplit_once(':')) {
+            (Some((user, hash)), Some((name, fp))) => {
+                name == user && ct_eq(fp.as_bytes(), fingerprint(hash.as_bytes()).as_bytes())
+            }
+            _ => false,
+        });
+    }
+    Ok(false)
 }
 
 /// The admin credentials a locator knows besides the stored tokens.
 pub struct Auth {
     root_digest: [u8; 32],
+    root_fingerprint: String,
     /// When each named token's use was last written.
     touched: Mutex<HashMap<String, i64>>,
+    /// Dashboard login attempts per client address.
+    pub login_limit: crate::access::RateLimit,
+    /// Password checks running at once: Argon2 takes ~19 MiB and tens of milliseconds each, so
+    /// a flood of logins must queue here, not in memory.
+    pub password_checks: tokio::sync::Semaphore,
 }
+
+/// Dashboard login attempts per second per client address (bursts of twice that).
+pub const LOGIN_ATTEMPTS_PER_SECOND: u32 = 2;
 
 pub fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
@@ -108,7 +154,15 @@ fn token_id(token: &[u8]) -> Option<&str> {
 
 impl Auth {
     pub fn new(root_token: &str) -> Auth {
-        Auth { root_digest: sha256(root_token.as_bytes()), touched: Mutex::new(HashMap::new()) }
+        Auth {
+            root_digest: sha256(root_token.as_bytes()),
+            root_fingerprint: fingerprint(root_token.as_bytes()),
+            touched: Mutex::new(HashMap::new()),
+            login_limit: crate::access::RateLimit::new(LOGIN_ATTEMPTS_PER_SECOND),
+            password_checks: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            ),
+        }
     }
 
     /// True if `presented` is the bootstrap token (constant time, by digest).
@@ -131,7 +185,12 @@ impl Auth {
 /// The principal a bearer token stands for, or why it is refused.
 pub async fn bearer_principal(state: &LocatorState, presented: &[u8]) -> Result<Principal, ApiError> {
     if state.auth.is_root(presented) {
-        return Ok(Principal { name: ROOT_PRINCIPAL.to_owned(), scope: Scope::Admin });
+        return Ok(Principal {
+            name: ROOT_PRINCIPAL.to_owned(),
+            scope: Scope::Admin,
+            credential: format!("root:{}", state.auth.root_fingerprint),
+            expires_at: None,
+        });
     }
     let wrong = || ApiError::Unauthorized("wrong credentials".into());
     let id = token_id(presented).ok_or_else(wrong)?;
@@ -153,7 +212,12 @@ pub async fn bearer_principal(state: &LocatorState, presented: &[u8]) -> Result<
             tracing::warn!(error = %e, token = %record.name, "cannot record a token's use");
         }
     }
-    Ok(Principal { name: format!("token:{}", record.name), scope })
+    Ok(Principal {
+        name: format!("token:{}", record.name),
+        scope,
+        credential: format!("token:{}", record.id),
+        expires_at: record.expires_at,
+    })
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -168,15 +232,35 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// Refuses a request whose `Origin` names another site than the `Host` it was sent to.
-pub fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Refuses a request whose `Origin` names another site than this locator: the configured
+/// `public_url` when there is one (behind a proxy that rewrites `Host`), else the `Host` the
+/// request was sent to. A request without `Origin` is not a cross-site browser request.
+pub fn check_origin_against(public_url: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin.to_str().ok().and_then(|o| o.split_once("://")).map(|(_, h)| h.trim_end_matches('/'));
-    match (origin_host, host) {
-        (Some(o), Some(h)) if o.eq_ignore_ascii_case(h) => Ok(()),
-        _ => Err(ApiError::Forbidden("cross-site request refused (Origin does not match Host)".into())),
+    let origin = origin.to_str().unwrap_or_default().trim_end_matches('/');
+    let same = match public_url {
+        Some(url) => {
+            // The origin of the URL: scheme and authority, no path.
+            let base = url.split_once("://").map_or(url, |(scheme, rest)| {
+                let authority = rest.split('/').next().unwrap_or(rest);
+                &url[..scheme.len() + 3 + authority.len()]
+            });
+            origin.eq_ignore_ascii_case(base)
+        }
+        None => {
+            let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+            matches!((origin.split_once("://"), host), (Some((_, o)), Some(h)) if o.eq_ignore_ascii_case(h))
+        }
+    };
+    if same {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("cross-site request refused (its Origin is not this locator)".into()))
     }
+}
+
+pub fn check_origin(state: &LocatorState, headers: &HeaderMap) -> Result<(), ApiError> {
+    check_origin_against(state.config.public_url.as_deref(), headers)
 }
 
 /// The dashboard login a request's cookie belongs to; for changes, after the CSRF and origin
@@ -187,20 +271,29 @@ pub async fn cookie_principal(
     method: &Method,
 ) -> Result<Principal, ApiError> {
     let cookie = cookie(headers, SESSION_COOKIE).unwrap_or_default();
+    let digest = sha256(cookie.as_bytes());
     let login = state
         .store
-        .dashboard_session(&sha256(cookie.as_bytes()), crate::tokens::now_ms())
+        .dashboard_session(&digest, crate::tokens::now_ms())
         .await?
         .ok_or_else(|| ApiError::Unauthorized("not logged in, or the login has expired".into()))?;
+    let credential = login.credential.clone().unwrap_or_default();
+    if !credential_live(state, &credential).await? {
+        state.store.delete_dashboard_session(&digest).await?;
+        tracing::info!(principal = %login.principal, "dashboard login ended: its credential was revoked, expired or replaced");
+        return Err(ApiError::Unauthorized(
+            "the credential this login was made with was revoked, has expired or was replaced; log in again".into(),
+        ));
+    }
     if !is_safe(method) {
-        check_origin(headers)?;
+        check_origin(state, headers)?;
         let presented = headers.get(CSRF_HEADER).map(|v| v.as_bytes()).unwrap_or_default();
         if !ct_eq(presented, login.csrf.as_bytes()) {
             return Err(ApiError::Forbidden(format!("missing or wrong {CSRF_HEADER} header")));
         }
     }
     let scope = Scope::parse(&login.scope).ok_or_else(|| ApiError::Internal(format!("login scope {}", login.scope)))?;
-    Ok(Principal { name: login.principal, scope })
+    Ok(Principal { name: login.principal, scope, credential, expires_at: Some(login.expires_at) })
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -297,12 +390,15 @@ mod tests {
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("xyz"));
         assert_eq!(cookie(&h, "c"), None);
         h.insert(header::HOST, "127.0.0.1:8080".parse().unwrap());
-        assert!(check_origin(&h).is_ok(), "no Origin: not a cross-site browser request");
+        assert!(check_origin_against(None, &h).is_ok(), "no Origin: not a cross-site browser request");
         h.insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
-        assert!(check_origin(&h).is_ok());
+        assert!(check_origin_against(None, &h).is_ok());
+        assert!(check_origin_against(Some("https://duet.example.com"), &h).is_err(), "the configured origin wins");
+        h.insert(header::ORIGIN, "https://duet.example.com".parse().unwrap());
+        assert!(check_origin_against(Some("https://duet.example.com/duet/"), &h).is_ok(), "behind a proxy");
         h.insert(header::ORIGIN, "http://evil.example".parse().unwrap());
-        assert!(check_origin(&h).is_err());
+        assert!(check_origin_against(None, &h).is_err());
         h.insert(header::ORIGIN, "null".parse().unwrap());
-        assert!(check_origin(&h).is_err());
+        assert!(check_origin_against(None, &h).is_err());
     }
 }

@@ -105,7 +105,7 @@ pub async fn create(
     };
     if !state.store.insert_client_key(&record).await? {
         return Err(ApiError::Conflict(format!(
-            "team {:?} has a client key named {:?}; revoke it or pick another name",
+            "team {:?} has a client key named {:?} (names of revoked keys are not reused): pick another name",
             new.team, new.name
         )));
     }

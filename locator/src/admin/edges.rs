@@ -6,7 +6,8 @@
 //! edge is available. Drain is a suspend with a deadline: when it passes, the locator replica
 //! holding the edge's link tells the edge to end every session it still carries with close code
 //! 4400 (ask the locator again), so the participants come back through placement to another
-//! edge ([`crate::drain`]). Resume or suspend cancels a drain that has not reached its deadline.
+//! edge, and the edge takes no new sessions until resumed ([`crate::drain`]). Resume or suspend
+//! ends a drain.
 //! Changes are written to SQL (every replica follows within its edge refresh) and applied to this
 //! replica's placement at once, and each is audited naming the admin.
 
@@ -37,6 +38,8 @@ pub struct EdgeView {
     pub admin_state: &'static str,
     /// When a draining edge's remaining sessions are ended; `null` unless draining.
     pub drain_deadline: Option<String>,
+    /// When the deadline was acted on; `null` before (and unless draining).
+    pub drained_at: Option<String>,
     pub health: &'static str,
     /// Whether the edge may take a new session now (ignoring its region and tier).
     pub available: bool,
@@ -77,6 +80,7 @@ fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
         build: e.build.clone(),
         admin_state: e.admin_state.as_str(),
         drain_deadline: e.drain_deadline.map(rfc3339_ms),
+        drained_at: e.drained_at.map(rfc3339_ms),
         health: e.health.as_str(),
         available: report.candidates[0].filtered.is_none(),
         load: e.load,

@@ -73,8 +73,12 @@ pub struct NewToken {
     pub expires_in_seconds: Option<u64>,
 }
 
-/// Checks a token name: 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
+/// Checks a token name: 1 to 64 letters, digits, `.`, `_`, `-` or `@`, and not `root` (the
+/// bootstrap token's name in the audit log).
 pub fn validate_name(name: &str) -> Result<(), ApiError> {
+    if name == "root" {
+        return Err(ApiError::BadRequest("`name` root is the bootstrap token's; pick another".into()));
+    }
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');
     if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || !name.chars().all(ok_char) {
         return Err(ApiError::BadRequest(format!(
@@ -120,7 +124,10 @@ pub async fn create(
         last_used_at: None,
     };
     if !state.store.insert_api_token(&record).await? {
-        return Err(ApiError::Conflict(format!("a token named {:?} exists; revoke it or pick another name", new.name)));
+        return Err(ApiError::Conflict(format!(
+            "a token named {:?} exists (names of revoked tokens are not reused): pick another name",
+            new.name
+        )));
     }
     let detail = match record.expires_at {
         Some(at) => format!("token {} ({} scope) created, expires {}", record.name, scope.as_str(), rfc3339_ms(at)),
@@ -155,7 +162,7 @@ mod tests {
         for ok in ["ci", "ada@example.com", "deploy-bot.1_x"] {
             assert!(validate_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a b", "x".repeat(65).as_str(), "tok:en", "ü"] {
+        for bad in ["", "a b", "x".repeat(65).as_str(), "tok:en", "ü", "root"] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
     }

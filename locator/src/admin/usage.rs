@@ -108,9 +108,14 @@ pub async fn series(
     let truncated = spans.len() >= MAX_SPANS as usize;
     let mut users: Vec<HashSet<&str>> = vec![HashSet::new(); n];
     let bucket = |t: i64| ((t - from).max(0) / step).min(n as i64 - 1) as usize;
+    let now = crate::tokens::now_ms();
     for span in &spans {
-        let last = span.until.map_or(n - 1, bucket);
-        for set in &mut users[bucket(span.from)..=last.max(bucket(span.from))] {
+        // A place is held over [joined, ended), and a live one until now, not into the future.
+        let end = span.until.unwrap_or(now).min(to);
+        if end <= from || end <= span.from {
+            continue;
+        }
+        for set in &mut users[bucket(span.from)..=bucket(end - 1)] {
             set.insert(span.user_id.as_str());
         }
     }

@@ -10,7 +10,9 @@
 //!   `duet-locator: <message> (<code>, HTTP <status>)`); 2 usage (clap); 64 no usable admin token
 //!   or CA file; 69 the locator cannot be reached.
 //! - Human output goes to stdout, errors to stderr; `--json` output is exactly the server's JSON,
-//!   pretty-printed, so fields this CLI does not know yet pass through.
+//!   pretty-printed, so fields this CLI does not know yet pass through (`audit tail` and
+//!   `metrics tail` print the entries they gathered as one array, or one per line with
+//!   `--follow`).
 //!
 //! Layout: [`client`] (the HTTP calls and their errors), [`token`], [`views`] (typed answers and
 //! their rendering), [`table`] (the aligned-table printer).
@@ -20,6 +22,7 @@ pub mod table;
 pub mod token;
 pub mod views;
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -482,12 +485,16 @@ pub enum CliError {
     Runtime(std::io::Error),
     #[error("{0}")]
     Password(String),
+    /// Arguments clap accepted but that make no sense together or in range.
+    #[error("{0}")]
+    Usage(String),
 }
 
 impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Token(_) | CliError::Setup(_) | CliError::Password(_) => EXIT_USAGE,
+            CliError::Usage(_) => 2,
             CliError::Call(CallError::Unreachable { .. }) => EXIT_UNAVAILABLE,
             CliError::Call(_) | CliError::Answer(_) | CliError::Runtime(_) => EXIT_API_ERROR,
         }
@@ -637,7 +644,10 @@ async fn execute(client: &AdminClient, command: &Command) -> Result<(View, Optio
                 (View::Edge, call(client, Method::POST, &["edges", edge, "resume"], None).await?)
             }
             EdgesCommand::Drain { edge, deadline } => {
-                let body = json!({ "deadline_seconds": deadline.as_secs().max(1) });
+                if deadline.as_secs() < 1 {
+                    return Err(CliError::Usage("--deadline must be at least 1s".into()));
+                }
+                let body = json!({ "deadline_seconds": deadline.as_secs() });
                 (View::Edge, call(client, Method::POST, &["edges", edge, "drain"], Some(body)).await?)
             }
         },
@@ -663,7 +673,7 @@ async fn execute(client: &AdminClient, command: &Command) -> Result<(View, Optio
         Command::Usage { since, step, .. } => {
             let now = OffsetDateTime::now_utc();
             let query = [
-                ("from", Some(rfc3339(now - *since))),
+                ("from", Some(ago_rfc3339(now, *since, "--since")?)),
                 ("to", Some(rfc3339(now))),
                 ("step_seconds", step.map(|s| s.as_secs().to_string())),
             ];
@@ -737,37 +747,47 @@ struct Tail<'a> {
     render: &'a dyn Fn(Vec<Value>, bool) -> String,
 }
 
-/// Reads every page since `since`, prints the last `lines` entries, then with `follow` keeps
-/// reading from where it stopped.
-async fn tail(client: &AdminClient, t: Tail<'_>, json_out: bool) -> Result<String, CliError> {
-    let from = rfc3339(OffsetDateTime::now_utc() - t.since);
+/// Entries arrive late (edges relay them from their outbox, replicas commit out of order), so
+/// `--follow` re-reads this much of the recent past on every poll and prints what it has not
+/// printed yet; an entry stored more than this long after it happened is not followed.
+const FOLLOW_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Every entry of `t.path` from `from` on, following the server's `next_cursor`.
+async fn read_all(client: &AdminClient, t: &Tail<'_>, from: &str) -> Result<Vec<Value>, CliError> {
+    let mut entries = Vec::new();
     let mut cursor: Option<String> = None;
-    let mut latest: std::collections::VecDeque<Value> = std::collections::VecDeque::new();
-    let mut first = true;
     loop {
-        let mut query = vec![("from", Some(from.clone()))];
+        let mut query = vec![("from", Some(from.to_owned()))];
         query.extend(t.filters.iter().cloned());
         query.push(("limit", Some(AUDIT_PAGE.to_string())));
-        query.push(("cursor", cursor.clone()));
+        query.push(("cursor", cursor.take()));
         let page: Value = call_query(client, &[t.path], &query).await?.unwrap_or(Value::Null);
-        let entries = page.get("entries").and_then(Value::as_array).cloned().unwrap_or_default();
-        let next = page.get("next_cursor").and_then(Value::as_str).map(str::to_owned);
-        // The cursor of the last entry seen, so that following resumes after it.
-        if let Some(last) = entries.last() {
-            if let (Some(at), Some(id)) = (last.get("at").and_then(Value::as_str), last.get("id")) {
-                if let Ok(at) = OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
-                    cursor = Some(format!("{}.{}", at.unix_timestamp_nanos() / 1_000_000, id));
-                }
-            }
+        entries.extend(page.get("entries").and_then(Value::as_array).cloned().unwrap_or_default());
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return Ok(entries),
         }
-        latest.extend(entries);
-        while first && latest.len() > t.lines as usize {
-            latest.pop_front();
-        }
-        if next.is_some() {
-            continue;
-        }
-        let entries: Vec<Value> = latest.drain(..).collect();
+    }
+}
+
+/// `now - d` as RFC 3339, or a usage error when that is before year 1.
+fn ago_rfc3339(now: OffsetDateTime, d: std::time::Duration, flag: &str) -> Result<String, CliError> {
+    now.checked_sub(time::Duration::try_from(d).unwrap_or(time::Duration::MAX))
+        .filter(|t| t.year() >= 1)
+        .map(rfc3339)
+        .ok_or_else(|| CliError::Usage(format!("{flag} reaches back before year 1")))
+}
+
+/// Prints the last `lines` entries since `since`; with `follow`, keeps printing new ones.
+async fn tail(client: &AdminClient, t: Tail<'_>, json_out: bool) -> Result<String, CliError> {
+    let from = ago_rfc3339(OffsetDateTime::now_utc(), t.since, "--since")?;
+    let mut entries = read_all(client, &t, &from).await?;
+    // Ids printed, with when they were last seen in a window (to forget them later).
+    let mut seen: HashMap<String, std::time::Instant> =
+        entries.iter().map(|e| (e["id"].to_string(), std::time::Instant::now())).collect();
+    let skip = entries.len().saturating_sub(t.lines as usize);
+    entries.drain(..skip);
+    loop {
         let out = if json_out {
             if t.follow {
                 entries.iter().map(|e| format!("{e}\n")).collect()
@@ -785,8 +805,15 @@ async fn tail(client: &AdminClient, t: Tail<'_>, json_out: bool) -> Result<Strin
             return Ok(String::new());
         }
         drop(stdout);
-        first = false;
         tokio::time::sleep(FOLLOW_INTERVAL).await;
+        let window = ago_rfc3339(OffsetDateTime::now_utc(), FOLLOW_WINDOW.min(t.since), "--since")?;
+        let now = std::time::Instant::now();
+        entries = read_all(client, &t, &window)
+            .await?
+            .into_iter()
+            .filter(|e| seen.insert(e["id"].to_string(), now).is_none())
+            .collect();
+        seen.retain(|_, at| now.duration_since(*at) < FOLLOW_WINDOW * 2);
     }
 }
 

@@ -56,6 +56,8 @@ fn client_key_from_row(row: &AnyRow) -> Result<ClientKeyRecord, StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DashboardSessionRecord {
     pub principal: String,
+    /// What the login was made with (see `admin::auth::Credential`); re-checked on every use.
+    pub credential: Option<String>,
     pub scope: String,
     pub csrf: String,
     pub created_at: i64,
@@ -209,13 +211,22 @@ impl Store {
         Ok(())
     }
 
-    /// Clears a draining edge's deadline if it is still `deadline`: the caller that gets `true`
-    /// is the one that ends the edge's sessions.
-    pub async fn claim_drain_deadline(&self, edge_id: &str, deadline: i64) -> Result<bool, StoreError> {
+    /// Edges an admin is draining.
+    pub async fn draining_edges(&self) -> Result<Vec<super::EdgeRecord>, StoreError> {
+        let sql = format!("SELECT {} FROM edges WHERE admin_state = 'draining' ORDER BY id", super::EDGE_COLUMNS);
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(super::edge_from_row).collect()
+    }
+
+    /// Records that a draining edge's deadline `deadline` was acted on at `now_ms`, unless that
+    /// is already recorded or the drain was changed: the caller that gets `true` writes the
+    /// audit entry.
+    pub async fn mark_drained(&self, edge_id: &str, deadline: i64, now_ms: i64) -> Result<bool, StoreError> {
         let sql = self.sql(
-            "UPDATE edges SET drain_deadline = NULL WHERE id = ? AND drain_deadline = ? AND admin_state = 'draining'",
+            "UPDATE edges SET drained_at = ? WHERE id = ? AND drain_deadline = ? AND admin_state = 'draining' \
+             AND drained_at IS NULL",
         );
-        Ok(sqlx::query(&sql).bind(edge_id).bind(deadline).execute(&self.pool).await?.rows_affected() > 0)
+        Ok(sqlx::query(&sql).bind(now_ms).bind(edge_id).bind(deadline).execute(&self.pool).await?.rows_affected() > 0)
     }
 
     // ---- client keys ----
@@ -287,12 +298,13 @@ impl Store {
 
     pub async fn insert_dashboard_session(&self, digest: &[u8], s: &DashboardSessionRecord) -> Result<(), StoreError> {
         let sql = self.sql(
-            "INSERT INTO dashboard_sessions (digest, principal, scope, csrf, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO dashboard_sessions (digest, principal, credential, scope, csrf, created_at, expires_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
         );
         sqlx::query(&sql)
             .bind(hex(digest))
             .bind(&s.principal)
+            .bind(&s.credential)
             .bind(&s.scope)
             .bind(&s.csrf)
             .bind(s.created_at)
@@ -309,13 +321,14 @@ impl Store {
         now_ms: i64,
     ) -> Result<Option<DashboardSessionRecord>, StoreError> {
         let sql = self.sql(
-            "SELECT principal, scope, csrf, created_at, expires_at FROM dashboard_sessions \
+            "SELECT principal, credential, scope, csrf, created_at, expires_at FROM dashboard_sessions \
              WHERE digest = ? AND expires_at > ?",
         );
         let row = sqlx::query(&sql).bind(hex(digest)).bind(now_ms).fetch_optional(&self.pool).await?;
         let Some(r) = row else { return Ok(None) };
         Ok(Some(DashboardSessionRecord {
             principal: r.try_get("principal")?,
+            credential: r.try_get("credential")?,
             scope: r.try_get("scope")?,
             csrf: r.try_get("csrf")?,
             created_at: r.try_get("created_at")?,
@@ -412,12 +425,14 @@ impl Store {
     }
 
     /// Who held a place in a session at some time in [`from`, `to`): participants of sessions
-    /// that had not ended by `from`, joined before `to`. At most `limit` rows.
+    /// that had not ended by `from`, joined before `to`. At most `limit` rows, the latest joins
+    /// first.
     pub async fn user_spans(&self, from: i64, to: i64, limit: u32) -> Result<Vec<UserSpan>, StoreError> {
         let sql = format!(
             "SELECT p.user_id AS user_id, p.created_at AS joined_at, s.ended_at AS ended_at \
              FROM participants p JOIN sessions s ON s.id = p.session_id \
-             WHERE p.created_at < ? AND (s.ended_at IS NULL OR s.ended_at >= ?) LIMIT {limit}"
+             WHERE p.created_at < ? AND (s.ended_at IS NULL OR s.ended_at > ?) \
+             ORDER BY p.created_at DESC LIMIT {limit}"
         );
         let sql = self.sql(&sql);
         let rows = sqlx::query(&sql).bind(to).bind(from).fetch_all(&self.pool).await?;

@@ -641,7 +641,7 @@ impl Store {
         state: AdminState,
         drain_deadline: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let sql = self.sql("UPDATE edges SET admin_state = ?, drain_deadline = ? WHERE id = ?");
+        let sql = self.sql("UPDATE edges SET admin_state = ?, drain_deadline = ?, drained_at = NULL WHERE id = ?");
         let done =
             sqlx::query(&sql).bind(state.as_str()).bind(drain_deadline).bind(edge_id).execute(&self.pool).await?;
         Ok(done.rows_affected() > 0 || self.edge(edge_id).await?.is_some())
@@ -1500,7 +1500,7 @@ const EDGE_COLUMNS: &str =
     "id, region, region_override, public_url, build, max_connections, max_sessions, admin_state, health, \
      cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at, \
      outbox_depth, outbox_oldest_age_ms, outbox_last_seq, outbox_dropped_audit, outbox_dropped_metrics, \
-     outbox_id, link_epoch, drain_deadline";
+     outbox_id, link_epoch, drain_deadline, drained_at";
 
 const SESSION_COLUMNS: &str =
     "id, edge_id, team, region_hint, created_at, started_at, ended_at, end_reason, participant_count, \
@@ -1545,6 +1545,7 @@ fn edge_from_row(row: &AnyRow) -> Result<EdgeRecord, StoreError> {
         last_heartbeat_at: row.try_get("last_heartbeat_at")?,
         health_changed_at: row.try_get("health_changed_at")?,
         drain_deadline: row.try_get("drain_deadline")?,
+        drained_at: row.try_get("drained_at")?,
     })
 }
 

@@ -112,9 +112,16 @@ pub struct EdgeRecord {
     pub health_changed_at: i64,
     /// When a draining edge's remaining sessions are ended (Unix ms); set only while draining.
     pub drain_deadline: Option<i64>,
+    /// When the deadline was acted on (the first replica to do so records it).
+    pub drained_at: Option<i64>,
 }
 
 impl EdgeRecord {
+    /// True once a draining edge's deadline has passed at `now_ms`: it takes no new sessions.
+    pub fn drain_due(&self, now_ms: i64) -> bool {
+        self.admin_state == AdminState::Draining && self.drain_deadline.is_some_and(|d| d <= now_ms)
+    }
+
     /// The region placement uses: the admin's override, else the edge's own.
     pub fn effective_region(&self) -> &str {
         self.region_override.as_deref().unwrap_or(&self.region)
@@ -234,7 +241,6 @@ pub mod audit_kind {
     pub const CLIENT_KEY_CREATED: &str = "client_key_created";
     pub const CLIENT_KEY_REVOKED: &str = "client_key_revoked";
     pub const DASHBOARD_LOGIN: &str = "dashboard_login";
-    pub const DASHBOARD_LOGIN_FAILED: &str = "dashboard_login_failed";
     pub const DASHBOARD_LOGOUT: &str = "dashboard_logout";
     /// An admin moved an edge to a region, or back to the one it reports.
     pub const EDGE_REGION_SET: &str = "edge_region_set";

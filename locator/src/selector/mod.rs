@@ -54,6 +54,8 @@ pub enum Filtered {
     Unavailable,
     /// No heartbeat within the heartbeat timeout.
     StaleHeartbeat,
+    /// An admin drained it and the drain's deadline has passed.
+    Drained,
     /// Sessions (with reservations) reached its `max_sessions`.
     SessionCapacity,
     /// Connections (with reservations) reached its `max_connections`.
@@ -111,6 +113,9 @@ fn filter(input: &Input<'_>, limits: &Limits, now_ms: i64) -> Option<Filtered> {
     let timeout_ms = i64::try_from(limits.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
     if now_ms.saturating_sub(e.last_heartbeat_at) > timeout_ms {
         return Some(Filtered::StaleHeartbeat);
+    }
+    if e.drain_due(now_ms) {
+        return Some(Filtered::Drained);
     }
     if e.max_sessions > 0 && f64::from(e.load.sessions) + input.reserved >= f64::from(e.max_sessions) {
         return Some(Filtered::SessionCapacity);
@@ -237,6 +242,7 @@ mod tests {
             last_heartbeat_at: NOW,
             health_changed_at: 0,
             drain_deadline: None,
+            drained_at: None,
         }
     }
 
@@ -256,7 +262,8 @@ mod tests {
         let mut edges = vec![edge("a", "eu"), edge("b", "eu"), edge("c", "eu"), edge("d", "eu"), edge("e", "eu")];
         edges[0].health = Health::LinkLost;
         edges[1].last_heartbeat_at = NOW - 3_001;
-        edges[2].health = Health::Unavailable;
+        edges[2].admin_state = AdminState::Draining;
+        edges[2].drain_deadline = Some(NOW);
         edges[3].max_sessions = 2;
         edges[3].load.sessions = 2;
         edges[4].max_connections = 10;
@@ -269,7 +276,7 @@ mod tests {
             [
                 Some(Filtered::LinkLost),
                 Some(Filtered::StaleHeartbeat),
-                Some(Filtered::Unavailable),
+                Some(Filtered::Drained),
                 Some(Filtered::SessionCapacity),
                 Some(Filtered::ConnectionCapacity)
             ]

@@ -55,6 +55,7 @@ mod tests {
             last_heartbeat_at: 0,
             health_changed_at: 0,
             drain_deadline: None,
+            drained_at: None,
         }
     }
 
