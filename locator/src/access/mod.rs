@@ -19,9 +19,7 @@
 pub mod oidc;
 pub mod ratelimit;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::Instant;
 
 use axum::http::{header, HeaderMap};
@@ -34,8 +32,6 @@ pub use ratelimit::RateLimit;
 
 /// Client keys start with this.
 pub const CLIENT_KEY_PREFIX: &str = "duetck_";
-/// `last_used_at` of a client key is written at most this often.
-const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// One way clients may be admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +138,7 @@ pub struct Access {
     modes: Vec<Mode>,
     oidc: Option<Oidc>,
     limit: RateLimit,
-    touched: Mutex<HashMap<String, i64>>,
+    touched: crate::admin::auth::Throttle,
 }
 
 impl Access {
@@ -152,7 +148,7 @@ impl Access {
             (true, None) => return Err("client_auth oidc needs oidc_issuer and oidc_audience".into()),
             (false, _) => None,
         };
-        Ok(Access { modes, oidc, limit: RateLimit::new(per_second), touched: Mutex::new(HashMap::new()) })
+        Ok(Access { modes, oidc, limit: RateLimit::new(per_second), touched: Default::default() })
     }
 
     pub fn modes(&self) -> &[Mode] {
@@ -164,14 +160,7 @@ impl Access {
     }
 
     fn should_touch(&self, id: &str, now_ms: i64) -> bool {
-        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-        match touched.get(id) {
-            Some(&at) if now_ms - at < TOUCH_EVERY_MS => false,
-            _ => {
-                touched.insert(id.to_owned(), now_ms);
-                true
-            }
-        }
+        self.touched.due(id, now_ms)
     }
 }
 

@@ -38,8 +38,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub const ROOT_PRINCIPAL: &str = "token:root";
 /// Named tokens start with this.
 pub const TOKEN_PREFIX: &str = "duet_";
-/// `last_used_at` is written at most this often per token, so reads do not turn into writes.
-const TOUCH_EVERY_MS: i64 = 60_000;
+/// `last_used_at` is written at most this often per token or client key.
+pub const TOUCH_EVERY_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,7 +114,7 @@ pub struct Auth {
     root_digest: [u8; 32],
     root_fingerprint: String,
     /// When each named token's use was last written.
-    touched: Mutex<HashMap<String, i64>>,
+    touched: Throttle,
     /// Dashboard login attempts per client address.
     pub login_limit: crate::access::RateLimit,
     /// Password checks running at once: Argon2 takes ~19 MiB and tens of milliseconds each, so
@@ -157,7 +157,7 @@ impl Auth {
         Auth {
             root_digest: sha256(root_token.as_bytes()),
             root_fingerprint: fingerprint(root_token.as_bytes()),
-            touched: Mutex::new(HashMap::new()),
+            touched: Throttle::default(),
             login_limit: crate::access::RateLimit::new(LOGIN_ATTEMPTS_PER_SECOND),
             password_checks: tokio::sync::Semaphore::new(
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
@@ -171,7 +171,19 @@ impl Auth {
     }
 
     fn should_touch(&self, id: &str, now_ms: i64) -> bool {
-        let mut touched = self.touched.lock().unwrap_or_else(|p| p.into_inner());
+        self.touched.due(id, now_ms)
+    }
+}
+
+/// Decides when a credential's `last_used_at` is written: at most once per
+/// [`TOUCH_EVERY_MS`] per id, so reads do not turn into writes.
+#[derive(Default)]
+pub struct Throttle(Mutex<HashMap<String, i64>>);
+
+impl Throttle {
+    /// True if `id`'s use should be written now (and remembers that it was).
+    pub fn due(&self, id: &str, now_ms: i64) -> bool {
+        let mut touched = self.0.lock().unwrap_or_else(|p| p.into_inner());
         match touched.get(id) {
             Some(&at) if now_ms - at < TOUCH_EVERY_MS => false,
             _ => {

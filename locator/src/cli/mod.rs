@@ -246,33 +246,41 @@ pub enum SessionsCommand {
     },
 }
 
+/// Which entries `audit tail` and `metrics tail` show.
+#[derive(Debug, clap::Args)]
+pub struct TailArgs {
+    /// Only entries of this kind, e.g. edge_suspended, session_ended, token_created (audit), or
+    /// usage, session_summary (metrics).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only entries about this edge.
+    #[arg(long, value_name = "EDGE")]
+    pub edge: Option<String>,
+    /// Only entries about this session.
+    #[arg(long, value_name = "SESSION")]
+    pub session: Option<String>,
+    /// How far back to look, e.g. 1h, 30d.
+    #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration, default_value = "1h")]
+    pub since: std::time::Duration,
+    /// Show at most this many of the latest entries (1 to 1000).
+    #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub lines: u32,
+    /// Keep running and print entries as they are stored (every 2 s; Ctrl-C stops). With
+    /// --json, one entry per line.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
     /// The latest audit entries (oldest first), optionally filtered; --follow keeps printing
     /// new ones as they are stored.
     Tail {
-        /// Only entries of this kind, e.g. edge_suspended, session_ended, token_created.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Only entries about this edge.
-        #[arg(long, value_name = "EDGE")]
-        edge: Option<String>,
-        /// Only entries about this session.
-        #[arg(long, value_name = "SESSION")]
-        session: Option<String>,
+        #[command(flatten)]
+        tail: TailArgs,
         /// Only entries made by this principal, e.g. token:root, user:ada, locator.
         #[arg(long, value_name = "PRINCIPAL")]
         actor: Option<String>,
-        /// How far back to look, e.g. 1h, 30d.
-        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration, default_value = "1h")]
-        since: std::time::Duration,
-        /// Show at most this many of the latest entries (1 to 1000).
-        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        lines: u32,
-        /// Keep running and print entries as they are stored (every 2 s; Ctrl-C stops). With
-        /// --json, one entry per line.
-        #[arg(long, short = 'f')]
-        follow: bool,
     },
 }
 
@@ -281,24 +289,8 @@ pub enum MetricsCommand {
     /// The latest metrics entries (oldest first), optionally filtered; --follow keeps printing
     /// new ones as they are stored.
     Tail {
-        /// Only entries of this kind: usage or session_summary.
-        #[arg(long)]
-        kind: Option<String>,
-        /// Only entries from this edge.
-        #[arg(long, value_name = "EDGE")]
-        edge: Option<String>,
-        /// Only the summary of this session.
-        #[arg(long, value_name = "SESSION")]
-        session: Option<String>,
-        /// How far back to look, e.g. 1h, 30d.
-        #[arg(long, value_name = "DURATION", value_parser = duet_edge::config::parse_duration, default_value = "1h")]
-        since: std::time::Duration,
-        /// Show at most this many of the latest entries (1 to 1000).
-        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
-        lines: u32,
-        /// Keep running and print entries as they are stored (every 2 s; Ctrl-C stops).
-        #[arg(long, short = 'f')]
-        follow: bool,
+        #[command(flatten)]
+        tail: TailArgs,
     },
 }
 
@@ -543,31 +535,16 @@ fn run_inner(command: Command, env: &dyn Env) -> Result<String, CliError> {
     let client = AdminClient::new(options.url, token, options.ca_file.as_deref())?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CliError::Runtime)?;
     match &command {
-        Command::Audit { command: AuditCommand::Tail { kind, edge, session, actor, since, lines, follow }, .. } => {
-            let t = Tail {
-                path: "audit",
-                filters: vec![
-                    ("kind", kind.clone()),
-                    ("edge", edge.clone()),
-                    ("session", session.clone()),
-                    ("actor", actor.clone()),
-                ],
-                since: *since,
-                lines: *lines,
-                follow: *follow,
-                render: &|entries, follow| render_entries(entries, |l| views::audit_table(l, follow)),
-            };
+        Command::Audit { command: AuditCommand::Tail { tail: args, actor }, .. } => {
+            let t = Tail::new("audit", args, Some(("actor", actor.clone())), &|entries, follow| {
+                render_entries(entries, |l| views::audit_table(l, follow))
+            });
             return runtime.block_on(tail(&client, t, options.json));
         }
-        Command::Metrics { command: MetricsCommand::Tail { kind, edge, session, since, lines, follow }, .. } => {
-            let t = Tail {
-                path: "metrics",
-                filters: vec![("kind", kind.clone()), ("edge", edge.clone()), ("session", session.clone())],
-                since: *since,
-                lines: *lines,
-                follow: *follow,
-                render: &|entries, follow| render_entries(entries, |l| views::metrics_table(l, follow)),
-            };
+        Command::Metrics { command: MetricsCommand::Tail { tail: args }, .. } => {
+            let t = Tail::new("metrics", args, None, &|entries, follow| {
+                render_entries(entries, |l| views::metrics_table(l, follow))
+            });
             return runtime.block_on(tail(&client, t, options.json));
         }
         _ => {}
@@ -745,6 +722,20 @@ struct Tail<'a> {
     lines: u32,
     follow: bool,
     render: &'a dyn Fn(Vec<Value>, bool) -> String,
+}
+
+impl<'a> Tail<'a> {
+    fn new(
+        path: &'static str,
+        args: &TailArgs,
+        extra: Option<(&'static str, Option<String>)>,
+        render: &'a dyn Fn(Vec<Value>, bool) -> String,
+    ) -> Tail<'a> {
+        let mut filters =
+            vec![("kind", args.kind.clone()), ("edge", args.edge.clone()), ("session", args.session.clone())];
+        filters.extend(extra);
+        Tail { path, filters, since: args.since, lines: args.lines, follow: args.follow, render }
+    }
 }
 
 /// Entries arrive late (edges relay them from their outbox, replicas commit out of order), so
