@@ -900,7 +900,7 @@ class AuditPage extends Page {
     /** The filters applied (the inputs may hold edits not yet applied). */
     this.query = {};
     this.list = new PagedList(async (cursor) => {
-      const page = await call('GET', `${ADMIN}/audit`, { query: { ...this.query, limit: AUDIT_PAGE, cursor } });
+      const page = await call('GET', `${ADMIN}/audit`, { query: { ...this.query, order: 'desc', limit: AUDIT_PAGE, cursor } });
       return { items: page.entries, next_cursor: page.next_cursor };
     });
     this.shown = null;
@@ -966,7 +966,7 @@ class AuditPage extends Page {
     if (!this.alive) return;
     const items = this.list.items;
     this.more.hidden = !this.list.cursor;
-    this.summary.textContent = `${items.length}${this.list.cursor ? '+' : ''} ${items.length === 1 ? 'entry' : 'entries'}, oldest first`;
+    this.summary.textContent = `${items.length}${this.list.cursor ? '+' : ''} ${items.length === 1 ? 'entry' : 'entries'}, newest first`;
     const key = JSON.stringify([items, this.list.cursor]);
     if (key === this.shown) return;
     this.shown = key;

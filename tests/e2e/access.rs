@@ -186,6 +186,9 @@ async fn oidc_id_tokens_are_verified_against_the_providers_jwks() {
     assert_eq!((code, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
     let (code, _) = public(&cluster, "GET", "/api/v1/teams/red/presence", Some(&good), Value::Null).await;
     assert_eq!(code, 200);
+    let shared = provider.token(json!({ "aud": ["duet", "other-app"], "azp": "duet", "groups": ["red"] }));
+    let (code, body) = public(&cluster, "POST", "/api/v1/sessions", Some(&shared), json!({ "team": "red" })).await;
+    assert_eq!(code, 201, "several audiences with this client as azp: {body}");
 
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let (_, other_pkcs8) = new_key();
@@ -211,6 +214,11 @@ async fn oidc_id_tokens_are_verified_against_the_providers_jwks() {
             ),
         ),
         ("garbage", Some("not.a.jwt".to_owned())),
+        (
+            "several audiences without azp",
+            Some(provider.token(json!({ "aud": ["duet", "other-app"], "groups": ["red"] }))),
+        ),
+        ("another client's azp", Some(provider.token(json!({ "azp": "other-app", "groups": ["red"] })))),
         ("not yet valid", Some(provider.token(json!({ "nbf": now + 3600, "groups": ["red"] })))),
         (
             "a critical extension",

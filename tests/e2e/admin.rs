@@ -106,6 +106,10 @@ async fn named_tokens_are_audited_by_name_and_revoked_at_once() {
     let kinds: BTreeSet<&str> =
         by_actor["entries"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(kinds.contains("token_created") && !kinds.contains("edge_suspended"), "{kinds:?}");
+    let newest = root.ok("GET", "/audit?order=desc&limit=1", None).await;
+    assert_eq!(newest["entries"][0]["kind"], "edge_suspended", "the latest entry first: {newest}");
+    let (code, _) = root.call("GET", "/audit?order=sideways", None).await;
+    assert_eq!(code, 400);
     let listed = root.ok("GET", "/tokens", None).await;
     let ops_row = &listed["tokens"][0];
     assert_eq!((ops_row["name"].as_str(), ops_row["scope"].as_str()), (Some("ops"), Some("admin")));

@@ -515,6 +515,7 @@ pub async fn entry_queries(dialect: Dialect) {
         to: Some(31),
         edge_id: Some("edge-a".into()),
         actor: None,
+        newest_first: false,
     };
     assert_eq!(all(f).await.len(), 1, "every filter at once");
     let f = EntryFilter { edge_id: Some("nope".into()), ..Default::default() };
@@ -536,6 +537,19 @@ pub async fn entry_queries(dialect: Dialect) {
     }
     assert_eq!(pages, 3, "the third page is the last: no empty page after it");
     assert_eq!(walked, every.iter().map(|r| r.id).collect::<Vec<_>>());
+    // Newest first walks the same entries backwards, ties included.
+    let newest = EntryFilter { newest_first: true, ..Default::default() };
+    let mut back = Vec::new();
+    let mut cursor = None;
+    loop {
+        let (rows, next) = store.audit_entries(&newest, 2, cursor).await.unwrap();
+        back.extend(rows.into_iter().map(|r| r.id));
+        match next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(back, every.iter().rev().map(|r| r.id).collect::<Vec<_>>());
     let filtered = EntryFilter { from: Some(15), ..Default::default() };
     let (p1, c1) = store.audit_entries(&filtered, 3, None).await.unwrap();
     let (p2, c2) = store.audit_entries(&filtered, 3, c1).await.unwrap();

@@ -7,8 +7,8 @@
 //! rotation arrives). Fetch attempts, failed or not, are at least [`MIN_REFETCH`] apart, one at a
 //! time, and verifications with a known key never wait for one. A failed fetch keeps the keys
 //! already held. Only asymmetric algorithms are accepted (a JWKS holds public keys; `none` and
-//! HMAC would let anyone mint tokens); `exp`, `nbf`, `iss`, `aud` and `sub` are checked, and a
-//! token with critical header extensions is refused (none are understood).
+//! HMAC would let anyone mint tokens); `exp`, `nbf`, `iss`, `aud`, `azp` and `sub` are checked,
+//! and a token with critical header extensions is refused (none are understood).
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -188,6 +188,14 @@ impl Oidc {
         let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(token, &key, &validation)
             .map_err(|e| format!("ID token refused: {e}"))?;
         let claims = data.claims;
+        // OpenID Connect Core 3.1.3.7: with several audiences the token must say which client it
+        // was issued to (`azp`), and an `azp` present must be this client.
+        let several = claims.get("aud").and_then(Value::as_array).is_some_and(|a| a.len() > 1);
+        match claims.get("azp") {
+            Some(Value::String(azp)) if *azp == self.config.audience => {}
+            None if !several => {}
+            _ => return Err("the ID token was issued to another client (azp)".into()),
+        }
         let subject = claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or("no `sub` claim")?;
         let name = claims.get(&self.config.name_claim).and_then(Value::as_str).unwrap_or(subject);
         let teams = self.config.team_claim.as_ref().map(|claim| match claims.get(claim) {

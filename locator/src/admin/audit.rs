@@ -4,7 +4,8 @@
 //! compared with when the entry happened; `edge`, `session`, `kind` and `actor` (audit entries
 //! only, e.g. `token:root`), exact matches; `limit`
 //! (1 to [`MAX_LIMIT`], default [`DEFAULT_LIMIT`]); `cursor`, the `next_cursor` of the previous
-//! page. Entries come oldest first by (time, id); a page is `{"entries": [...], "next_cursor":
+//! page; `order`, `asc` (default) or `desc`. Entries come oldest first by (time, id), or newest
+//! first with `desc`; a page is `{"entries": [...], "next_cursor":
 //! "..." | null}`, and `null` means there is nothing after it. A malformed or unknown parameter
 //! is answered `400` with a message naming it, and nothing is read.
 
@@ -36,6 +37,7 @@ pub struct EntryQuery {
     session: Option<String>,
     kind: Option<String>,
     actor: Option<String>,
+    order: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -94,6 +96,11 @@ pub fn parse(q: EntryQuery) -> Result<Parsed, ApiError> {
         session_id: text_param("session", q.session)?,
         kind: text_param("kind", q.kind)?,
         actor: text_param("actor", q.actor)?,
+        newest_first: match q.order.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => return Err(ApiError::BadRequest(format!("`order` {other:?} is not one of asc, desc"))),
+        },
     };
     Ok(Parsed { filter, limit, after })
 }

@@ -1093,8 +1093,12 @@ impl Store {
             ints.push(to);
         }
         if let Some(c) = after {
-            // `at >= ?` lets every database range-scan the (…, at, id) indexes.
-            conditions.push("at >= ? AND (at > ? OR id > ?)");
+            // `at >= ?` (or `<=`) lets every database range-scan the (…, at, id) indexes.
+            conditions.push(if filter.newest_first {
+                "at <= ? AND (at < ? OR id < ?)"
+            } else {
+                "at >= ? AND (at > ? OR id > ?)"
+            });
             ints.extend([c.at, c.at, c.id]);
         }
         // Metrics entries have no actor: an actor filter matches none of them.
@@ -1120,7 +1124,8 @@ impl Store {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
         }
-        sql.push_str(&format!(" ORDER BY at, id LIMIT {}", u64::from(limit) + 1));
+        let order = if filter.newest_first { "at DESC, id DESC" } else { "at, id" };
+        sql.push_str(&format!(" ORDER BY {order} LIMIT {}", u64::from(limit) + 1));
         let sql = self.sql(&sql);
         let mut q = sqlx::query(&sql);
         for v in ints {

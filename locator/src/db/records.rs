@@ -339,6 +339,8 @@ pub struct EntryFilter {
     pub kind: Option<String>,
     /// Who made an audit entry (`locator`, `token:<name>`, `user:<name>`); audit entries only.
     pub actor: Option<String>,
+    /// Read newest first (the cursor then walks back in time) instead of oldest first.
+    pub newest_first: bool,
 }
 
 /// Where the next page of a query starts: after the entry with this `(at, id)`. Shown to
