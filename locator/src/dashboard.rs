@@ -232,14 +232,8 @@ async fn login(
 /// The login of the request's cookie, with its CSRF token; checks CSRF and origin for `method`s
 /// that change something.
 async fn current(state: &LocatorState, headers: &HeaderMap, method: &Method) -> Result<LoginView, ApiError> {
-    let principal = auth::cookie_principal(state, headers, method).await?;
-    let cookie = auth::cookie(headers, SESSION_COOKIE).unwrap_or_default();
-    let login = state
-        .store
-        .dashboard_session(&auth::sha256(cookie.as_bytes()), crate::tokens::now_ms())
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("not logged in, or the login has expired".into()))?;
-    Ok(LoginView { principal: principal.name, scope: principal.scope, csrf: login.csrf })
+    let (principal, csrf) = auth::cookie_login(state, headers, method).await?;
+    Ok(LoginView { principal: principal.name, scope: principal.scope, csrf })
 }
 
 async fn session(State(state): State<Arc<LocatorState>>, headers: HeaderMap) -> Result<Response, ApiError> {

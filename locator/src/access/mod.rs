@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use axum::http::{header, HeaderMap};
 
-use crate::admin::auth::{ct_eq, sha256};
+use crate::admin::auth::{ct_eq, secret_id, sha256};
 use crate::api::ApiError;
 use crate::LocatorState;
 pub use oidc::{Oidc, OidcConfig, OidcIdentity};
@@ -151,10 +151,6 @@ impl Access {
         Ok(Access { modes, oidc, limit: RateLimit::new(per_second), touched: Default::default() })
     }
 
-    pub fn modes(&self) -> &[Mode] {
-        &self.modes
-    }
-
     fn allows(&self, mode: Mode) -> bool {
         self.modes.contains(&mode)
     }
@@ -164,23 +160,9 @@ impl Access {
     }
 }
 
-/// The id inside a client key, if it has the shape `duetck_<id>_<secret>`.
-pub fn client_key_id(key: &str) -> Option<&str> {
-    let (id, secret) = key.strip_prefix(CLIENT_KEY_PREFIX)?.split_once('_')?;
-    let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    (ok(id, 12) && ok(secret, 40)).then_some(id)
-}
-
-/// A new client key: `(id, key)`.
-pub fn mint_client_key() -> (String, String) {
-    let id = crate::ids::random_id(12);
-    let key = format!("{CLIENT_KEY_PREFIX}{id}_{}", crate::ids::random_id(40));
-    (id, key)
-}
-
 async fn key_client(state: &LocatorState, key: &str) -> Result<Client, ApiError> {
     let wrong = || ApiError::Unauthorized("wrong client key".into());
-    let id = client_key_id(key).ok_or_else(wrong)?;
+    let id = secret_id(CLIENT_KEY_PREFIX, key.as_bytes()).ok_or_else(wrong)?;
     let record = state.store.client_key(id).await?.ok_or_else(wrong)?;
     if !ct_eq(&sha256(key.as_bytes()), &record.digest) {
         return Err(wrong());
@@ -256,10 +238,10 @@ mod tests {
 
     #[test]
     fn client_keys_parse() {
-        let (id, key) = mint_client_key();
-        assert_eq!(client_key_id(&key), Some(id.as_str()));
-        assert_eq!(client_key_id(&key[1..]), None);
-        assert_eq!(client_key_id("duetck_short_key"), None);
+        let (id, key) = crate::admin::auth::mint_secret(CLIENT_KEY_PREFIX);
+        assert_eq!(secret_id(CLIENT_KEY_PREFIX, key.as_bytes()), Some(id.as_str()));
+        assert_eq!(secret_id(CLIENT_KEY_PREFIX, &key.as_bytes()[1..]), None);
+        assert_eq!(secret_id(CLIENT_KEY_PREFIX, b"duetck_short_key"), None);
     }
 
     #[test]

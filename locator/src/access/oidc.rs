@@ -75,10 +75,6 @@ impl Oidc {
         Ok(Oidc { config, http, keys: RwLock::new(None), fetching: Mutex::new(None) })
     }
 
-    pub fn config(&self) -> &OidcConfig {
-        &self.config
-    }
-
     async fn get_json(&self, url: &str) -> Result<Value, String> {
         let mut response = self.http.get(url).send().await.map_err(|e| format!("{url}: {e}"))?;
         if !response.status().is_success() {

@@ -137,16 +137,17 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     bool::from(a.ct_eq(b))
 }
 
-/// A new named token: `(id, token)`. The id is its public part; the secret has 206 bits.
-pub fn mint_token() -> (String, String) {
+/// A new stored credential (named token, client key): `(id, "<prefix><id>_<secret>")`. The
+/// 12-character id is its public part, used to find it; the 40-character secret has 206 bits.
+pub fn mint_secret(prefix: &str) -> (String, String) {
     let id = crate::ids::random_id(12);
-    let token = format!("{TOKEN_PREFIX}{id}_{}", crate::ids::random_id(40));
-    (id, token)
+    let credential = format!("{prefix}{id}_{}", crate::ids::random_id(40));
+    (id, credential)
 }
 
-/// The id inside a named token, if it has the shape `duet_<id>_<secret>`.
-fn token_id(token: &[u8]) -> Option<&str> {
-    let rest = std::str::from_utf8(token).ok()?.strip_prefix(TOKEN_PREFIX)?;
+/// The id inside a credential of the shape `<prefix><id>_<secret>` ([`mint_secret`]).
+pub fn secret_id<'a>(prefix: &str, credential: &'a [u8]) -> Option<&'a str> {
+    let rest = std::str::from_utf8(credential).ok()?.strip_prefix(prefix)?;
     let (id, secret) = rest.split_once('_')?;
     let ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     (ok(id, 12) && ok(secret, 40)).then_some(id)
@@ -205,7 +206,7 @@ pub async fn bearer_principal(state: &LocatorState, presented: &[u8]) -> Result<
         });
     }
     let wrong = || ApiError::Unauthorized("wrong credentials".into());
-    let id = token_id(presented).ok_or_else(wrong)?;
+    let id = secret_id(TOKEN_PREFIX, presented).ok_or_else(wrong)?;
     let record: ApiTokenRecord = state.store.api_token(id).await?.ok_or_else(wrong)?;
     if !ct_eq(&sha256(presented), &record.digest) {
         return Err(wrong());
@@ -282,6 +283,15 @@ pub async fn cookie_principal(
     headers: &HeaderMap,
     method: &Method,
 ) -> Result<Principal, ApiError> {
+    cookie_login(state, headers, method).await.map(|(principal, _)| principal)
+}
+
+/// [`cookie_principal`] with the login's CSRF token (for the dashboard's session endpoints).
+pub async fn cookie_login(
+    state: &LocatorState,
+    headers: &HeaderMap,
+    method: &Method,
+) -> Result<(Principal, String), ApiError> {
     let cookie = cookie(headers, SESSION_COOKIE).unwrap_or_default();
     let digest = sha256(cookie.as_bytes());
     let login = state
@@ -305,7 +315,8 @@ pub async fn cookie_principal(
         }
     }
     let scope = Scope::parse(&login.scope).ok_or_else(|| ApiError::Internal(format!("login scope {}", login.scope)))?;
-    Ok(Principal { name: login.principal, scope, credential, expires_at: Some(login.expires_at) })
+    let principal = Principal { name: login.principal, scope, credential, expires_at: Some(login.expires_at) };
+    Ok((principal, login.csrf))
 }
 
 fn is_safe(method: &Method) -> bool {
@@ -378,13 +389,13 @@ mod tests {
 
     #[test]
     fn minted_tokens_parse_and_others_do_not() {
-        let (id, token) = mint_token();
-        assert_eq!(token_id(token.as_bytes()), Some(id.as_str()));
+        let (id, token) = mint_secret(TOKEN_PREFIX);
+        assert_eq!(secret_id(TOKEN_PREFIX, token.as_bytes()), Some(id.as_str()));
         for bad in ["", "duet_", "duet_abc_def", "xduet_aaaaaaaaaaaa_", &token[..token.len() - 1], &format!("{token}x")]
         {
-            assert_eq!(token_id(bad.as_bytes()), None, "{bad:?}");
+            assert_eq!(secret_id(TOKEN_PREFIX, bad.as_bytes()), None, "{bad:?}");
         }
-        assert_eq!(token_id(token.to_uppercase().as_bytes()), None);
+        assert_eq!(secret_id(TOKEN_PREFIX, token.to_uppercase().as_bytes()), None);
     }
 
     #[test]

@@ -14,10 +14,10 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{sha256, Principal};
+use super::auth::{mint_secret, sha256, Principal};
 use super::tokens::validate_name;
 use super::{audit_action, rfc3339_ms};
-use crate::access::mint_client_key;
+use crate::access::CLIENT_KEY_PREFIX;
 use crate::api::sessions::check_len;
 use crate::api::ApiError;
 use crate::db::{audit_kind, ClientKeyRecord};
@@ -92,7 +92,7 @@ pub async fn create(
     let new: NewClientKey = crate::api::body::parse_json(&headers, body)?;
     check_len("team", &new.team, 128)?;
     validate_name(&new.name)?;
-    let (id, key) = mint_client_key();
+    let (id, key) = mint_secret(CLIENT_KEY_PREFIX);
     let record = ClientKeyRecord {
         id,
         team: new.team.clone(),

@@ -94,7 +94,7 @@ fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
 }
 
 /// Re-reads the edges so this replica places by the change at once, then answers `id`'s view.
-pub(crate) async fn changed(state: &LocatorState, id: &str) -> Result<Json<EdgeView>, ApiError> {
+async fn changed(state: &LocatorState, id: &str) -> Result<Json<EdgeView>, ApiError> {
     state.placer.refresh_edges(&state.store).await?;
     let edge = state.store.edge(id).await?.ok_or_else(|| unknown(id))?;
     Ok(Json(view(state, &edge)))

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::auth::{mint_token, sha256, Principal, Scope};
+use super::auth::{mint_secret, sha256, Principal, Scope, TOKEN_PREFIX};
 use super::{audit_action, rfc3339_ms};
 use crate::api::ApiError;
 use crate::db::{audit_kind, ApiTokenRecord};
@@ -111,7 +111,7 @@ pub async fn create(
         }
     }
     let now = crate::tokens::now_ms();
-    let (id, token) = mint_token();
+    let (id, token) = mint_secret(TOKEN_PREFIX);
     let record = ApiTokenRecord {
         id,
         name: new.name.clone(),
