@@ -96,6 +96,9 @@ pub async fn interrupted() -> &'static str {
 
 /// A free port on 127.0.0.1: bound, read and released. Another process could take it before the
 /// server binds it; the server then exits and the run fails with its log.
+/// Starts of one server on fresh ports before a lost port race is an error.
+const PORT_ATTEMPTS: u32 = 3;
+
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding 127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
@@ -193,6 +196,14 @@ impl Server {
 
     fn exited(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
+    }
+
+    /// True if the process exited because its port was taken: [`free_port`] frees a port before
+    /// the server binds it, and another process (often an outgoing connection's ephemeral port)
+    /// may take it meanwhile. Such a start is retried on a new port.
+    fn lost_port_race(&mut self) -> bool {
+        self.exited().is_some()
+            && std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains("Address already in use"))
     }
 
     /// An error if the process has exited.
@@ -322,32 +333,39 @@ impl Cluster {
         let deadline = Instant::now() + spec.startup_timeout;
         let dir = tempfile::Builder::new().prefix("duet-bench-").tempdir().context("creating a temporary directory")?;
         let secret = random_secret();
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-        let listen = addr.to_string();
         let data_dir = dir.path().join("locator");
         let data_dir_str = data_dir.to_string_lossy().into_owned();
-        let mut env = vec![
-            ("DUET_EMBEDDED_EDGE", "false"),
-            ("DUET_LISTEN", listen.as_str()),
-            ("DUET_DATA_DIR", data_dir_str.as_str()),
-            ("DUET_ENROLLMENT_SECRET", secret.as_str()),
-            ("DUET_LOG", "warn"),
-            // Every request comes from 127.0.0.1: the per-address limit would measure itself.
-            ("DUET_PUBLIC_RATE_LIMIT", "0"),
-        ];
-        if let Some(url) = spec.database_url {
-            env.push(("DUET_DATABASE_URL", url));
-        }
-        let mut locator = Server::spawn(
-            "duet-locator".to_owned(),
-            &spec.bins.locator,
-            &[],
-            &env,
-            &spec.pinning.server_cpus,
-            dir.path().join("locator.log"),
-            addr,
-        )?;
-        locator.wait_ready(deadline).await?;
+        let mut attempts = 1;
+        let locator = loop {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+            let listen = addr.to_string();
+            let mut env = vec![
+                ("DUET_EMBEDDED_EDGE", "false"),
+                ("DUET_LISTEN", listen.as_str()),
+                ("DUET_DATA_DIR", data_dir_str.as_str()),
+                ("DUET_ENROLLMENT_SECRET", secret.as_str()),
+                ("DUET_LOG", "warn"),
+                // Every request comes from 127.0.0.1: the per-address limit would measure itself.
+                ("DUET_PUBLIC_RATE_LIMIT", "0"),
+            ];
+            if let Some(url) = spec.database_url {
+                env.push(("DUET_DATABASE_URL", url));
+            }
+            let mut locator = Server::spawn(
+                "duet-locator".to_owned(),
+                &spec.bins.locator,
+                &[],
+                &env,
+                &spec.pinning.server_cpus,
+                dir.path().join("locator.log"),
+                addr,
+            )?;
+            match locator.wait_ready(deadline).await {
+                Ok(()) => break locator,
+                Err(_) if locator.lost_port_race() && attempts < PORT_ATTEMPTS => attempts += 1,
+                Err(e) => return Err(e),
+            }
+        };
 
         let database_url = match spec.database_url {
             Some(url) => url.to_owned(),
@@ -383,34 +401,43 @@ impl Cluster {
     pub async fn add_edges(&mut self, n: usize, locator_url: &str, deadline: Instant) -> anyhow::Result<()> {
         let first = self.edges.len() + 1;
         for k in first..first + n {
-            let id = edge_id(k);
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
-            let args = [
-                "--locator-url".to_owned(),
-                locator_url.to_owned(),
-                "--listen".to_owned(),
-                addr.to_string(),
-                "--id".to_owned(),
-                id.clone(),
-                "--data-dir".to_owned(),
-                self.dir.path().join(format!("edge-{k}")).to_string_lossy().into_owned(),
-            ];
-            let env = [("DUET_ENROLLMENT_SECRET", self.secret.as_str()), ("DUET_LOG", "warn")];
-            let log = self.dir.path().join(format!("edge-{k}.log"));
-            self.edges.push(Server::spawn(
-                format!("edge {id}"),
-                &self.edge_bin,
-                &args,
-                &env,
-                &self.server_cpus,
-                log,
-                addr,
-            )?);
+            let edge = self.spawn_edge(k, locator_url)?;
+            self.edges.push(edge);
         }
-        for edge in &mut self.edges[first - 1..] {
-            edge.wait_ready(deadline).await?;
+        for k in first..first + n {
+            let mut attempts = 1;
+            loop {
+                let edge = &mut self.edges[k - 1];
+                match edge.wait_ready(deadline).await {
+                    Ok(()) => break,
+                    Err(_) if edge.lost_port_race() && attempts < PORT_ATTEMPTS => {
+                        attempts += 1;
+                        self.edges[k - 1] = self.spawn_edge(k, locator_url)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         }
         self.locator.check_alive()
+    }
+
+    /// Starts edge number `k` on a free port.
+    fn spawn_edge(&self, k: usize, locator_url: &str) -> anyhow::Result<Server> {
+        let id = edge_id(k);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+        let args = [
+            "--locator-url".to_owned(),
+            locator_url.to_owned(),
+            "--listen".to_owned(),
+            addr.to_string(),
+            "--id".to_owned(),
+            id.clone(),
+            "--data-dir".to_owned(),
+            self.dir.path().join(format!("edge-{k}")).to_string_lossy().into_owned(),
+        ];
+        let env = [("DUET_ENROLLMENT_SECRET", self.secret.as_str()), ("DUET_LOG", "warn")];
+        let log = self.dir.path().join(format!("edge-{k}.log"));
+        Server::spawn(format!("edge {id}"), &self.edge_bin, &args, &env, &self.server_cpus, log, addr)
     }
 
     /// An error naming the first server that has exited.
