@@ -27,8 +27,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 8 << 20;
 /// A client has 10 s from the websocket upgrade to its `join`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections get this long to close after SIGTERM before the process exits.
+/// Connections get this long to close after SIGTERM (and the drain) before the process exits.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After SIGTERM, sessions get 15 s to end by themselves before their participants are told to
+/// ask the locator again: with the 10 s shutdown timeout this fits in Kubernetes' default 30 s
+/// termination grace period. Deployments that can wait longer raise both (deploy/kubernetes).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// One million unacknowledged entries: about 12 days of a busy edge's audit and metrics with the
 /// locator unreachable, and about 150 MB of disk.
 pub const DEFAULT_OUTBOX_MAX_ENTRIES: u64 = 1_000_000;
@@ -61,6 +65,8 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: u32 = 256;
 #[derive(Debug, Default, Parser)]
 #[command(name = "duet-edge", version, about)]
 pub struct EdgeArgs {
+    #[command(subcommand)]
+    pub command: Option<EdgeCommand>,
     /// TOML configuration file.
     #[arg(long, env = "DUET_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -106,9 +112,25 @@ pub struct EdgeArgs {
     /// Time a client has to send `join` after connecting [default: 10s].
     #[arg(long, env = "DUET_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub handshake_timeout: Option<Duration>,
-    /// Time connections get to close on shutdown [default: 10s].
+    /// Time connections get to close on shutdown, after the drain [default: 10s].
     #[arg(long, env = "DUET_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// On SIGTERM the edge stops being ready, tells the locator it is draining (no new sessions)
+    /// and gives running sessions this long to end by themselves; then participants are closed
+    /// with 4400 (ask the locator again) and the process exits; 0 skips the wait [default: 15s].
+    #[arg(long, env = "DUET_DRAIN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+    /// Separate listener for GET /metrics (Prometheus text format), e.g. 0.0.0.0:9090; without it
+    /// /metrics is served on the public listener [default: none].
+    #[arg(long, env = "DUET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for TLS on the public listener; with --tls-key-file the edge
+    /// serves https/wss itself and reloads both files when they change [default: plain HTTP].
+    #[arg(long, env = "DUET_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) matching --tls-cert-file.
+    #[arg(long, env = "DUET_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// Most audit and metrics entries kept in <data-dir>/outbox.sqlite while the locator has not
     /// acknowledged them; when full, metrics are dropped first and every drop is counted and
     /// audited (see docs/operations.md) [default: 1000000].
@@ -155,6 +177,23 @@ pub struct EdgeArgs {
     pub log_format: Option<LogFormat>,
 }
 
+/// Subcommands of `duet-edge` (without one it runs the edge).
+#[derive(Debug, clap::Subcommand)]
+pub enum EdgeCommand {
+    /// Drain a running edge and wait for it to exit: sends it SIGTERM (which starts the drain)
+    /// and returns once the process is gone or the timeout passes. Made for a Kubernetes preStop
+    /// hook, where the edge is process 1 of the container and the image has no shell.
+    Drain {
+        /// Process id of the edge.
+        #[arg(long, default_value_t = 1)]
+        pid: i32,
+        /// Give up waiting after this long (the edge goes on draining), e.g. 140s; keep it below
+        /// the pod's terminationGracePeriodSeconds.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+        timeout: Duration,
+    },
+}
+
 /// The TOML file's shape: the same options as the flags.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,6 +215,11 @@ pub struct EdgeFile {
     pub handshake_timeout: Option<Duration>,
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub drain_timeout: Option<Duration>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
     pub outbox_max_entries: Option<u64>,
     #[serde(default, deserialize_with = "de_duration")]
     pub metrics_interval: Option<Duration>,
@@ -223,6 +267,11 @@ pub struct EdgeConfig {
     pub max_queued_bytes: usize,
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
+    pub drain_timeout: Duration,
+    /// `None`: /metrics is served on the public listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `None`: plain HTTP on the public listener.
+    pub tls: Option<duet_ws::tls::TlsFiles>,
     pub outbox_max_entries: u64,
     pub metrics_interval: Duration,
     pub replay_window_bytes: usize,
@@ -255,6 +304,9 @@ impl std::fmt::Debug for EdgeConfig {
             .field("max_queued_bytes", &self.max_queued_bytes)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("tls", &self.tls)
             .field("outbox_max_entries", &self.outbox_max_entries)
             .field("metrics_interval", &self.metrics_interval)
             .field("replay_window_bytes", &self.replay_window_bytes)
@@ -288,6 +340,9 @@ impl EdgeConfig {
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            metrics_listen: None,
+            tls: None,
             outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,
             metrics_interval: DEFAULT_METRICS_INTERVAL,
             replay_window_bytes: DEFAULT_REPLAY_WINDOW_BYTES,
@@ -349,6 +404,20 @@ impl EdgeConfig {
                 option: "max_queued_bytes",
                 reason: "must be at least max_message_bytes".into(),
             });
+        }
+        if self.drain_timeout > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::Invalid { option: "drain_timeout", reason: "must be at most 24h".into() });
+        }
+        if let Some(tls) = &self.tls {
+            tls.load().map_err(|e| ConfigError::Invalid { option: "tls_cert_file", reason: e.to_string() })?;
+            if let Some(url) = &self.public_url {
+                if url.starts_with("ws://") {
+                    return Err(ConfigError::Invalid {
+                        option: "public_url",
+                        reason: format!("{url:?} is ws:// but the listener serves TLS: use wss://"),
+                    });
+                }
+            }
         }
         if self.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid { option: "handshake_timeout", reason: "must be above zero".into() });
@@ -507,6 +576,15 @@ impl EdgeArgs {
         if let Some(v) = self.shutdown_timeout.or(file.shutdown_timeout) {
             config.shutdown_timeout = v;
         }
+        if let Some(v) = self.drain_timeout.or(file.drain_timeout) {
+            config.drain_timeout = v;
+        }
+        config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
+        config.tls = duet_ws::tls::TlsFiles::pair(
+            self.tls_cert_file.or(file.tls_cert_file),
+            self.tls_key_file.or(file.tls_key_file),
+        )
+        .map_err(|reason| ConfigError::Invalid { option: "tls_key_file", reason })?;
         if let Some(v) = self.outbox_max_entries.or(file.outbox_max_entries) {
             config.outbox_max_entries = v;
         }

@@ -1,5 +1,6 @@
 //! The edge's public listener: session websockets at `/v1/sessions/{id}`, team presence at
-//! `/v1/teams/{team}/presence`, `/livez`, `/readyz`.
+//! `/v1/teams/{team}/presence`, `/livez`, `/readyz`, and `/metrics` unless it has a listener of
+//! its own; and the accept loop both binaries serve HTTP with, plain or TLS.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,7 +11,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use duet_ws::tls::ServerTls;
+use hyper_util::rt::TokioIo;
+use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::EdgeState;
@@ -39,13 +44,19 @@ pub fn router(edge: Arc<EdgeState>, tasks: TaskTracker) -> Router {
         .with_state(AppState { edge, tasks })
 }
 
+/// 200 once the edge has registered with a locator (and so holds its token keys), 503 before
+/// that and from the start of a drain or shutdown: orchestrators route nothing new here and
+/// rolling updates wait for it. Liveness (`/livez`) never depends on the locator.
 async fn readyz(State(app): State<AppState>) -> Response {
     if app.edge.is_ready() {
         (StatusCode::OK, "ready\n").into_response()
     } else if app.edge.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if app.edge.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining: running sessions continue, new ones go elsewhere\n")
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "no verification keys yet: waiting for the locator\n").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, "not registered with the locator yet\n").into_response()
     }
 }
 
@@ -142,15 +153,40 @@ where
     response.map(Body::new)
 }
 
-/// Serves HTTP until shutdown; upgraded connections are tracked separately and close themselves.
+/// Serves the edge's public listener until shutdown; upgraded connections are tracked
+/// separately and close themselves.
+pub async fn serve(edge: Arc<EdgeState>, listener: TcpListener, tls: Option<ServerTls>, tasks: TaskTracker) {
+    let app = router(edge.clone(), tasks.clone());
+    let app = if edge.config.metrics_listen.is_none() { app.merge(metrics_router(edge.clone())) } else { app };
+    serve_app(listener, tls, app, edge.config.handshake_timeout, edge.shutdown.clone(), tasks).await
+}
+
+/// `GET /metrics` alone, for the public listener or a listener of its own.
+pub fn metrics_router(edge: Arc<EdgeState>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let edge = edge.clone();
+            async move { crate::metrics::response(crate::metrics::scrape(&edge)) }
+        }),
+    )
+}
+
+/// Serves `app` on `listener` until `shutdown`, over TLS when `tls` is set; connections are
+/// spawned on `tasks` and finish the request in flight after `shutdown` (then close).
 ///
-/// The accept loop is hyper's HTTP/1 server, not `axum::serve`, so that a request's headers must
-/// arrive within the handshake timeout (`header_read_timeout`, answered with 408 and closed): a
-/// client that opens TCP connections and sends half a request cannot hold them.
-pub async fn serve(edge: Arc<EdgeState>, listener: TcpListener, tasks: TaskTracker) {
-    let shutdown = edge.shutdown.clone();
-    let header_timeout = edge.config.handshake_timeout;
-    let app = router(edge, tasks.clone());
+/// The accept loop is hyper's HTTP/1 server, not `axum::serve`, so that a request's headers (and
+/// the TLS handshake before them) must arrive within `header_timeout` (answered with 408 and
+/// closed): a client that opens TCP connections and sends half a request cannot hold them.
+pub async fn serve_app(
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) {
+    let acceptor = tls.as_ref().map(ServerTls::acceptor);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -158,7 +194,7 @@ pub async fn serve(edge: Arc<EdgeState>, listener: TcpListener, tasks: TaskTrack
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
@@ -167,26 +203,46 @@ pub async fn serve(edge: Arc<EdgeState>, listener: TcpListener, tasks: TaskTrack
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
         tasks.spawn(async move {
-            let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                tower::ServiceExt::oneshot(app.clone(), req.map(Body::new))
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
-            let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service).with_upgrades();
-            tokio::pin!(conn);
-            tokio::select! {
-                result = conn.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(client.addr = %peer, error = %e, "http connection ended with an error");
-                    }
-                }
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
+            match acceptor {
+                None => serve_connection(TokioIo::new(stream), peer, app, header_timeout, shutdown).await,
+                Some(acceptor) => match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), peer, app, header_timeout, shutdown).await,
+                    Ok(Err(e)) => tracing::debug!(client.addr = %peer, error = %e, "tls handshake failed"),
+                    Err(_) => tracing::debug!(client.addr = %peer, "tls handshake timed out"),
+                },
             }
         });
+    }
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        tower::ServiceExt::oneshot(app.clone(), req.map(Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(client.addr = %peer, error = %e, "http connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`load`]: CPU and event-loop lag sampling for heartbeats.
 //! - [`presence`]: team presence websockets (`/v1/teams/{team}/presence`), one hub per team.
 //! - [`http`]: the public listener's routes (`/v1/sessions/{id}`, `/v1/teams/{team}/presence`,
-//!   `/livez`, `/readyz`).
+//!   `/livez`, `/readyz`, `/metrics`) and the accept loop, plain or TLS.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`outbox`]: the durable SQLite buffer of audit and metrics entries; the link sends them and
 //!   deletes them only when the locator acknowledges that it committed them.
 //!
@@ -22,6 +23,7 @@ pub mod http;
 pub mod keys;
 pub mod link;
 pub mod load;
+pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod relay;
@@ -95,8 +97,19 @@ pub struct EdgeState {
     link_tx: mpsc::Sender<EdgeMessage>,
     /// True while the link to the locator is up.
     pub linked: AtomicBool,
+    /// True once the edge has registered with a locator (it stays true when the link drops).
+    pub registered: AtomicBool,
     /// Link connection attempts since start (successful or not).
     pub link_attempts: AtomicU64,
+    /// Registrations since start (successful link handshakes).
+    pub link_connects: AtomicU64,
+    /// Cancelled when the edge starts draining (SIGTERM): not ready, the locator is told, running
+    /// sessions continue until they end or the drain deadline passes.
+    pub draining: CancellationToken,
+    /// When the drain's wait ends (Unix ms; 0 while not draining).
+    drain_deadline_ms: std::sync::atomic::AtomicI64,
+    /// Woken whenever a session ends, so a drain notices the last one at once.
+    session_gone: tokio::sync::Notify,
     pub load: load::LoadSampler,
     /// Audit and metrics entries waiting for the locator's acknowledgement.
     pub outbox: outbox::Outbox,
@@ -165,6 +178,7 @@ impl EdgeState {
         }
         self.ended.insert(session_id.to_owned(), now);
         self.sessions.remove_if(session_id, |_, h| h.generation == generation);
+        self.session_gone.notify_waiters();
         self.link_event(EdgeMessage::SessionClosed { session_id: session_id.to_owned(), reason });
     }
 
@@ -250,9 +264,59 @@ impl EdgeState {
         })));
     }
 
-    /// Ready once tokens can be verified and while not shutting down.
+    /// Ready once registered with a locator (so tokens can be verified with current keys), and
+    /// until a drain or shutdown begins.
     pub fn is_ready(&self) -> bool {
-        !self.keys.is_empty() && !self.shutdown.is_cancelled()
+        self.registered.load(Ordering::Acquire)
+            && !self.keys.is_empty()
+            && !self.draining.is_cancelled()
+            && !self.shutdown.is_cancelled()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Milliseconds left until the drain's deadline (0 when not draining or past it).
+    pub fn drain_remaining_ms(&self) -> u64 {
+        let deadline = self.drain_deadline_ms.load(Ordering::Acquire);
+        if deadline == 0 {
+            return 0;
+        }
+        u64::try_from(deadline.saturating_sub(now_ms())).unwrap_or(0)
+    }
+
+    /// Drains: readiness turns off, the locator is told (the link sends it, again after every
+    /// reconnect), and this waits until every session has ended by itself, the drain timeout
+    /// passes or shutdown is requested. It does not stop the edge: the caller cancels shutdown
+    /// next, which closes the remaining participants with 4400. A second call only waits.
+    pub async fn drain(&self) {
+        let timeout = self.config.drain_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        if !self.draining.is_cancelled() {
+            let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+            self.drain_deadline_ms.store(now_ms().saturating_add(ms), Ordering::Release);
+            self.draining.cancel();
+            tracing::info!(sessions = self.sessions.len(), timeout = ?timeout, "draining: new sessions go to other edges");
+            self.audit(AuditEvent::EdgeStopping, None, None, format!("draining for up to {} s", timeout.as_secs()));
+        }
+        loop {
+            let gone = self.session_gone.notified();
+            tokio::pin!(gone);
+            gone.as_mut().enable();
+            if self.sessions.is_empty() {
+                tracing::info!("drained: no session is left");
+                return;
+            }
+            tokio::select! {
+                _ = gone => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    tracing::info!(sessions = self.sessions.len(), "drain timeout: ending the remaining sessions");
+                    return;
+                }
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -301,10 +365,20 @@ fn ensure_dir(dir: &Path) -> Result<(), EdgeError> {
 pub struct Edge {
     pub state: Arc<EdgeState>,
     pub local_addr: std::net::SocketAddr,
+    /// The metrics listener's address, when it has its own.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The public listener's TLS, when it serves TLS itself.
+    pub tls: Option<duet_ws::tls::ServerTls>,
     tasks: TaskTracker,
 }
 
 impl Edge {
+    /// What SIGTERM does: drain (see [`EdgeState::drain`]), then shut down.
+    pub async fn drain_and_stop(&self) {
+        self.state.drain().await;
+        self.state.shutdown.cancel();
+    }
+
     /// Waits for every task after shutdown was requested, up to the shutdown timeout.
     pub async fn wait(self) {
         self.tasks.close();
@@ -322,7 +396,17 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
     ensure_dir(&config.data_dir)?;
     let edge_id = resolve_edge_id(&config)?;
     let local_addr = listener.local_addr().map_err(EdgeError::Listener)?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("ws://{local_addr}"));
+    let tls = config.tls.clone().map(duet_ws::tls::ServerTls::new).transpose()?;
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("{scheme}://{local_addr}"));
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(EdgeError::Listener)?),
+        None => None,
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(EdgeError::Listener)?),
+        None => None,
+    };
     let keys = keys::KeyStore::load(config.data_dir.join("keys.json"));
     let link_tls = match &config.ca_file {
         Some(path) => Some(duet_ws::tls::client_config(&duet_ws::tls::read_pem_certs(path)?)?),
@@ -350,7 +434,12 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         trusted_proxies: duet_netaddr::TrustedProxies::new(config_trusted),
         link_tx,
         linked: AtomicBool::new(false),
+        registered: AtomicBool::new(false),
         link_attempts: AtomicU64::new(0),
+        link_connects: AtomicU64::new(0),
+        draining: CancellationToken::new(),
+        drain_deadline_ms: std::sync::atomic::AtomicI64::new(0),
+        session_gone: tokio::sync::Notify::new(),
         load: load::LoadSampler::default(),
         outbox,
         relayed_messages: AtomicU64::new(0),
@@ -369,7 +458,9 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
     let ending = state.clone();
     tasks.spawn(async move {
         ending.shutdown.cancelled().await;
-        ending.audit(AuditEvent::EdgeStopping, None, None, String::new());
+        if !ending.is_draining() {
+            ending.audit(AuditEvent::EdgeStopping, None, None, String::new());
+        }
         ending.end_all_sessions(SessionEndReason::EdgeShutdown, CloseCode::EdgeShuttingDown).await;
         let deadline = tokio::time::Instant::now() + ending.config.shutdown_timeout / 2;
         while !ending.sessions.is_empty() && tokio::time::Instant::now() < deadline {
@@ -379,6 +470,15 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         outbox_stop.cancel();
     });
     tasks.spawn(link::run(state.clone(), link_rx));
-    tasks.spawn(http::serve(state.clone(), listener, tasks.clone()));
-    Ok(Edge { state, local_addr, tasks })
+    if let Some(tls) = &tls {
+        tasks.spawn(tls.clone().watch(duet_ws::tls::RELOAD_CHECK_INTERVAL, shutdown.clone()));
+    }
+    if let Some(metrics) = metrics_listener {
+        let app = http::metrics_router(state.clone());
+        let timeout = state.config.handshake_timeout;
+        tasks.spawn(http::serve_app(metrics, None, app, timeout, shutdown.clone(), tasks.clone()));
+        tracing::info!(addr = ?metrics_addr, "metrics listening");
+    }
+    tasks.spawn(http::serve(state.clone(), listener, tls.clone(), tasks.clone()));
+    Ok(Edge { state, local_addr, metrics_addr, tls, tasks })
 }

@@ -1,6 +1,7 @@
-//! Logging setup shared by both binaries: lowercase messages with structured fields, as text for
-//! people or JSON lines for log collectors (`DUET_LOG_FORMAT=json`). `DUET_LOG` (or `RUST_LOG`)
-//! filters, e.g. `DUET_LOG=duet_edge=debug`.
+//! Logging setup shared by both binaries: lowercase messages with structured fields, as text on
+//! stderr for people, or JSON lines on stdout for log collectors (`DUET_LOG_FORMAT=json`; then
+//! stdout carries nothing else, so every line parses). `DUET_LOG` (or `RUST_LOG`) filters, e.g.
+//! `DUET_LOG=duet_edge=debug`.
 
 use tracing_subscriber::EnvFilter;
 
@@ -12,10 +13,10 @@ pub fn init(format: LogFormat) {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.with_writer(std::io::stderr).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_writer(std::io::stdout).try_init(),
     };
 }
 

@@ -182,6 +182,22 @@ pub struct LocatorArgs {
     /// How long a dashboard login lasts, e.g. 8h [default: 12h].
     #[arg(long, env = "DUET_DASHBOARD_LOGIN_TTL", value_name = "DURATION", value_parser = parse_duration)]
     pub dashboard_login_ttl: Option<Duration>,
+    /// Separate listener for GET /metrics (Prometheus text format), e.g. 0.0.0.0:9090; without it
+    /// /metrics is served on the public listener [default: none].
+    #[arg(long, env = "DUET_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Certificate chain (PEM) for TLS on the public listener (and the embedded edge's); with
+    /// --tls-key-file the locator serves https itself and reloads both files when they change
+    /// [default: plain HTTP].
+    #[arg(long, env = "DUET_TLS_CERT_FILE", value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) matching --tls-cert-file.
+    #[arg(long, env = "DUET_TLS_KEY_FILE", value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Extra CA certificates (PEM) trusted, besides the system roots, when the locator calls out
+    /// over https: edges' health endpoints and the OIDC issuer [default: none].
+    #[arg(long, env = "DUET_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
     /// Admin commands: they call the admin API of a running locator instead of starting one.
     #[command(subcommand)]
     pub command: Option<crate::cli::Command>,
@@ -232,6 +248,10 @@ pub struct LocatorFile {
     pub oidc_team_claim: Option<String>,
     pub oidc_name_claim: Option<String>,
     pub public_rate_limit: Option<u32>,
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Settings of the edge embedded in one-machine mode.
@@ -278,6 +298,12 @@ pub struct LocatorConfig {
     pub client_auth: Vec<crate::access::Mode>,
     pub oidc: Option<crate::access::OidcConfig>,
     pub public_rate_limit: u32,
+    /// `None`: /metrics is served on the public listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `None`: plain HTTP on the public listener.
+    pub tls: Option<duet_ws::tls::TlsFiles>,
+    /// Extra trusted CA certificates (PEM) for outgoing https calls.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for LocatorConfig {
@@ -309,6 +335,9 @@ impl std::fmt::Debug for LocatorConfig {
             .field("client_auth", &self.client_auth)
             .field("oidc", &self.oidc)
             .field("public_rate_limit", &self.public_rate_limit)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -343,6 +372,9 @@ impl LocatorConfig {
             client_auth: vec![crate::access::Mode::Open],
             oidc: None,
             public_rate_limit: DEFAULT_PUBLIC_RATE_LIMIT,
+            metrics_listen: None,
+            tls: None,
+            ca_file: None,
         }
     }
 
@@ -383,6 +415,13 @@ impl LocatorConfig {
                 option: "probe_timeout",
                 reason: "must be at least 10ms and shorter than heartbeat_timeout".into(),
             });
+        }
+        if let Some(tls) = &self.tls {
+            tls.load().map_err(|e| ConfigError::Invalid { option: "tls_cert_file", reason: e.to_string() })?;
+        }
+        if let Some(path) = &self.ca_file {
+            duet_ws::tls::read_pem_certs(path)
+                .map_err(|e| ConfigError::Invalid { option: "ca_file", reason: e.to_string() })?;
         }
         if self.link_grace > Duration::from_secs(24 * 3600) {
             return Err(ConfigError::Invalid { option: "link_grace", reason: "must be at most 24h".into() });
@@ -581,6 +620,13 @@ impl LocatorArgs {
         if let Some(v) = self.shutdown_timeout.or(file.shutdown_timeout) {
             config.shutdown_timeout = v;
         }
+        config.metrics_listen = self.metrics_listen.or(file.metrics_listen);
+        config.tls = duet_ws::tls::TlsFiles::pair(
+            self.tls_cert_file.or(file.tls_cert_file),
+            self.tls_key_file.or(file.tls_key_file),
+        )
+        .map_err(|reason| ConfigError::Invalid { option: "tls_key_file", reason })?;
+        config.ca_file = self.ca_file.or(file.ca_file);
         if self.embedded_edge.or(file.embedded_edge).unwrap_or(true) {
             config.embedded_edge = Some(EmbeddedEdge {
                 listen: self

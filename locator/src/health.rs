@@ -172,13 +172,16 @@ pub async fn run(state: Arc<LocatorState>) {
     let timing =
         Timing { heartbeat_timeout: state.config.heartbeat_timeout, probe_timeout: state.config.probe_timeout };
     let mut detector = Detector::new(timing);
-    let client = match reqwest::Client::builder().no_proxy().build() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot build the health probe client; failure detection is off");
-            return;
-        }
-    };
+    let client =
+        match crate::access::oidc::extra_roots(reqwest::Client::builder().no_proxy(), state.config.ca_file.as_deref())
+            .and_then(|b| b.build().map_err(|e| e.to_string()))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the health probe client; failure detection is off");
+                return;
+            }
+        };
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(String, Instant, Result<(), String>)>();
     let mut check = tokio::time::interval(state.config.heartbeat_interval / CHECK_PERIOD_DIVISOR);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

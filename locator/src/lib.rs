@@ -33,6 +33,7 @@ pub mod health;
 pub mod ids;
 pub mod keys;
 pub mod link;
+pub mod metrics;
 pub mod placement;
 pub mod retention;
 pub mod selector;
@@ -87,6 +88,8 @@ pub struct LocatorState {
     pub recorder: placement::recorder::Recorder,
     /// Sends teams' presence edges their live sessions when sessions start or end.
     pub presence: api::presence::Notifier,
+    /// Metrics requests update (the rest is read at scrape time).
+    pub metrics: metrics::LocatorMetrics,
     /// Cancelled on shutdown: readiness turns false, links and the listener close.
     pub shutdown: CancellationToken,
     /// Every task the locator spawns, so shutdown can wait for them.
@@ -112,10 +115,26 @@ pub struct Listeners {
     pub edge: Option<TcpListener>,
 }
 
+/// `GET /metrics` alone, for the public listener or a listener of its own.
+fn metrics_router(state: Arc<LocatorState>, edge: Option<Arc<duet_edge::EdgeState>>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let state = state.clone();
+            let edge = edge.clone();
+            async move { duet_edge::metrics::response(metrics::scrape(&state, edge.as_ref()).await) }
+        }),
+    )
+}
+
 /// A running locator.
 pub struct Locator {
     pub state: Arc<LocatorState>,
     pub local_addr: SocketAddr,
+    /// The metrics listener's address, when it has its own.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The public listener's TLS, when it serves TLS itself.
+    pub tls: Option<duet_ws::tls::ServerTls>,
     /// The embedded edge of one-machine mode.
     pub edge: Option<duet_edge::Edge>,
 }
@@ -123,7 +142,8 @@ pub struct Locator {
 impl Locator {
     /// The URL of the placement API.
     pub fn url(&self) -> String {
-        format!("http://{}", loopback_if_unspecified(self.local_addr))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", loopback_if_unspecified(self.local_addr))
     }
 
     /// Waits for every task after shutdown was requested, up to the shutdown timeout.
@@ -225,8 +245,13 @@ pub async fn start(
     let signer = Signer::load_or_create(&store, config.token_ttl).await?;
     let secret = enrollment_secret(&config)?;
     let auth = admin::auth::Auth::new(&admin_token(&config)?);
-    let access = access::Access::new(config.client_auth.clone(), config.oidc.clone(), config.public_rate_limit)
-        .map_err(|reason| duet_edge::config::ConfigError::Invalid { option: "client_auth", reason })?;
+    let access = access::Access::new(
+        config.client_auth.clone(),
+        config.oidc.clone(),
+        config.public_rate_limit,
+        config.ca_file.as_deref(),
+    )
+    .map_err(|reason| duet_edge::config::ConfigError::Invalid { option: "client_auth", reason })?;
     tracing::info!(
         client_auth = ?config.client_auth.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         "clients are admitted by these modes"
@@ -251,8 +276,12 @@ pub async fn start(
     placer.refresh_edges(&store).await?;
     placer.refresh_rules(&store).await?;
     let local_addr = listeners.api.local_addr().map_err(LocatorError::Listener)?;
+    let tls = config.tls.clone().map(duet_ws::tls::ServerTls::new).transpose().map_err(duet_edge::EdgeError::from)?;
     let tasks = TaskTracker::new();
-    let recorder = placement::recorder::Recorder::start(store.clone(), &tasks, shutdown.clone());
+    // Placements are committed until the last request in flight has its answer: the recorder
+    // stops only after the HTTP connections have finished (see below).
+    let recorder_stop = CancellationToken::new();
+    let recorder = placement::recorder::Recorder::start(store.clone(), &tasks, recorder_stop.clone());
     let state = Arc::new(LocatorState {
         config: config.clone(),
         store,
@@ -265,6 +294,7 @@ pub async fn start(
         placer,
         recorder,
         presence: api::presence::Notifier::default(),
+        metrics: metrics::LocatorMetrics::default(),
         shutdown: shutdown.clone(),
         tasks: tasks.clone(),
     });
@@ -274,32 +304,80 @@ pub async fn start(
     tasks.spawn(health::run(state.clone()));
     tasks.spawn(drain::run(state.clone()));
     tasks.spawn(api::presence::run_sync(state.clone()));
+    // On shutdown the listeners stop accepting at once; connections finish the request in
+    // flight and close; then the recorder commits what is queued and stops. Edge links (upgraded
+    // connections) close themselves with 1001 going away.
+    let http = TaskTracker::new();
+    let header_timeout = duet_edge::config::DEFAULT_HANDSHAKE_TIMEOUT;
     let app = api::router(state.clone());
-    let serve_shutdown = shutdown.clone();
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(LocatorError::Listener)?),
+        None => None,
+    };
+    let metrics_addr =
+        metrics_listener.as_ref().map(TcpListener::local_addr).transpose().map_err(LocatorError::Listener)?;
+    // With TLS on the public listener, the embedded edge links over a plain loopback listener of
+    // its own: it is in the same process, and the certificate need not name 127.0.0.1.
+    let edge_link_listener = match (&tls, &config.embedded_edge) {
+        (Some(_), Some(_)) => Some(TcpListener::bind("127.0.0.1:0").await.map_err(LocatorError::Listener)?),
+        _ => None,
+    };
+    let link_addr = match &edge_link_listener {
+        Some(l) => l.local_addr().map_err(LocatorError::Listener)?,
+        None => loopback_if_unspecified(local_addr),
+    };
+    if let Some(listener) = edge_link_listener {
+        http.spawn(duet_edge::http::serve_app(
+            listener,
+            None,
+            app.clone(),
+            header_timeout,
+            shutdown.clone(),
+            http.clone(),
+        ));
+    }
+    let public_app = if metrics_listener.is_none() { app.merge(metrics_router(state.clone(), None)) } else { app };
+    let public = duet_edge::http::serve_app(
+        listeners.api,
+        tls.clone(),
+        public_app,
+        header_timeout,
+        shutdown.clone(),
+        http.clone(),
+    );
+    http.spawn(public);
+    if let Some(tls) = &tls {
+        tasks.spawn(tls.clone().watch(duet_ws::tls::RELOAD_CHECK_INTERVAL, shutdown.clone()));
+    }
+    let stopping = shutdown.clone();
+    let http_done = http.clone();
     tasks.spawn(async move {
-        let served = axum::serve(listeners.api, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(serve_shutdown.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "locator listener failed");
-        }
+        stopping.cancelled().await;
+        http_done.close();
+        http_done.wait().await;
+        recorder_stop.cancel();
     });
-    tracing::info!(addr = %local_addr, "locator listening");
+    tracing::info!(addr = %local_addr, tls = tls.is_some(), "locator listening");
 
     let edge = match (&config.embedded_edge, listeners.edge) {
         (Some(embedded), Some(listener)) => {
-            let mut edge_config = duet_edge::EdgeConfig::new(
-                format!("http://{}", loopback_if_unspecified(local_addr)),
-                secret,
-                config.data_dir.join("edge"),
-            );
+            let mut edge_config =
+                duet_edge::EdgeConfig::new(format!("http://{link_addr}"), secret, config.data_dir.join("edge"));
             edge_config.region = embedded.region.clone();
             edge_config.public_url = embedded.public_url.clone();
             edge_config.heartbeat_interval = config.heartbeat_interval;
             edge_config.shutdown_timeout = config.shutdown_timeout;
+            edge_config.tls = config.tls.clone();
+            // The locator's metrics page includes the embedded edge's.
+            edge_config.metrics_listen = None;
             Some(duet_edge::start(edge_config, listener, shutdown.child_token()).await?)
         }
         _ => None,
     };
-    Ok(Locator { state, local_addr, edge })
+    if let Some(listener) = metrics_listener {
+        let app = metrics_router(state.clone(), edge.as_ref().map(|e| e.state.clone()));
+        http.spawn(duet_edge::http::serve_app(listener, None, app, header_timeout, shutdown.clone(), http.clone()));
+        tracing::info!(addr = ?metrics_addr, "metrics listening");
+    }
+    Ok(Locator { state, local_addr, metrics_addr, tls, edge })
 }

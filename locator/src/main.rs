@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use duet_edge::config::ProcessEnv;
+use duet_edge::config::{LogFormat, ProcessEnv};
 use duet_locator::config::LocatorArgs;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, log_format)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("duet-locator: {e:#}");
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: duet_locator::LocatorConfig) -> anyhow::Result<()> {
+async fn run(config: duet_locator::LocatorConfig, log_format: LogFormat) -> anyhow::Result<()> {
     let api = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -69,14 +69,18 @@ async fn run(config: duet_locator::LocatorConfig) -> anyhow::Result<()> {
     };
     let shutdown = CancellationToken::new();
     let locator = duet_locator::start(config, duet_locator::Listeners { api, edge }, shutdown.clone()).await?;
-    println!("duet locator: {} (placement API: POST {}/api/v1/sessions)", locator.url(), locator.url());
-    if let Some(edge) = &locator.edge {
-        println!("duet embedded edge {}: {}", edge.state.edge_id, edge.state.public_url);
+    // With JSON logs, stdout carries only log lines (the listening addresses are logged).
+    if log_format == LogFormat::Text {
+        println!("duet locator: {} (placement API: POST {}/api/v1/sessions)", locator.url(), locator.url());
+        if let Some(edge) = &locator.edge {
+            println!("duet embedded edge {}: {}", edge.state.edge_id, edge.state.public_url);
+        }
+        println!("try it: cargo run -p duet-client --bin duet -- host   (then `duet join <session>` in another shell)");
     }
-    println!("try it: cargo run -p duet-client --bin duet -- host   (then `duet join <session>` in another shell)");
     duet_edge::telemetry::shutdown_signal().await;
-    tracing::info!("shutting down");
+    tracing::info!("shutting down: no new connections; requests in flight finish; edge links close with 1001");
     shutdown.cancel();
     locator.wait().await;
+    tracing::info!("stopped");
     Ok(())
 }

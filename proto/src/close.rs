@@ -5,6 +5,11 @@
 //! they do not know: 40xx fix the client, 41xx get a new token, 42xx the session is gone or
 //! refused, 43xx reconnect and resume, 44xx ask the locator again, 45xx retry later.
 
+/// The standard close code a locator sends on its edge links when it shuts down (RFC 6455
+/// "going away"): the edge reconnects with backoff, to another replica or to this one restarted.
+/// Locators before link version 4 sent 4604 instead.
+pub const GOING_AWAY: u16 = 1001;
+
 /// A close code and the short reason sent with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -76,7 +81,8 @@ pub enum CloseCode {
     /// An internal error; the client may retry.
     Internal,
 
-    // 4600-4699: the edge-to-locator link.
+    // 4600-4699: the edge-to-locator link. (4604, "locator shutting down", is retired: a
+    // stopping locator now closes links with the standard 1001, [`GOING_AWAY`].)
     /// The link's protocol version is not accepted by this locator.
     LinkUnsupportedVersion,
     /// Another live link already holds this edge id.
@@ -85,8 +91,6 @@ pub enum CloseCode {
     LinkMalformed,
     /// No `hello` arrived within the link handshake timeout.
     LinkHandshakeTimeout,
-    /// The locator is shutting down; the edge reconnects with backoff.
-    LinkLocatorShuttingDown,
     /// The edge sent nothing for longer than the heartbeat timeout.
     LinkHeartbeatTimeout,
 }
@@ -125,7 +129,6 @@ impl CloseCode {
         CloseCode::LinkDuplicateEdge,
         CloseCode::LinkMalformed,
         CloseCode::LinkHandshakeTimeout,
-        CloseCode::LinkLocatorShuttingDown,
         CloseCode::LinkHeartbeatTimeout,
     ];
 
@@ -162,7 +165,6 @@ impl CloseCode {
             CloseCode::LinkDuplicateEdge => 4601,
             CloseCode::LinkMalformed => 4602,
             CloseCode::LinkHandshakeTimeout => 4603,
-            CloseCode::LinkLocatorShuttingDown => 4604,
             CloseCode::LinkHeartbeatTimeout => 4605,
         }
     }
@@ -201,7 +203,6 @@ impl CloseCode {
             CloseCode::LinkDuplicateEdge => "edge id already linked",
             CloseCode::LinkMalformed => "malformed link message",
             CloseCode::LinkHandshakeTimeout => "link handshake timeout",
-            CloseCode::LinkLocatorShuttingDown => "locator shutting down",
             CloseCode::LinkHeartbeatTimeout => "no heartbeat in time",
         }
     }

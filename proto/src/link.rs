@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::outbox::OutboxEntry;
 
 /// The link protocol version this build speaks.
-pub const LINK_PROTOCOL_VERSION: u16 = 3;
+pub const LINK_PROTOCOL_VERSION: u16 = 4;
 /// The oldest link protocol version a locator of this build accepts. Normally the previous one;
 /// version 1 was never released (its outbox was never acknowledged), so 2 is the first.
 pub const LINK_MIN_PROTOCOL_VERSION: u16 = 2;
@@ -44,6 +44,13 @@ pub enum EdgeMessage {
     /// Audit and metrics entries, each with the edge's own sequence number.
     Outbox {
         entries: Vec<SequencedEntry>,
+    },
+    /// The edge is stopping (SIGTERM): place no new sessions on it. Its running sessions go on
+    /// for up to `remaining_ms`, then it closes their participants with 4400 and exits. Sent
+    /// again after every registration while it lasts; a later registration without it means the
+    /// edge was restarted and takes sessions again. Link version 4 and later.
+    Draining {
+        remaining_ms: u64,
     },
 }
 
@@ -170,6 +177,9 @@ pub enum Command {
 /// The first link version whose edges understand [`Command::EndAllSessions`] and
 /// [`SessionEndReason::Drained`].
 pub const LINK_VERSION_END_ALL: u16 = 3;
+
+/// The first link version whose locators understand [`EdgeMessage::Draining`].
+pub const LINK_VERSION_DRAINING: u16 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionEndReason {

@@ -214,6 +214,7 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             })
             .unwrap(),
         ),
+        ("link-draining", codec::encode_edge(&EdgeMessage::Draining { remaining_ms: 15_000 }).unwrap()),
         ("link-refused", codec::encode_locator(&LocatorMessage::Refused { code: 4601, reason: "dup".into() }).unwrap()),
         (
             "link-command-end-session",

@@ -99,7 +99,10 @@ async fn keys_survive_an_edge_restart_without_the_locator() {
     let token = tokio_util::sync::CancellationToken::new();
     let edge = duet_edge::start(config, listener, token.clone()).await.unwrap();
     assert_eq!(edge.state.edge_id, edge_id);
-    assert!(edge.state.is_ready(), "keys loaded from the cache");
+    assert!(!edge.state.keys.is_empty(), "keys loaded from the cache");
+    // Not ready until it registers (orchestrators route nothing new to it), yet it serves the
+    // sessions whose participants hold tokens.
+    assert!(!edge.state.is_ready(), "ready before registering");
     let url = format!("ws://{addr}/v1/sessions/{}", placed.session_id);
     let session = duet_client::connect(&url, &placed.token).await.expect("admitted with cached keys");
     assert_eq!(session.welcome.participant_id, 1);

@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod dashboard;
+mod deploy;
 mod link;
 mod node;
 mod outbox;

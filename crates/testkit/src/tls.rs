@@ -18,6 +18,7 @@ pub struct TestCa {
     pub ca_pem_path: PathBuf,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
+    issuer: CertifiedIssuer<'static, KeyPair>,
     _dir: tempfile::TempDir,
 }
 
@@ -39,8 +40,25 @@ impl TestCa {
             ca_pem_path,
             server_chain: vec![server.der().clone()],
             server_key: server_key.serialize_der(),
+            issuer: ca,
             _dir: dir,
         }
+    }
+
+    /// Signs a new server certificate for `localhost` and `127.0.0.1` and writes it and its key
+    /// as PEM files (`cert`, `key`; replaced if they exist), as a certificate manager would;
+    /// answers the certificate's DER.
+    pub fn write_server_pem(&self, cert: &std::path::Path, key: &std::path::Path) -> CertificateDer<'static> {
+        let key_pair = KeyPair::generate().expect("server key");
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+        let signed = params.signed_by(&key_pair, &self.issuer).expect("server cert");
+        // Written beside and renamed, so a reader never sees half a file.
+        for (path, text) in [(key, key_pair.serialize_pem()), (cert, signed.pem())] {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text).expect("write pem");
+            std::fs::rename(&tmp, path).expect("rename pem");
+        }
+        signed.der().clone()
     }
 
     /// A client configuration trusting only this CA (besides the system roots).

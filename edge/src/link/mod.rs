@@ -23,6 +23,7 @@ use duet_proto::close::CloseCode;
 use duet_proto::codec;
 use duet_proto::link::{
     Capacity, Command, EdgeMessage, Heartbeat, Hello, LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION,
+    LINK_VERSION_DRAINING,
 };
 use duet_ws::{Limits, Message, Writer};
 use tokio::sync::mpsc;
@@ -159,6 +160,8 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
         tracing::warn!(error = %e, "could not cache verification keys on disk");
     }
     state.linked.store(true, Ordering::Release);
+    state.registered.store(true, Ordering::Release);
+    state.link_connects.fetch_add(1, Ordering::Relaxed);
     tracing::info!(edge.id = %state.edge_id, locator = %state.config.locator_url, version = welcome.protocol_version, epoch = welcome.link_epoch, keys = welcome.keys.len(), "link up");
 
     // Reads happen in their own task (not cancel-safe); decoded messages come back on a channel.
@@ -193,8 +196,21 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
     let mut written = state.outbox.written();
     let mut writer_running = true;
     sender.pump(state, &writer).await?;
+    // A locator that predates `Draining` would refuse the link over it; such a locator learns
+    // that the edge is gone from the link closing instead.
+    let mut drain_told = welcome.protocol_version < LINK_VERSION_DRAINING;
+    // Set once shutdown is requested: the link stays up until the outbox's last entries (the
+    // sessions' ends, `edge_stopping`, the last usage) are acknowledged, or the deadline.
+    let mut flush_deadline: Option<tokio::time::Instant> = None;
     loop {
+        if flush_deadline.is_some() && !writer_running && sender.acked >= *state.outbox.written().borrow() {
+            return close_for_shutdown(&writer).await;
+        }
         tokio::select! {
+            _ = state.draining.cancelled(), if !drain_told => {
+                drain_told = true;
+                send(&writer, &EdgeMessage::Draining { remaining_ms: state.drain_remaining_ms() })?;
+            }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > silent_after {
                     return Err(LinkError::Silent(silent_after));
@@ -221,14 +237,29 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
                 Some(Err(e)) => return Err(e),
                 None => return Err(LinkError::Closed { code: None, reason: "reader ended".into() }),
             },
-            _ = state.shutdown.cancelled() => {
-                writer.close(1000, "edge shutting down");
-                // Give the close frame a moment to leave; the process is stopping anyway.
-                let _ = tokio::time::timeout(Duration::from_secs(1), writer.closed()).await;
-                return Ok(());
+            _ = state.shutdown.cancelled(), if flush_deadline.is_none() => {
+                flush_deadline = Some(tokio::time::Instant::now() + state.config.shutdown_timeout);
+            }
+            _ = sleep_until_opt(flush_deadline) => {
+                tracing::warn!("outbox not fully acknowledged at shutdown; the rest is sent after the next start");
+                return close_for_shutdown(&writer).await;
             }
         }
     }
+}
+
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn close_for_shutdown(writer: &Writer) -> Result<(), LinkError> {
+    writer.close(1000, "edge shutting down");
+    // Give the close frame a moment to leave; the process is stopping anyway.
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.closed()).await;
+    Ok(())
 }
 
 /// What of the outbox this link session has sent and had acknowledged.

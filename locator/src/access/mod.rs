@@ -142,9 +142,15 @@ pub struct Access {
 }
 
 impl Access {
-    pub fn new(modes: Vec<Mode>, oidc: Option<OidcConfig>, per_second: u32) -> Result<Access, String> {
+    /// `ca_file`: extra CA certificates trusted for the OIDC issuer, besides the system roots.
+    pub fn new(
+        modes: Vec<Mode>,
+        oidc: Option<OidcConfig>,
+        per_second: u32,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Access, String> {
         let oidc = match (modes.contains(&Mode::Oidc), oidc) {
-            (true, Some(config)) => Some(Oidc::new(config)?),
+            (true, Some(config)) => Some(Oidc::new(config, ca_file)?),
             (true, None) => return Err("client_auth oidc needs oidc_issuer and oidc_audience".into()),
             (false, _) => None,
         };

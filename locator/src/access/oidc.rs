@@ -44,6 +44,20 @@ pub struct OidcConfig {
     pub name_claim: String,
 }
 
+/// Adds the certificates of `ca_file` (PEM) to what `builder` trusts.
+pub(crate) fn extra_roots(
+    mut builder: reqwest::ClientBuilder,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::ClientBuilder, String> {
+    if let Some(path) = ca_file {
+        for cert in duet_ws::tls::read_pem_certs(path).map_err(|e| e.to_string())? {
+            let cert = reqwest::Certificate::from_der(&cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    Ok(builder)
+}
+
 /// Who an ID token says the client is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OidcIdentity {
@@ -65,13 +79,12 @@ pub struct Oidc {
 }
 
 impl Oidc {
-    pub fn new(config: OidcConfig) -> Result<Oidc, String> {
-        let http = reqwest::Client::builder()
+    pub fn new(config: OidcConfig, ca_file: Option<&std::path::Path>) -> Result<Oidc, String> {
+        let builder = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(FETCH_TIMEOUT)
-            .user_agent(concat!("duet-locator/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("http client: {e}"))?;
+            .user_agent(concat!("duet-locator/", env!("CARGO_PKG_VERSION")));
+        let http = extra_roots(builder, ca_file)?.build().map_err(|e| format!("http client: {e}"))?;
         Ok(Oidc { config, http, keys: RwLock::new(None), fetching: Mutex::new(None) })
     }
 

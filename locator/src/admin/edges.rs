@@ -40,6 +40,8 @@ pub struct EdgeView {
     pub drain_deadline: Option<String>,
     /// When the deadline was acted on; `null` before (and unless draining).
     pub drained_at: Option<String>,
+    /// When the edge said it is stopping (SIGTERM); `null` unless it is.
+    pub stopping_since: Option<String>,
     pub health: &'static str,
     /// Whether the edge may take a new session now (ignoring its region and tier).
     pub available: bool,
@@ -81,6 +83,7 @@ fn view(state: &LocatorState, e: &EdgeRecord) -> EdgeView {
         admin_state: e.admin_state.as_str(),
         drain_deadline: e.drain_deadline.map(rfc3339_ms),
         drained_at: e.drained_at.map(rfc3339_ms),
+        stopping_since: e.stopping_since.map(rfc3339_ms),
         health: e.health.as_str(),
         available: report.candidates[0].filtered.is_none(),
         load: e.load,

@@ -190,6 +190,19 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
+    let result = place(&state, peer, headers, body).await;
+    state.metrics.placement(crate::metrics::Outcome::of(&result), started);
+    result
+}
+
+async fn place(
+    state: &Arc<LocatorState>,
+    peer: SocketAddr,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let state = state.clone();
     let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
     let client = crate::access::admit(&state, &headers, client_ip).await?;
     let mut req = parse_body(&headers, body)?;

@@ -83,6 +83,20 @@ pub enum StoreError {
 }
 
 /// The locator's database.
+/// Connections of a [`Store`]'s pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub open: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+impl PoolStats {
+    pub fn in_use(&self) -> u32 {
+        self.open.saturating_sub(self.idle)
+    }
+}
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -161,6 +175,23 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Records that an edge is stopping (it sent `Draining` on the link of `epoch`); a newer
+    /// registration has already cleared the flag and is not touched.
+    pub async fn mark_edge_stopping(&self, edge_id: &str, epoch: u64, now_ms: i64) -> Result<(), StoreError> {
+        let sql = self.sql("UPDATE edges SET stopping_since = ? WHERE id = ? AND link_epoch = ?");
+        sqlx::query(&sql).bind(now_ms).bind(edge_id).bind(epoch as i64).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The connection pool's size now, for `/metrics`.
+    pub fn pool_stats(&self) -> PoolStats {
+        PoolStats {
+            open: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: self.pool.options().get_max_connections(),
+        }
     }
 
     /// Rewrites `?` placeholders to `$1, $2, ...` for PostgreSQL. Statements here never contain a
@@ -245,7 +276,7 @@ impl Store {
                  loop_lag_ms = excluded.loop_lag_ms, connections = excluded.connections, \
                  sessions = excluded.sessions, registered_at = excluded.registered_at, \
                  last_heartbeat_at = excluded.last_heartbeat_at, health_changed_at = excluded.health_changed_at, \
-                 outbox_id = excluded.outbox_id, link_epoch = edges.link_epoch + 1 \
+                 outbox_id = excluded.outbox_id, link_epoch = edges.link_epoch + 1, stopping_since = NULL \
                  RETURNING link_epoch"
             ),
             Dialect::Mysql => format!(
@@ -255,7 +286,7 @@ impl Store {
                  loop_lag_ms = VALUES(loop_lag_ms), connections = VALUES(connections), \
                  sessions = VALUES(sessions), registered_at = VALUES(registered_at), \
                  last_heartbeat_at = VALUES(last_heartbeat_at), health_changed_at = VALUES(health_changed_at), \
-                 outbox_id = VALUES(outbox_id), link_epoch = link_epoch + 1"
+                 outbox_id = VALUES(outbox_id), link_epoch = link_epoch + 1, stopping_since = NULL"
             ),
         };
         let sql = self.sql(&sql);
@@ -1505,7 +1536,7 @@ const EDGE_COLUMNS: &str =
     "id, region, region_override, public_url, build, max_connections, max_sessions, admin_state, health, \
      cpu, loop_lag_ms, connections, sessions, registered_at, last_heartbeat_at, health_changed_at, \
      outbox_depth, outbox_oldest_age_ms, outbox_last_seq, outbox_dropped_audit, outbox_dropped_metrics, \
-     outbox_id, link_epoch, drain_deadline, drained_at";
+     outbox_id, link_epoch, drain_deadline, drained_at, stopping_since";
 
 const SESSION_COLUMNS: &str =
     "id, edge_id, team, region_hint, created_at, started_at, ended_at, end_reason, participant_count, \
@@ -1551,6 +1582,7 @@ fn edge_from_row(row: &AnyRow) -> Result<EdgeRecord, StoreError> {
         health_changed_at: row.try_get("health_changed_at")?,
         drain_deadline: row.try_get("drain_deadline")?,
         drained_at: row.try_get("drained_at")?,
+        stopping_since: row.try_get("stopping_since")?,
     })
 }
 

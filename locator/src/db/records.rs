@@ -114,6 +114,8 @@ pub struct EdgeRecord {
     pub drain_deadline: Option<i64>,
     /// When the deadline was acted on (the first replica to do so records it).
     pub drained_at: Option<i64>,
+    /// When the edge said it is stopping (SIGTERM); cleared when it registers again.
+    pub stopping_since: Option<i64>,
 }
 
 impl EdgeRecord {

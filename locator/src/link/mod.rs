@@ -17,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
-use duet_proto::close::CloseCode;
+use duet_proto::close::{CloseCode, GOING_AWAY};
 use duet_proto::codec::{self, CodecError};
 use duet_proto::link::{
     Command, EdgeMessage, Heartbeat, Hello, LocatorMessage, SequencedEntry, SessionEndReason, Welcome,
@@ -340,7 +340,7 @@ async fn serve_registered(
         let next = tokio::select! {
             r = tokio::time::timeout(silence, reader.next()) => r,
             _ = state.shutdown.cancelled() => {
-                writer.close(CloseCode::LinkLocatorShuttingDown.code(), CloseCode::LinkLocatorShuttingDown.name());
+                writer.close(GOING_AWAY, "locator shutting down");
                 return;
             }
         };
@@ -400,6 +400,13 @@ async fn serve_registered(
                 if outbox_tx.send((entries, frame_bytes)).is_err() {
                     return;
                 }
+            }
+            EdgeMessage::Draining { remaining_ms } => {
+                tracing::info!(remaining_ms, "edge is stopping: no new sessions go to it");
+                if let Err(e) = state.store.mark_edge_stopping(&hello.edge_id, epoch, now_ms()).await {
+                    tracing::warn!(error = %e, "could not record that the edge is stopping");
+                }
+                refresh_placement(&state).await;
             }
             EdgeMessage::Hello(_) => return refuse(&writer, CloseCode::LinkMalformed, "second hello"),
         }

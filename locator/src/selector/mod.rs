@@ -56,6 +56,8 @@ pub enum Filtered {
     StaleHeartbeat,
     /// An admin drained it and the drain's deadline has passed.
     Drained,
+    /// The edge is stopping (it was sent SIGTERM) and finishes only its running sessions.
+    Stopping,
     /// Sessions (with reservations) reached its `max_sessions`.
     SessionCapacity,
     /// Connections (with reservations) reached its `max_connections`.
@@ -116,6 +118,9 @@ fn filter(input: &Input<'_>, limits: &Limits, now_ms: i64) -> Option<Filtered> {
     }
     if e.drain_due(now_ms) {
         return Some(Filtered::Drained);
+    }
+    if e.stopping_since.is_some() {
+        return Some(Filtered::Stopping);
     }
     if e.max_sessions > 0 && f64::from(e.load.sessions) + input.reserved >= f64::from(e.max_sessions) {
         return Some(Filtered::SessionCapacity);
@@ -243,6 +248,7 @@ mod tests {
             health_changed_at: 0,
             drain_deadline: None,
             drained_at: None,
+            stopping_since: None,
         }
     }
 

@@ -56,6 +56,7 @@ mod tests {
             health_changed_at: 0,
             drain_deadline: None,
             drained_at: None,
+            stopping_since: None,
         }
     }
 
