@@ -125,12 +125,27 @@ async fn check_config_and_bad_config() {
         (vec!["--check-config"], ("DUET_TRUSTED_PROXIES", "10.0.0.0/8,bogus"), "bogus"),
         (vec!["--check-config", "--placement-cpu-limit", "1.5"], ("X", ""), "placement_cpu_limit"),
         (vec!["--check-config", "--default-region", "eu west"], ("X", ""), "default_region"),
+        (vec!["--check-config", "--tls-cert-file", "/etc/hostname"], ("X", ""), "tls_key_file is not"),
+        (
+            vec!["--check-config", "--tls-cert-file", "/nonexistent/tls.crt", "--tls-key-file", "/nonexistent/tls.key"],
+            ("X", ""),
+            "cannot read certificate file /nonexistent/tls.crt",
+        ),
+        (
+            vec!["--check-config", "--tls-cert-file", "/etc/hostname"],
+            ("DUET_TLS_KEY_FILE", "/etc/hostname"),
+            "holds no certificate",
+        ),
+        (vec!["--check-config"], ("DUET_CA_FILE", "/etc/hostname"), "ca_file"),
     ] {
         let bad = Command::new(binary("duet-locator")).args(&args).env(env.0, env.1).output().await.unwrap();
         let stderr = String::from_utf8_lossy(&bad.stderr);
         assert_eq!(bad.status.code(), Some(64), "{args:?} {env:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+    let bad = Command::new(binary("duet-locator")).env("DUET_METRICS_LISTEN", "everywhere").output().await.unwrap();
+    assert_eq!(bad.status.code(), Some(2), "clap rejects unparsable values");
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--metrics-listen"));
     let bad = Command::new(binary("duet-edge"))
         .env_remove("DUET_ENROLLMENT_SECRET")
         .env_remove("DUET_ENROLLMENT_SECRET_FILE")
@@ -139,6 +154,26 @@ async fn check_config_and_bad_config() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("enrollment secret"));
+    for (args, needle) in [
+        (vec!["--check-config", "--drain-timeout", "2d"], "drain_timeout"),
+        (vec!["--check-config", "--tls-key-file", "/etc/hostname"], "tls_cert_file is not"),
+        (
+            vec!["--check-config", "--tls-cert-file", "/nonexistent/a.crt", "--tls-key-file", "/nonexistent/a.key"],
+            "/nonexistent/a.crt",
+        ),
+    ] {
+        let bad = Command::new(binary("duet-edge"))
+            .args(&args)
+            .env("DUET_ENROLLMENT_SECRET", duet_testkit::TEST_SECRET)
+            .output()
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert_eq!(bad.status.code(), Some(64), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let drain = Command::new(binary("duet-edge")).args(["drain", "--pid", "0"]).output().await.unwrap();
+    assert_eq!(drain.status.code(), Some(64), "pid 0 is refused");
     let bad = Command::new(binary("duet-edge")).args(["--heartbeat-interval", "often"]).output().await.unwrap();
     assert_eq!(bad.status.code(), Some(2), "clap rejects unparsable values");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid duration"));
@@ -155,6 +190,8 @@ async fn check_config_and_bad_config() {
         "--geoip-database",
         "--trusted-proxies",
         "--default-region",
+        "--metrics-listen",
+        "--tls-cert-file",
         "regions",
         "edges",
     ] {
