@@ -1,4 +1,4 @@
-# duet's recipes; CI runs `.ci/run`, which is `fmt-check`, `clippy`, `test` and `bench-smoke` in that order.
+# duet's recipes; CI runs `.ci/run`: `fmt-check`, `clippy`, `test`, schemathesis, `check-deploy`, `bench-smoke`, `check-images` and `fuzz --smoke`, in that order.
 
 # Run duet on one machine: the locator with an embedded edge on SQLite.
 run:
@@ -36,3 +36,15 @@ fuzz *args:
 # Each benchmark scenario once, briefly: checks everything works and writes nothing (what CI runs).
 bench-smoke:
     scripts/bench --smoke
+
+# Build the container images with buildah (FROM scratch; `--output DIR` also writes OCI archives).
+images *args:
+    deploy/container/build {{args}}
+
+# Build the images and run them from their own filesystem as an arbitrary UID (root; what CI runs).
+check-images:
+    scripts/check-images
+
+# Render every kustomization and validate it, the compose file and the Grafana dashboard.
+check-deploy:
+    scripts/check-deploy
