@@ -185,7 +185,7 @@ pub enum EdgeCommand {
     /// hook, where the edge is process 1 of the container and the image has no shell.
     Drain {
         /// Process id of the edge.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..))]
         pid: i32,
         /// Give up waiting after this long (the edge goes on draining), e.g. 140s; keep it below
         /// the pod's terminationGracePeriodSeconds.
@@ -268,8 +268,11 @@ pub struct EdgeConfig {
     pub handshake_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub drain_timeout: Duration,
-    /// `None`: /metrics is served on the public listener.
+    /// `None`: /metrics is served on the public listener (unless `serve_metrics` is off).
     pub metrics_listen: Option<SocketAddr>,
+    /// False when an embedder serves this edge's metrics on its own page (the locator's
+    /// embedded edge).
+    pub serve_metrics: bool,
     /// `None`: plain HTTP on the public listener.
     pub tls: Option<duet_ws::tls::TlsFiles>,
     pub outbox_max_entries: u64,
@@ -342,6 +345,7 @@ impl EdgeConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             metrics_listen: None,
+            serve_metrics: true,
             tls: None,
             outbox_max_entries: DEFAULT_OUTBOX_MAX_ENTRIES,
             metrics_interval: DEFAULT_METRICS_INTERVAL,

@@ -157,7 +157,8 @@ where
 /// separately and close themselves.
 pub async fn serve(edge: Arc<EdgeState>, listener: TcpListener, tls: Option<ServerTls>, tasks: TaskTracker) {
     let app = router(edge.clone(), tasks.clone());
-    let app = if edge.config.metrics_listen.is_none() { app.merge(metrics_router(edge.clone())) } else { app };
+    let public_metrics = edge.config.serve_metrics && edge.config.metrics_listen.is_none();
+    let app = if public_metrics { app.merge(metrics_router(edge.clone())) } else { app };
     serve_app(listener, tls, app, edge.config.handshake_timeout, edge.shutdown.clone(), tasks).await
 }
 

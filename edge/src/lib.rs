@@ -292,7 +292,13 @@ impl EdgeState {
     /// next, which closes the remaining participants with 4400. A second call only waits.
     pub async fn drain(&self) {
         let timeout = self.config.drain_timeout;
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A second call keeps the first one's deadline.
+        let deadline = tokio::time::Instant::now()
+            + if self.draining.is_cancelled() {
+                std::time::Duration::from_millis(self.drain_remaining_ms())
+            } else {
+                timeout
+            };
         if !self.draining.is_cancelled() {
             let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
             self.drain_deadline_ms.store(now_ms().saturating_add(ms), Ordering::Release);
@@ -473,7 +479,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
     if let Some(tls) = &tls {
         tasks.spawn(tls.clone().watch(duet_ws::tls::RELOAD_CHECK_INTERVAL, shutdown.clone()));
     }
-    if let Some(metrics) = metrics_listener {
+    if let Some(metrics) = metrics_listener.filter(|_| state.config.serve_metrics) {
         let app = http::metrics_router(state.clone());
         let timeout = state.config.handshake_timeout;
         tasks.spawn(http::serve_app(metrics, None, app, timeout, shutdown.clone(), tasks.clone()));

@@ -73,6 +73,13 @@ fn drain_command(pid: i32, timeout: std::time::Duration) -> ExitCode {
         eprintln!("duet-edge drain: invalid process id {pid}");
         return ExitCode::from(EXIT_CONFIG);
     };
+    // Only ever a duet edge: a wrong --pid must not stop something else.
+    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        if comm.trim_end() != "duet-edge" {
+            eprintln!("duet-edge drain: process {pid} is {:?}, not duet-edge; nothing signalled", comm.trim_end());
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = rustix::process::kill_process(target, rustix::process::Signal::TERM) {
         eprintln!("duet-edge drain: cannot signal process {pid}: {e}");
         return ExitCode::FAILURE;

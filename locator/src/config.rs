@@ -418,6 +418,14 @@ impl LocatorConfig {
         }
         if let Some(tls) = &self.tls {
             tls.load().map_err(|e| ConfigError::Invalid { option: "tls_cert_file", reason: e.to_string() })?;
+            if let Some(url) = self.embedded_edge.as_ref().and_then(|e| e.public_url.as_deref()) {
+                if !url.starts_with("wss://") {
+                    return Err(ConfigError::Invalid {
+                        option: "edge_public_url",
+                        reason: format!("{url:?}: with TLS on, the embedded edge serves wss://"),
+                    });
+                }
+            }
         }
         if let Some(path) = &self.ca_file {
             duet_ws::tls::read_pem_certs(path)

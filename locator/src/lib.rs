@@ -309,43 +309,67 @@ pub async fn start(
     // connections) close themselves with 1001 going away.
     let http = TaskTracker::new();
     let header_timeout = duet_edge::config::DEFAULT_HANDSHAKE_TIMEOUT;
-    let app = api::router(state.clone());
     let metrics_listener = match config.metrics_listen {
         Some(addr) => Some(TcpListener::bind(addr).await.map_err(LocatorError::Listener)?),
         None => None,
     };
     let metrics_addr =
         metrics_listener.as_ref().map(TcpListener::local_addr).transpose().map_err(LocatorError::Listener)?;
-    // With TLS on the public listener, the embedded edge links over a plain loopback listener of
-    // its own: it is in the same process, and the certificate need not name 127.0.0.1.
-    let edge_link_listener = match (&tls, &config.embedded_edge) {
-        (Some(_), Some(_)) => Some(TcpListener::bind("127.0.0.1:0").await.map_err(LocatorError::Listener)?),
+
+    // The embedded edge starts first (its link retries until the listeners serve), so that the
+    // metrics pages can include it. With TLS on the public listener it links over a plain
+    // loopback listener that serves only the link endpoint: it is in the same process, and the
+    // certificate need not name 127.0.0.1.
+    let mut link_listener = None;
+    let edge = match (&config.embedded_edge, listeners.edge) {
+        (Some(embedded), Some(listener)) => {
+            let link_addr = if tls.is_some() {
+                let l = TcpListener::bind("127.0.0.1:0").await.map_err(LocatorError::Listener)?;
+                let addr = l.local_addr().map_err(LocatorError::Listener)?;
+                link_listener = Some(l);
+                addr
+            } else {
+                loopback_if_unspecified(local_addr)
+            };
+            let mut edge_config =
+                duet_edge::EdgeConfig::new(format!("http://{link_addr}"), secret, config.data_dir.join("edge"));
+            edge_config.region = embedded.region.clone();
+            edge_config.public_url = embedded.public_url.clone();
+            edge_config.heartbeat_interval = config.heartbeat_interval;
+            edge_config.shutdown_timeout = config.shutdown_timeout;
+            edge_config.tls = config.tls.clone();
+            // The locator's metrics page carries the embedded edge's; the edge serves none.
+            edge_config.metrics_listen = None;
+            edge_config.serve_metrics = false;
+            Some(duet_edge::start(edge_config, listener, shutdown.child_token()).await?)
+        }
         _ => None,
     };
-    let link_addr = match &edge_link_listener {
-        Some(l) => l.local_addr().map_err(LocatorError::Listener)?,
-        None => loopback_if_unspecified(local_addr),
-    };
-    if let Some(listener) = edge_link_listener {
-        http.spawn(duet_edge::http::serve_app(
-            listener,
-            None,
-            app.clone(),
-            header_timeout,
-            shutdown.clone(),
-            http.clone(),
-        ));
+    let edge_state = edge.as_ref().map(|e| e.state.clone());
+    if let Some(listener) = link_listener {
+        let app = axum::Router::new()
+            .route(duet_proto::link::LINK_PATH, axum::routing::get(link::accept))
+            .with_state(state.clone());
+        http.spawn(duet_edge::http::serve_app(listener, None, app, header_timeout, shutdown.clone(), http.clone()));
     }
-    let public_app = if metrics_listener.is_none() { app.merge(metrics_router(state.clone(), None)) } else { app };
-    let public = duet_edge::http::serve_app(
+    let app = api::router(state.clone());
+    let public_app = match &metrics_listener {
+        None => app.merge(metrics_router(state.clone(), edge_state.clone())),
+        Some(_) => app,
+    };
+    http.spawn(duet_edge::http::serve_app(
         listeners.api,
         tls.clone(),
         public_app,
         header_timeout,
         shutdown.clone(),
         http.clone(),
-    );
-    http.spawn(public);
+    ));
+    if let Some(listener) = metrics_listener {
+        let app = metrics_router(state.clone(), edge_state);
+        http.spawn(duet_edge::http::serve_app(listener, None, app, header_timeout, shutdown.clone(), http.clone()));
+        tracing::info!(addr = ?metrics_addr, "metrics listening");
+    }
     if let Some(tls) = &tls {
         tasks.spawn(tls.clone().watch(duet_ws::tls::RELOAD_CHECK_INTERVAL, shutdown.clone()));
     }
@@ -358,26 +382,5 @@ pub async fn start(
         recorder_stop.cancel();
     });
     tracing::info!(addr = %local_addr, tls = tls.is_some(), "locator listening");
-
-    let edge = match (&config.embedded_edge, listeners.edge) {
-        (Some(embedded), Some(listener)) => {
-            let mut edge_config =
-                duet_edge::EdgeConfig::new(format!("http://{link_addr}"), secret, config.data_dir.join("edge"));
-            edge_config.region = embedded.region.clone();
-            edge_config.public_url = embedded.public_url.clone();
-            edge_config.heartbeat_interval = config.heartbeat_interval;
-            edge_config.shutdown_timeout = config.shutdown_timeout;
-            edge_config.tls = config.tls.clone();
-            // The locator's metrics page includes the embedded edge's.
-            edge_config.metrics_listen = None;
-            Some(duet_edge::start(edge_config, listener, shutdown.child_token()).await?)
-        }
-        _ => None,
-    };
-    if let Some(listener) = metrics_listener {
-        let app = metrics_router(state.clone(), edge.as_ref().map(|e| e.state.clone()));
-        http.spawn(duet_edge::http::serve_app(listener, None, app, header_timeout, shutdown.clone(), http.clone()));
-        tracing::info!(addr = ?metrics_addr, "metrics listening");
-    }
     Ok(Locator { state, local_addr, metrics_addr, tls, edge })
 }

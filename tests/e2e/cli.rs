@@ -172,8 +172,19 @@ async fn check_config_and_bad_config() {
         assert_eq!(bad.status.code(), Some(64), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
-    let drain = Command::new(binary("duet-edge")).args(["drain", "--pid", "0"]).output().await.unwrap();
-    assert_eq!(drain.status.code(), Some(64), "pid 0 is refused");
+    for pid in ["0", "-1"] {
+        let drain = Command::new(binary("duet-edge")).args(["drain", &format!("--pid={pid}")]).output().await.unwrap();
+        assert_eq!(drain.status.code(), Some(2), "pid {pid} is refused: {}", String::from_utf8_lossy(&drain.stderr));
+    }
+    // A process that is not an edge is never signalled (this test survives).
+    let me = std::process::id().to_string();
+    let drain = Command::new(binary("duet-edge")).args(["drain", "--pid", &me]).output().await.unwrap();
+    assert_eq!(drain.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&drain.stderr).contains("not duet-edge"),
+        "{}",
+        String::from_utf8_lossy(&drain.stderr)
+    );
     let bad = Command::new(binary("duet-edge")).args(["--heartbeat-interval", "often"]).output().await.unwrap();
     assert_eq!(bad.status.code(), Some(2), "clap rejects unparsable values");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid duration"));

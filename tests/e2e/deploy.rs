@@ -231,10 +231,15 @@ async fn sigterm_drains_an_edge_and_it_exits_when_its_sessions_end() {
     assert_eq!(closed(&mut guest).await, Some(4203));
     edge.exits_ok(Duration::from_secs(30), "the drained edge").await;
     drain.exits_ok(Duration::from_secs(10), "duet-edge drain").await;
-    // Its last entries reached the locator before it exited.
-    let audit = admin.ok("GET", "/audit?kind=edge_stopping", None).await;
-    let entries = audit["entries"].as_array().unwrap();
-    assert!(entries.iter().any(|e| e["edge_id"] == "edge-a"), "{audit}");
+    // What it wrote while draining reached the locator, and so did what it wrote as it stopped:
+    // its first usage entry (the interval is a minute) is written at shutdown, so only the
+    // link's flush before exit can have delivered it.
+    let audit = admin.ok("GET", "/audit?kind=edge_stopping&edge=edge-a", None).await;
+    assert_eq!(audit["entries"].as_array().unwrap().len(), 1, "{audit}");
+    let usage = admin.ok("GET", "/metrics?kind=usage&edge=edge-a", None).await;
+    let usage = usage["entries"].as_array().unwrap();
+    assert_eq!(usage.len(), 1, "{usage:?}");
+    assert!(usage[0]["messages_relayed"].as_u64().unwrap() >= 1, "{usage:?}");
     let ended = admin.ok("GET", &format!("/sessions/{}", placed.session_id), None).await;
     assert_eq!(ended["session"]["end_reason"], "ended_by_host", "{ended}");
 
@@ -264,6 +269,86 @@ async fn the_drain_timeout_closes_remaining_participants_with_4400() {
     edge.exits_ok(Duration::from_secs(30), "the edge").await;
     locator.signal_term();
     locator.exits_ok(Duration::from_secs(30), "the locator").await;
+}
+
+/// A second SIGTERM cuts the drain short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_stops_the_edge_at_once() {
+    duet_testkit::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut locator, url) = locator_process(dir.path()).await;
+    let (mut edge, edge_url) = edge_process(dir.path(), &url, "edge-c", "1h").await;
+    let client = duet_client::LocatorClient::new(&url);
+    let placed = client.create_session(&user("Ada")).await.unwrap();
+    let mut host = duet_client::connect(&placed.edge.url, &placed.token).await.unwrap();
+    edge.signal_term();
+    let readyz = format!("{}/readyz", edge_url.replacen("ws://", "http://", 1));
+    wait_until("draining", Duration::from_secs(10), || {
+        let readyz = readyz.clone();
+        async move { get(&readyz).await.0 == 503 }
+    })
+    .await;
+    edge.signal_term();
+    assert_eq!(closed(&mut host).await, Some(4400));
+    edge.exits_ok(Duration::from_secs(30), "the edge").await;
+    locator.signal_term();
+    locator.exits_ok(Duration::from_secs(30), "the locator").await;
+}
+
+/// A placement in flight when a locator replica gets SIGTERM is committed and answered: the
+/// replica stops its placement recorder only after its last request. (The edge is linked to
+/// another replica on the same database, so it stays available throughout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_placement_in_flight_at_sigterm_is_committed() {
+    duet_testkit::init_tracing();
+    let cluster = Cluster::start().await;
+    let db = cluster.dir.path().join("locator").join("locator.db");
+    let dir = tempfile::tempdir().unwrap();
+    let mut replica = Proc::spawn(
+        Command::new(binary("duet-locator"))
+            .env("DUET_LISTEN", "127.0.0.1:0")
+            .env("DUET_DATA_DIR", dir.path())
+            .env("DUET_DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
+            .env("DUET_EMBEDDED_EDGE", "false")
+            .env("DUET_ENROLLMENT_SECRET", TEST_SECRET)
+            .env("DUET_ADMIN_TOKEN", TEST_ADMIN_TOKEN)
+            .env("DUET_PUBLIC_RATE_LIMIT", "0"),
+    );
+    let url = replica.word_after("duet locator: ").await;
+    let addr = url.trim_start_matches("http://").to_owned();
+    duet_client::LocatorClient::new(&url).create_session(&user("Ada")).await.expect("the replica places on edge-0");
+
+    let body = br#"{"user":{"id":"bo","name":"Bo"}}"#;
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /api/v1/sessions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(STEP, conn.read(&mut buf)).await.expect("100 continue in time").unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"), "{:?}", &buf[..n]);
+
+    replica.signal_term();
+    wait_until("the replica refuses new connections", Duration::from_secs(10), || {
+        let addr = addr.clone();
+        async move { tokio::net::TcpStream::connect(&addr).await.is_err() }
+    })
+    .await;
+    conn.write_all(body).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(STEP, conn.read_to_end(&mut answer)).await.expect("answer in time").unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let json = &answer[answer.find('{').expect("a JSON body")..];
+    let placed: serde_json::Value = serde_json::from_str(json.trim_end()).expect("placement JSON");
+    let id = placed["session_id"].as_str().expect("a session id");
+    replica.exits_ok(Duration::from_secs(30), "the replica").await;
+    // The other replica reads the committed session.
+    let session = Admin::new(&cluster).ok("GET", &format!("/sessions/{id}"), None).await;
+    assert_eq!(session["session"]["edge_id"], "edge-0", "{session}");
+    cluster.shutdown().await;
 }
 
 /// SIGTERM on the locator: no new connections, the request in flight is answered, and edge
@@ -415,4 +500,56 @@ async fn tls_in_process_with_a_private_ca_and_certificate_reload() {
     untrusting.wait().await;
     drop((host, guest));
     cluster.shutdown().await;
+}
+
+/// One machine with TLS: the locator and its embedded edge serve the same certificate, the
+/// embedded edge links over the loopback listener that serves only the link, and its metrics are
+/// on the locator's page only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_machine_with_tls_in_process() {
+    duet_testkit::init_tracing();
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let files = duet_ws::tls::TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") };
+    ca.write_server_pem(&files.cert, &files.key);
+    let mut config = duet_locator::LocatorConfig::new(dir.path().join("data"));
+    config.tls = Some(files);
+    config.embedded_edge = Some(duet_locator::config::EmbeddedEdge {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        public_url: None,
+        region: "default".into(),
+    });
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let locator =
+        duet_locator::start(config, duet_locator::Listeners { api, edge: Some(edge) }, shutdown.clone()).await.unwrap();
+    let edge_id = locator.edge.as_ref().unwrap().state.edge_id.clone();
+    duet_testkit::wait_for_edge_health(
+        &locator.state.store,
+        &edge_id,
+        duet_locator::db::Health::Up,
+        Duration::from_secs(15),
+    )
+    .await;
+
+    let client = duet_client::LocatorClient::with_ca_certs(&locator.url(), &[ca.ca_der.to_vec()]).unwrap();
+    let placed = client.create_session(&user("Ada")).await.unwrap();
+    assert!(placed.edge.url.starts_with("wss://"), "{}", placed.edge.url);
+    let host = duet_client::connect_with_tls(&placed.edge.url, &placed.token, Some(ca.client_config())).await;
+    assert!(host.is_ok(), "the embedded edge serves wss with the certificate");
+
+    let https = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(&ca.ca_der).unwrap())
+        .build()
+        .unwrap();
+    let page = https.get(format!("{}/metrics", locator.url())).send().await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&page, "duet_locator_links"), Some(1.0), "{page}");
+    assert_eq!(metric(&page, "duet_edge_sessions"), Some(1.0), "the embedded edge's metrics: {page}");
+    let edge_addr = locator.edge.as_ref().unwrap().local_addr;
+    let on_edge = https.get(format!("https://localhost:{}/metrics", edge_addr.port())).send().await.unwrap();
+    assert_eq!(on_edge.status().as_u16(), 404, "the embedded edge serves no metrics page of its own");
+    drop(host);
+    shutdown.cancel();
+    locator.wait().await;
 }

@@ -130,3 +130,77 @@ async fn an_edge_started_first_registers_when_the_locator_arrives() {
     shutdown.cancel();
     locator.wait().await;
 }
+
+/// A locator of the previous release, reduced to its link handshake: it refuses link versions
+/// above 3 with 4600 and welcomes version 3. Each hello's version goes to `seen`.
+async fn previous_release_locator(listener: tokio::net::TcpListener, seen: tokio::sync::mpsc::UnboundedSender<u16>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                let seen = seen.clone();
+                async move {
+                    let (response, upgrade) = fastwebsockets::upgrade::upgrade(&mut req).expect("a websocket upgrade");
+                    tokio::spawn(async move {
+                        let mut ws = upgrade.await.expect("upgraded");
+                        let frame = ws.read_frame().await.expect("hello");
+                        let version = codec::peek_hello_version(&frame.payload).expect("a hello");
+                        let _ = seen.send(version);
+                        let answer = if version > 3 {
+                            LocatorMessage::Refused { code: 4600, reason: "link version not supported".into() }
+                        } else {
+                            LocatorMessage::Welcome(Welcome {
+                                protocol_version: version,
+                                locator_build: "duet-locator (previous release)".into(),
+                                keys: vec![],
+                                heartbeat_interval_ms: 1000,
+                                link_epoch: 1,
+                            })
+                        };
+                        let bytes = codec::encode_locator(&answer).unwrap();
+                        let _ = ws.write_frame(fastwebsockets::Frame::binary(bytes.as_slice().into())).await;
+                        if version > 3 {
+                            let _ = ws.write_frame(fastwebsockets::Frame::close(4600, b"version")).await;
+                        } else {
+                            // Keep the link open, reading (and ignoring) what the edge sends.
+                            while ws.read_frame().await.is_ok() {}
+                        }
+                    });
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades();
+            let _ = conn.await;
+        });
+    }
+}
+
+/// Edges may be upgraded before their locator: refused at link version 4, an edge offers 3.
+#[tokio::test]
+async fn an_edge_links_to_a_locator_of_the_previous_release() {
+    duet_testkit::init_tracing();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    let locator = tokio::spawn(previous_release_locator(listener, seen_tx));
+    let dir = tempfile::tempdir().unwrap();
+    let config = duet_edge::EdgeConfig::new(url, TEST_SECRET, dir.path().join("edge"));
+    let edge_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token = tokio_util::sync::CancellationToken::new();
+    let edge = duet_edge::start(config, edge_listener, token.clone()).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await.unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), seen.recv()).await.unwrap();
+    assert_eq!((first, second), (Some(LINK_PROTOCOL_VERSION), Some(3)));
+    let state = edge.state.clone();
+    wait_until("linked at version 3", Duration::from_secs(10), || {
+        let up = state.linked.load(std::sync::atomic::Ordering::Acquire);
+        async move { up }
+    })
+    .await;
+    token.cancel();
+    edge.wait().await;
+    locator.abort();
+}

@@ -203,6 +203,39 @@ pub async fn edge_admin_fields(dialect: Dialect) {
     db.drop_db().await;
 }
 
+/// An edge that says it is stopping is marked on its current link only, and its next
+/// registration clears the mark.
+pub async fn edge_stopping(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let epoch = store.upsert_edge(&registration("edge-s"), 1_000).await.unwrap();
+    assert_eq!(store.edge("edge-s").await.unwrap().unwrap().stopping_since, None);
+    store.mark_edge_stopping("edge-s", epoch, 5_000).await.unwrap();
+    assert_eq!(store.edge("edge-s").await.unwrap().unwrap().stopping_since, Some(5_000));
+    let newer = store.upsert_edge(&registration("edge-s"), 6_000).await.unwrap();
+    assert_eq!(newer, epoch + 1);
+    assert_eq!(store.edge("edge-s").await.unwrap().unwrap().stopping_since, None, "registering clears it");
+    store.mark_edge_stopping("edge-s", epoch, 7_000).await.unwrap();
+    assert_eq!(store.edge("edge-s").await.unwrap().unwrap().stopping_since, None, "a stale link's message is ignored");
+    store.close().await;
+    db.drop_db().await;
+}
+
+/// During a rolling upgrade a newer locator may have applied migrations this one does not know;
+/// this one still starts on that schema.
+pub async fn a_newer_schema_is_accepted(dialect: Dialect) {
+    let Some((store, db)) = open(dialect).await else { return };
+    let checksum = if dialect == Dialect::Postgres { "decode('00', 'hex')" } else { "X'00'" };
+    let sql = format!(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990001, 'from a newer locator', TRUE, {checksum}, 0)"
+    );
+    store.execute_raw(&sql).await.unwrap();
+    store.close().await;
+    let reopened = Store::open(&db.url).await.expect("an older locator opens a newer schema");
+    reopened.close().await;
+    db.drop_db().await;
+}
+
 pub async fn region_rules_and_fallbacks(dialect: Dialect) {
     let Some((store, db)) = open(dialect).await else { return };
     assert!(store.region_rules().await.unwrap().is_empty());
@@ -942,6 +975,10 @@ macro_rules! suite {
             #[tokio::test]
             async fn edge_admin_fields() { super::edge_admin_fields($value).await }
             #[tokio::test]
+            async fn edge_stopping() { super::edge_stopping($value).await }
+            #[tokio::test]
+            async fn a_newer_schema_is_accepted() { super::a_newer_schema_is_accepted($value).await }
+            #[tokio::test]
             async fn region_rules_and_fallbacks() { super::region_rules_and_fallbacks($value).await }
             #[tokio::test]
             async fn placements_in_batches() { super::placements_in_batches($value).await }
@@ -973,3 +1010,32 @@ macro_rules! suite {
 }
 
 suite!(sqlite => Dialect::Sqlite, postgres => Dialect::Postgres, mysql => Dialect::Mysql);
+
+/// The locator reaches PostgreSQL over TLS when the URL asks for it (`sslmode=require`; with
+/// `verify-full` and `sslrootcert` it also checks the server).
+#[tokio::test]
+async fn database_connections_use_tls_when_the_url_asks() {
+    let Some(db) = TestDb::fresh(Dialect::Postgres).await else { return };
+    let sep = if db.url.contains('?') { '&' } else { '?' };
+    let store = Store::open(&format!("{}{sep}sslmode=require", db.url)).await.expect("postgres over TLS");
+    store.ping().await.unwrap();
+    // The server's own view of this database's connections.
+    let name = db.url.rsplit('/').next().unwrap().split('?').next().unwrap().to_owned();
+    let admin = std::env::var(duet_testkit::ENV_TEST_POSTGRES_URL).unwrap();
+    let out = tokio::process::Command::new("psql")
+        .arg(&admin)
+        .arg("-Atc")
+        .arg(format!(
+            "select bool_and(s.ssl), count(*) from pg_stat_ssl s join pg_stat_activity a using (pid) where a.datname = '{name}'"
+        ))
+        .output()
+        .await
+        .expect("psql");
+    let seen = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (all_tls, count) =
+        seen.split_once('|').unwrap_or_else(|| panic!("{seen:?} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(all_tls, "t", "every connection of the pool is TLS: {seen}");
+    assert!(count.parse::<u32>().unwrap() >= 1, "{seen}");
+    store.close().await;
+    db.drop_db().await;
+}

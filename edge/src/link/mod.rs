@@ -23,7 +23,7 @@ use duet_proto::close::CloseCode;
 use duet_proto::codec;
 use duet_proto::link::{
     Capacity, Command, EdgeMessage, Heartbeat, Hello, LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION,
-    LINK_VERSION_DRAINING,
+    LINK_VERSION_DRAINING, LINK_VERSION_END_ALL,
 };
 use duet_ws::{Limits, Message, Writer};
 use tokio::sync::mpsc;
@@ -79,16 +79,26 @@ enum LinkError {
 /// Runs the link until shutdown.
 pub async fn run(state: Arc<EdgeState>, mut events: mpsc::Receiver<EdgeMessage>) {
     let mut backoff = Backoff::default();
+    // The version offered in the hello: this build's, or the one before it once a locator of
+    // the previous release refused this one (4600). Version 3's hello has the same layout;
+    // what version 4 adds (`Draining`) is then not sent.
+    let mut version = LINK_PROTOCOL_VERSION;
     loop {
         if state.shutdown.is_cancelled() {
             return;
         }
         let started = tokio::time::Instant::now();
         state.link_attempts.fetch_add(1, Ordering::Relaxed);
-        let result = link_once(&state, &mut events).await;
+        let result = link_once(&state, &mut events, version).await;
         state.linked.store(false, Ordering::Release);
         match result {
             Ok(()) => return,
+            Err(LinkError::Refused { code, .. })
+                if code == CloseCode::LinkUnsupportedVersion.code() && version == LINK_PROTOCOL_VERSION =>
+            {
+                version = LINK_VERSION_END_ALL;
+                tracing::warn!(version, "the locator refused link version {LINK_PROTOCOL_VERSION}; offering {version} (upgrade the locator)");
+            }
             Err(e) => {
                 if started.elapsed() >= STABLE_LINK {
                     backoff.reset();
@@ -117,7 +127,11 @@ fn send(writer: &Writer, msg: &EdgeMessage) -> Result<(), LinkError> {
 }
 
 /// One link session; `Ok` only when it ended because of shutdown.
-async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessage>) -> Result<(), LinkError> {
+async fn link_once(
+    state: &Arc<EdgeState>,
+    events: &mut mpsc::Receiver<EdgeMessage>,
+    version: u16,
+) -> Result<(), LinkError> {
     let auth = format!("Bearer {}", state.config.enrollment_secret);
     let limits = Limits { max_message_bytes: LINK_MAX_MESSAGE, max_queued_bytes: LINK_MAX_MESSAGE * 2 };
     let url = link_url(&state.config.locator_url);
@@ -130,7 +144,7 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
     let writer = reader.writer().clone();
 
     let hello = Hello {
-        protocol_version: LINK_PROTOCOL_VERSION,
+        protocol_version: version,
         edge_id: state.edge_id.clone(),
         region: state.config.region.clone(),
         public_url: state.public_url.clone(),
@@ -197,14 +211,14 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
     let mut writer_running = true;
     sender.pump(state, &writer).await?;
     // A locator that predates `Draining` would refuse the link over it; such a locator learns
-    // that the edge is gone from the link closing instead.
+    // that the edge is gone only from the link closing.
     let mut drain_told = welcome.protocol_version < LINK_VERSION_DRAINING;
     // Set once shutdown is requested: the link stays up until the outbox's last entries (the
     // sessions' ends, `edge_stopping`, the last usage) are acknowledged, or the deadline.
     let mut flush_deadline: Option<tokio::time::Instant> = None;
     loop {
         if flush_deadline.is_some() && !writer_running && sender.acked >= *state.outbox.written().borrow() {
-            return close_for_shutdown(&writer).await;
+            return close_for_shutdown(&writer, events).await;
         }
         tokio::select! {
             _ = state.draining.cancelled(), if !drain_told => {
@@ -238,11 +252,13 @@ async fn link_once(state: &Arc<EdgeState>, events: &mut mpsc::Receiver<EdgeMessa
                 None => return Err(LinkError::Closed { code: None, reason: "reader ended".into() }),
             },
             _ = state.shutdown.cancelled(), if flush_deadline.is_none() => {
-                flush_deadline = Some(tokio::time::Instant::now() + state.config.shutdown_timeout);
+                // Three quarters of the shutdown timeout, so the link closes (and says why)
+                // before the edge stops waiting for its tasks.
+                flush_deadline = Some(tokio::time::Instant::now() + state.config.shutdown_timeout * 3 / 4);
             }
             _ = sleep_until_opt(flush_deadline) => {
                 tracing::warn!("outbox not fully acknowledged at shutdown; the rest is sent after the next start");
-                return close_for_shutdown(&writer).await;
+                return close_for_shutdown(&writer, events).await;
             }
         }
     }
@@ -255,7 +271,11 @@ async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn close_for_shutdown(writer: &Writer) -> Result<(), LinkError> {
+/// Sends the session events still queued (the last sessions' ends), then closes.
+async fn close_for_shutdown(writer: &Writer, events: &mut mpsc::Receiver<EdgeMessage>) -> Result<(), LinkError> {
+    while let Ok(event) = events.try_recv() {
+        send(writer, &event)?;
+    }
     writer.close(1000, "edge shutting down");
     // Give the close frame a moment to leave; the process is stopping anyway.
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.closed()).await;

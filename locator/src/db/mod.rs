@@ -82,7 +82,6 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The locator's database.
 /// Connections of a [`Store`]'s pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -97,6 +96,7 @@ impl PoolStats {
     }
 }
 
+/// The locator's database.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -154,7 +154,14 @@ impl Store {
             Dialect::Postgres => &MIGRATE_POSTGRES,
             Dialect::Mysql => &MIGRATE_MYSQL,
         };
-        migrator.run(&self.pool).await?;
+        // A newer locator may already have applied migrations this one does not know (during a
+        // rolling upgrade both run over one schema). Migrations only add tables and nullable
+        // columns (docs/deployment.md), so this version keeps working on the newer schema: it
+        // must not refuse to start. (`migrate!` builds a static `Migrator`; the flag is set on
+        // a copy.)
+        let mut tolerant = Migrator { migrations: migrator.migrations.clone(), ..Migrator::DEFAULT };
+        tolerant.set_ignore_missing(true);
+        tolerant.run(&self.pool).await?;
         Ok(())
     }
 

@@ -265,7 +265,8 @@ mod tests {
 
     #[test]
     fn filters_say_why() {
-        let mut edges = vec![edge("a", "eu"), edge("b", "eu"), edge("c", "eu"), edge("d", "eu"), edge("e", "eu")];
+        let mut edges =
+            vec![edge("a", "eu"), edge("b", "eu"), edge("c", "eu"), edge("d", "eu"), edge("e", "eu"), edge("f", "eu")];
         edges[0].health = Health::LinkLost;
         edges[1].last_heartbeat_at = NOW - 3_001;
         edges[2].admin_state = AdminState::Draining;
@@ -274,6 +275,7 @@ mod tests {
         edges[3].load.sessions = 2;
         edges[4].max_connections = 10;
         edges[4].load.connections = 10;
+        edges[5].stopping_since = Some(NOW - 1);
         let s = pick(&edges, "eu", &[]);
         assert_eq!(s.chosen, None);
         let why: Vec<_> = s.candidates.iter().map(|c| c.filtered).collect();
@@ -284,7 +286,8 @@ mod tests {
                 Some(Filtered::StaleHeartbeat),
                 Some(Filtered::Drained),
                 Some(Filtered::SessionCapacity),
-                Some(Filtered::ConnectionCapacity)
+                Some(Filtered::ConnectionCapacity),
+                Some(Filtered::Stopping)
             ]
         );
         edges[1].last_heartbeat_at = NOW - 3_000; // exactly at the timeout is still fresh
