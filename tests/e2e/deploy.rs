@@ -20,6 +20,15 @@ fn metric(page: &str, series: &str) -> Option<f64> {
     page.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The payload of the next message, skipping other frames.
+async fn next_message(s: &mut duet_client::Session) -> bytes::Bytes {
+    loop {
+        if let EdgeFrame::Message { payload, .. } = next_frame(s).await {
+            return payload;
+        }
+    }
+}
+
 async fn get(url: &str) -> (u16, String) {
     let res = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
     (res.status().as_u16(), res.text().await.unwrap())
@@ -31,12 +40,7 @@ async fn metrics_pages_show_traffic_placements_outbox_and_links() {
     let (placed, host) = host(&cluster, "Ada").await;
     let (_, mut guest) = guest(&cluster, &placed.session_id, "Bo").await;
     host.send(EVERYONE, 1, &b"counted"[..]).unwrap();
-    loop {
-        if let EdgeFrame::Message { payload, .. } = next_frame(&mut guest).await {
-            assert_eq!(&payload[..], b"counted");
-            break;
-        }
-    }
+    assert_eq!(&next_message(&mut guest).await[..], b"counted");
     // A refused placement (a malformed body) is counted apart from the placed ones.
     let bad = reqwest::Client::new().post(format!("{}/api/v1/sessions", cluster.url())).body("[").send().await.unwrap();
     assert_eq!(bad.status().as_u16(), 400);
@@ -176,6 +180,20 @@ async fn edge_process(dir: &std::path::Path, locator_url: &str, id: &str, drain_
     (edge, url)
 }
 
+/// A locator process, an edge process and a session on it whose host is connected.
+async fn one_hosted_session(
+    dir: &std::path::Path,
+    edge_id: &str,
+    drain_timeout: &str,
+) -> (Proc, Proc, String, duet_client::Session) {
+    duet_testkit::init_tracing();
+    let (locator, url) = locator_process(dir).await;
+    let (edge, edge_url) = edge_process(dir, &url, edge_id, drain_timeout).await;
+    let placed = duet_client::LocatorClient::new(&url).create_session(&user("Ada")).await.unwrap();
+    let host = duet_client::connect(&placed.edge.url, &placed.token).await.unwrap();
+    (locator, edge, edge_url, host)
+}
+
 async fn edge_json(admin: &Admin, id: &str) -> serde_json::Value {
     let edges = admin.ok("GET", "/edges", None).await;
     edges["edges"].as_array().unwrap().iter().find(|e| e["id"] == id).cloned().expect("edge listed")
@@ -220,12 +238,7 @@ async fn sigterm_drains_an_edge_and_it_exits_when_its_sessions_end() {
 
     // The running session is untouched.
     host.send(EVERYONE, 1, &b"still here"[..]).unwrap();
-    loop {
-        if let EdgeFrame::Message { payload, .. } = next_frame(&mut guest).await {
-            assert_eq!(&payload[..], b"still here");
-            break;
-        }
-    }
+    assert_eq!(&next_message(&mut guest).await[..], b"still here");
     // The host ends the session: the edge stops long before its 60 s drain timeout.
     host.sender().end_session().unwrap();
     assert_eq!(closed(&mut guest).await, Some(4203));
@@ -257,13 +270,8 @@ async fn sigterm_drains_an_edge_and_it_exits_when_its_sessions_end() {
 /// locator again) and the edge exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_timeout_closes_remaining_participants_with_4400() {
-    duet_testkit::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (mut locator, url) = locator_process(dir.path()).await;
-    let (mut edge, _) = edge_process(dir.path(), &url, "edge-b", "1s").await;
-    let client = duet_client::LocatorClient::new(&url);
-    let placed = client.create_session(&user("Ada")).await.unwrap();
-    let mut host = duet_client::connect(&placed.edge.url, &placed.token).await.unwrap();
+    let (mut locator, mut edge, _, mut host) = one_hosted_session(dir.path(), "edge-b", "1s").await;
     edge.signal_term();
     assert_eq!(closed(&mut host).await, Some(4400));
     edge.exits_ok(Duration::from_secs(30), "the edge").await;
@@ -274,13 +282,8 @@ async fn the_drain_timeout_closes_remaining_participants_with_4400() {
 /// A second SIGTERM cuts the drain short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_sigterm_stops_the_edge_at_once() {
-    duet_testkit::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (mut locator, url) = locator_process(dir.path()).await;
-    let (mut edge, edge_url) = edge_process(dir.path(), &url, "edge-c", "1h").await;
-    let client = duet_client::LocatorClient::new(&url);
-    let placed = client.create_session(&user("Ada")).await.unwrap();
-    let mut host = duet_client::connect(&placed.edge.url, &placed.token).await.unwrap();
+    let (mut locator, mut edge, edge_url, mut host) = one_hosted_session(dir.path(), "edge-c", "1h").await;
     edge.signal_term();
     let readyz = format!("{}/readyz", edge_url.replacen("ws://", "http://", 1));
     wait_until("draining", Duration::from_secs(10), || {
@@ -461,12 +464,7 @@ async fn tls_in_process_with_a_private_ca_and_certificate_reload() {
     let joined = locator.join_session(&placed.session_id, &user("Bo")).await.unwrap();
     let mut guest = duet_client::connect_with_tls(&joined.edge.url, &joined.token, tls).await.unwrap();
     host.send(EVERYONE, 1, &b"tls end to end"[..]).unwrap();
-    loop {
-        if let EdgeFrame::Message { payload, .. } = next_frame(&mut guest).await {
-            assert_eq!(&payload[..], b"tls end to end");
-            break;
-        }
-    }
+    assert_eq!(&next_message(&mut guest).await[..], b"tls end to end");
     assert_eq!(presented_cert(cluster.locator.local_addr, &ca).await, first.to_vec());
 
     // Renewal in place: new handshakes get the new certificate; the open session is untouched.
@@ -476,12 +474,7 @@ async fn tls_in_process_with_a_private_ca_and_certificate_reload() {
     assert_eq!(presented_cert(cluster.locator.local_addr, &ca).await, second.to_vec());
     assert_eq!(presented_cert(edge_addr, &ca).await, second.to_vec());
     host.send(EVERYONE, 2, &b"after renewal"[..]).unwrap();
-    loop {
-        if let EdgeFrame::Message { payload, .. } = next_frame(&mut guest).await {
-            assert_eq!(&payload[..], b"after renewal");
-            break;
-        }
-    }
+    assert_eq!(&next_message(&mut guest).await[..], b"after renewal");
 
     // An edge that does not trust the private CA cannot link.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
