@@ -135,6 +135,12 @@ impl Proc {
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
     }
 
+    /// SIGTERM, then exit status 0 within 30 s.
+    async fn stop(&mut self, what: &str) {
+        self.signal_term();
+        self.exits_ok(Duration::from_secs(30), what).await;
+    }
+
     async fn exits_ok(&mut self, within: Duration, what: &str) {
         let status = tokio::time::timeout(within, self.child.wait())
             .await
@@ -260,10 +266,8 @@ async fn sigterm_drains_an_edge_and_it_exits_when_its_sessions_end() {
     let (mut edge, _) = edge_process(dir.path(), &url, "edge-a", "60s").await;
     assert!(edge_json(&admin, "edge-a").await["stopping_since"].is_null());
     client.create_session(&user("Cy")).await.expect("placed on the restarted edge");
-    edge.signal_term();
-    edge.exits_ok(Duration::from_secs(30), "the restarted edge").await;
-    locator.signal_term();
-    locator.exits_ok(Duration::from_secs(30), "the locator").await;
+    edge.stop("the restarted edge").await;
+    locator.stop("the locator").await;
 }
 
 /// When the drain timeout passes, the remaining participants are closed with 4400 (ask the
@@ -275,8 +279,7 @@ async fn the_drain_timeout_closes_remaining_participants_with_4400() {
     edge.signal_term();
     assert_eq!(closed(&mut host).await, Some(4400));
     edge.exits_ok(Duration::from_secs(30), "the edge").await;
-    locator.signal_term();
-    locator.exits_ok(Duration::from_secs(30), "the locator").await;
+    locator.stop("the locator").await;
 }
 
 /// A second SIGTERM cuts the drain short.
@@ -294,8 +297,7 @@ async fn a_second_sigterm_stops_the_edge_at_once() {
     edge.signal_term();
     assert_eq!(closed(&mut host).await, Some(4400));
     edge.exits_ok(Duration::from_secs(30), "the edge").await;
-    locator.signal_term();
-    locator.exits_ok(Duration::from_secs(30), "the locator").await;
+    locator.stop("the locator").await;
 }
 
 /// A placement in flight when a locator replica gets SIGTERM is committed and answered: the
