@@ -292,13 +292,6 @@ impl EdgeState {
     /// next, which closes the remaining participants with 4400. A second call only waits.
     pub async fn drain(&self) {
         let timeout = self.config.drain_timeout;
-        // A second call keeps the first one's deadline.
-        let deadline = tokio::time::Instant::now()
-            + if self.draining.is_cancelled() {
-                std::time::Duration::from_millis(self.drain_remaining_ms())
-            } else {
-                timeout
-            };
         if !self.draining.is_cancelled() {
             let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
             self.drain_deadline_ms.store(now_ms().saturating_add(ms), Ordering::Release);
@@ -306,6 +299,8 @@ impl EdgeState {
             tracing::info!(sessions = self.sessions.len(), timeout = ?timeout, "draining: new sessions go to other edges");
             self.audit(AuditEvent::EdgeStopping, None, None, format!("draining for up to {} s", timeout.as_secs()));
         }
+        // From the stored deadline, so a second call keeps the first one's.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(self.drain_remaining_ms());
         loop {
             let gone = self.session_gone.notified();
             tokio::pin!(gone);

@@ -28,7 +28,9 @@ async fn line_with(lines: &mut Lines<BufReader<ChildStdout>>, needle: &str) -> S
     }
 }
 
-fn spawn(cmd: &mut Command) -> (Child, Lines<BufReader<ChildStdout>>) {
+/// Starts a process with piped stdin and stdout (stderr goes to the test's), killed on drop;
+/// answers it and its stdout's lines.
+pub(crate) fn spawn(cmd: &mut Command) -> (Child, Lines<BufReader<ChildStdout>>) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

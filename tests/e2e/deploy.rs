@@ -1,16 +1,15 @@
 //! What deployments rely on: `/metrics` on both binaries, the edge's drain on SIGTERM (real
 //! processes), the locator's graceful stop, and TLS served in process with certificate reload.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use duet_proto::codec;
-use duet_proto::link::{Capacity, EdgeMessage, Hello, Load, LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION};
+use duet_proto::link::{LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION};
 use duet_proto::session::{EdgeFrame, EVERYONE};
 use duet_testkit::tls::TestCa;
 use duet_testkit::{binary, wait_until, Cluster, ClusterOptions, TEST_ADMIN_TOKEN, TEST_SECRET};
 use duet_ws::{Limits, Message};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::*;
@@ -105,14 +104,7 @@ struct Proc {
 
 impl Proc {
     fn spawn(cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (child, lines) = crate::cli::spawn(cmd);
         Proc { child, lines }
     }
 
@@ -369,18 +361,7 @@ async fn sigterm_on_the_locator_finishes_requests_in_flight_and_closes_links_wit
     let auth = format!("Bearer {TEST_SECRET}");
     let limits = Limits { max_message_bytes: 1 << 20, max_queued_bytes: 1 << 20 };
     let mut link = duet_ws::connect(&format!("{url}{LINK_PATH}"), &[("authorization", &auth)], limits).await.unwrap();
-    let hello = EdgeMessage::Hello(Hello {
-        protocol_version: LINK_PROTOCOL_VERSION,
-        edge_id: "edge-l".into(),
-        region: "default".into(),
-        public_url: "ws://127.0.0.1:1".into(),
-        capacity: Capacity::default(),
-        build: "test".into(),
-        live_sessions: vec![],
-        load: Load::default(),
-        outbox_id: 7,
-    });
-    link.writer().send(codec::encode_edge(&hello).unwrap().into()).unwrap();
+    link.writer().send(crate::link::hello("edge-l", LINK_PROTOCOL_VERSION).into()).unwrap();
     match link.next().await.unwrap() {
         Message::Binary(b) => assert!(matches!(codec::decode_locator(&b).unwrap(), LocatorMessage::Welcome(_))),
         other => panic!("{other:?}"),

@@ -11,7 +11,8 @@ use duet_ws::{Limits, Message};
 
 const LIMITS: Limits = Limits { max_message_bytes: 1 << 20, max_queued_bytes: 1 << 20 };
 
-fn hello(edge_id: &str, version: u16) -> Vec<u8> {
+/// An encoded hello of a test edge.
+pub(crate) fn hello(edge_id: &str, version: u16) -> Vec<u8> {
     codec::encode_edge(&EdgeMessage::Hello(Hello {
         protocol_version: version,
         edge_id: edge_id.into(),

@@ -202,9 +202,8 @@ async fn place(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let state = state.clone();
     let client_ip = crate::client_addr::client_ip(peer.ip(), &headers, &state.config.trusted_proxies);
-    let client = crate::access::admit(&state, &headers, client_ip).await?;
+    let client = crate::access::admit(state, &headers, client_ip).await?;
     let mut req = parse_body(&headers, body)?;
     req.team = client.session_team(req.team.take())?;
     let decision = state.placer.place(Some(client_ip), req.region.as_deref(), true);
@@ -217,7 +216,7 @@ async fn place(
     let session_id = crate::ids::session_id();
     let host = participant(&req, &client, Role::Host);
     let options = req.options.unwrap_or_default();
-    let body = answer(&state, &session_id, req.team.clone(), options, &edge, 1, &host)?;
+    let body = answer(state, &session_id, req.team.clone(), options, &edge, 1, &host)?;
     let body = PlacementAnswer {
         region: Some(RegionInfo {
             wanted: explanation.wanted_region.clone(),
