@@ -25,7 +25,7 @@ ci:
 bless:
     DUET_BLESS=1 cargo test -p duet-proto --test golden
 
-# Benchmarks (placement, outbox) on SQLite and PostgreSQL; writes docs/benchmarks.md (`just bench outbox`).
+# Benchmarks (placement and outbox on SQLite and PostgreSQL, media forwarding); writes docs/benchmarks.md (`just bench media`).
 bench *args:
     scripts/bench {{args}}
 

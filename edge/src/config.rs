@@ -49,6 +49,8 @@ pub const DEFAULT_HOST_GRACE: Duration = Duration::from_secs(120);
 pub const DEFAULT_SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// 50 participants per session: far above pair or mob programming, small enough to bound fan-out.
 pub const DEFAULT_MAX_PARTICIPANTS: u32 = 50;
+/// The media UDP port when `media_listen` is not set (on the public listener's IP address).
+pub const DEFAULT_MEDIA_PORT: u16 = crate::media::MediaConfig::DEFAULT_PORT;
 /// A connection that sends nothing, not even a ping, for 90 s is closed (clients ping every 30 s).
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// 500 messages per second per connection (bursts of twice that), far above typing speed.
@@ -172,9 +174,53 @@ pub struct EdgeArgs {
     /// name the client address [default: none].
     #[arg(long, env = "DUET_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    /// UDP address for all WebRTC media (one port for every peer), or `off` to refuse media
+    /// [default: the --listen IP address, port 10000].
+    #[arg(long, env = "DUET_MEDIA_LISTEN", value_name = "ADDR|off")]
+    pub media_listen: Option<MediaListen>,
+    /// TCP address for ICE-TCP (clients whose UDP is blocked and that have no TURN server)
+    /// [default: none].
+    #[arg(long, env = "DUET_MEDIA_TCP_LISTEN", value_name = "ADDR")]
+    pub media_tcp_listen: Option<SocketAddr>,
+    /// Address(es) put in the edge's ICE candidates, at most one IPv4 and one IPv6
+    /// (comma-separated): the public address behind a 1:1 NAT, or the node address of a
+    /// Kubernetes hostPort [default: the media listen address, or the default route's interface
+    /// address when that is 0.0.0.0].
+    #[arg(long, env = "DUET_MEDIA_ADVERTISED_ADDRESS", value_name = "IPS", value_delimiter = ',')]
+    pub media_advertised_address: Option<Vec<std::net::IpAddr>>,
+    /// Tracks one participant may publish at once [default: 8].
+    #[arg(long, env = "DUET_MEDIA_MAX_TRACKS", value_name = "N")]
+    pub media_max_tracks: Option<usize>,
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+}
+
+/// `media_listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for MediaListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MediaListen, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(MediaListen::Off);
+        }
+        s.parse::<SocketAddr>()
+            .map(MediaListen::On)
+            .map_err(|_| format!("{s:?} is neither an address such as 0.0.0.0:10000 nor `off`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for MediaListen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<MediaListen, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// Subcommands of `duet-edge` (without one it runs the edge).
@@ -236,6 +282,10 @@ pub struct EdgeFile {
     pub max_messages_per_second: Option<u32>,
     pub max_connections_per_address: Option<u32>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub media_listen: Option<MediaListen>,
+    pub media_tcp_listen: Option<SocketAddr>,
+    pub media_advertised_address: Option<Vec<std::net::IpAddr>>,
+    pub media_max_tracks: Option<usize>,
     pub log_format: Option<LogFormat>,
 }
 
@@ -288,6 +338,8 @@ pub struct EdgeConfig {
     /// 0: no limit.
     pub max_connections_per_address: u32,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// WebRTC media; `None`: media frames are refused with `error` 6.
+    pub media: Option<crate::media::MediaConfig>,
 }
 
 impl std::fmt::Debug for EdgeConfig {
@@ -321,6 +373,7 @@ impl std::fmt::Debug for EdgeConfig {
             .field("max_messages_per_second", &self.max_messages_per_second)
             .field("max_connections_per_address", &self.max_connections_per_address)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("media", &self.media)
             .finish()
     }
 }
@@ -358,6 +411,9 @@ impl EdgeConfig {
             max_messages_per_second: DEFAULT_MAX_MESSAGES_PER_SECOND,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             trusted_proxies: Vec::new(),
+            // Port 0 here: tests and embedders run many edges on one machine. The binaries put
+            // the default port (10000) on their listen address instead, in `resolve`.
+            media: Some(crate::media::MediaConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)))),
         }
     }
 
@@ -463,6 +519,9 @@ impl EdgeConfig {
                 });
             }
         }
+        if let Some(media) = &self.media {
+            validate_media(media)?;
+        }
         if !(2..=10_000).contains(&self.max_participants) {
             return Err(ConfigError::Invalid {
                 option: "max_participants",
@@ -471,6 +530,51 @@ impl EdgeConfig {
         }
         Ok(())
     }
+}
+
+/// Checks media settings (shared with the locator's embedded edge).
+pub fn validate_media(media: &crate::media::MediaConfig) -> Result<(), ConfigError> {
+    if !(1..=64).contains(&media.max_tracks_per_participant) {
+        return Err(ConfigError::Invalid { option: "media_max_tracks", reason: "must be between 1 and 64".into() });
+    }
+    let v4 = media.advertised.iter().filter(|a| a.is_ipv4()).count();
+    let v6 = media.advertised.iter().filter(|a| a.is_ipv6()).count();
+    if v4 > 1 || v6 > 1 {
+        return Err(ConfigError::Invalid {
+            option: "media_advertised_address",
+            reason: "give at most one IPv4 and one IPv6 address".into(),
+        });
+    }
+    if let Some(a) = media.advertised.iter().find(|a| a.is_unspecified() || a.is_multicast()) {
+        return Err(ConfigError::Invalid {
+            option: "media_advertised_address",
+            reason: format!("{a} cannot be reached by clients"),
+        });
+    }
+    Ok(())
+}
+
+/// The media settings from the `media_*` options: `None` for `off`; the default address is the
+/// public listener's IP with port 10000 (shared with the locator's embedded edge).
+pub fn media_config(
+    listen_ip: std::net::IpAddr,
+    media_listen: Option<MediaListen>,
+    tcp_listen: Option<SocketAddr>,
+    advertised: Option<Vec<std::net::IpAddr>>,
+    max_tracks: Option<usize>,
+) -> Option<crate::media::MediaConfig> {
+    let addr = match media_listen {
+        Some(MediaListen::Off) => return None,
+        Some(MediaListen::On(a)) => a,
+        None => SocketAddr::new(listen_ip, DEFAULT_MEDIA_PORT),
+    };
+    let mut media = crate::media::MediaConfig::new(addr);
+    media.tcp_listen = tcp_listen;
+    media.advertised = advertised.unwrap_or_default();
+    if let Some(n) = max_tracks {
+        media.max_tracks_per_participant = n;
+    }
+    Some(media)
 }
 
 /// Checks a region name (shared with the locator's embedded edge).
@@ -622,6 +726,14 @@ impl EdgeArgs {
         if let Some(list) = self.trusted_proxies.or(file.trusted_proxies) {
             config.trusted_proxies = parse_trusted_proxies(&list)?;
         }
+        let listen_ip = self.listen.or(file.listen).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+        config.media = media_config(
+            listen_ip,
+            self.media_listen.or(file.media_listen),
+            self.media_tcp_listen.or(file.media_tcp_listen),
+            self.media_advertised_address.or(file.media_advertised_address),
+            self.media_max_tracks.or(file.media_max_tracks),
+        );
         config.validate()?;
         Ok((config, self.log_format.or(file.log_format).unwrap_or_default()))
     }
@@ -740,5 +852,35 @@ mod tests {
             EdgeArgs::try_parse_from(["duet-edge", "--metrics-interval", "2h"]).unwrap().resolve(&env).unwrap_err();
         assert!(err.to_string().contains("metrics_interval"), "{err}");
         assert!(EdgeArgs::try_parse_from(["duet-edge", "--outbox-max-entries", "-1"]).is_err());
+        let err = EdgeArgs::try_parse_from(["duet-edge", "--media-listen", "everywhere"]).unwrap_err();
+        assert!(err.to_string().contains("neither an address"), "{err}");
+        let two = ["duet-edge", "--media-advertised-address", "192.0.2.1,192.0.2.2"];
+        let err = EdgeArgs::try_parse_from(two).unwrap().resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("media_advertised_address"), "{err}");
+        let any = ["duet-edge", "--media-advertised-address", "0.0.0.0"];
+        let err = EdgeArgs::try_parse_from(any).unwrap().resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("cannot be reached"), "{err}");
+        let err =
+            EdgeArgs::try_parse_from(["duet-edge", "--media-max-tracks", "0"]).unwrap().resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("media_max_tracks"), "{err}");
+    }
+
+    #[test]
+    fn media_defaults_to_port_10000_on_the_listen_address_and_can_be_off() {
+        let env = [(ENV_ENROLLMENT_SECRET, "0123456789abcdef0123")];
+        let (config, _) =
+            EdgeArgs::try_parse_from(["duet-edge", "--listen", "0.0.0.0:9000"]).unwrap().resolve(&env).unwrap();
+        assert_eq!(config.media.unwrap().listen.to_string(), "0.0.0.0:10000");
+        let (config, _) = EdgeArgs::try_parse_from(["duet-edge"]).unwrap().resolve(&env).unwrap();
+        assert_eq!(config.media.unwrap().listen.to_string(), "127.0.0.1:10000");
+        let args = ["duet-edge", "--media-listen", "off"];
+        let (config, _) = EdgeArgs::try_parse_from(args).unwrap().resolve(&env).unwrap();
+        assert!(config.media.is_none());
+        let args =
+            ["duet-edge", "--media-listen", "0.0.0.0:5000", "--media-advertised-address", "203.0.113.7,2001:db8::7"];
+        let (config, _) = EdgeArgs::try_parse_from(args).unwrap().resolve(&env).unwrap();
+        let media = config.media.unwrap();
+        assert_eq!(media.listen.port(), 5000);
+        assert_eq!(media.advertised.len(), 2);
     }
 }

@@ -6,6 +6,7 @@
 //! - [`link`]: the websocket to the locator (hello, heartbeats, commands), reconnecting with backoff.
 //! - [`keys`]: token verification with the locator's public keys, cached on disk.
 //! - [`load`]: CPU and event-loop lag sampling for heartbeats.
+//! - [`media`]: WebRTC media, an SFU on one UDP port (str0m), signalled over the session websocket.
 //! - [`presence`]: team presence websockets (`/v1/teams/{team}/presence`), one hub per team.
 //! - [`http`]: the public listener's routes (`/v1/sessions/{id}`, `/v1/teams/{team}/presence`,
 //!   `/livez`, `/readyz`, `/metrics`) and the accept loop, plain or TLS.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod keys;
 pub mod link;
 pub mod load;
+pub mod media;
 pub mod metrics;
 pub mod outbox;
 pub mod presence;
@@ -66,6 +68,8 @@ pub enum EdgeError {
     Tls(#[from] duet_ws::tls::TlsError),
     #[error("outbox: {0}")]
     Outbox(#[from] outbox::OutboxError),
+    #[error("media: {0}")]
+    Media(#[from] media::MediaError),
 }
 
 /// State shared by every task of one edge.
@@ -120,6 +124,8 @@ pub struct EdgeState {
     usage_mark: std::sync::Mutex<(i64, u64, u64)>,
     /// Cancelled on shutdown; every connection watches it.
     pub shutdown: CancellationToken,
+    /// The media task (`None` when media is off).
+    pub media: Option<media::Media>,
 }
 
 impl EdgeState {
@@ -417,6 +423,23 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         outbox::Outbox::open(&config.data_dir.join("outbox.sqlite"), config.outbox_max_entries).await?;
     let (link_tx, link_rx) = mpsc::channel(LINK_EVENT_QUEUE);
     let tasks = TaskTracker::new();
+    let media = match &config.media {
+        Some(media_config) => {
+            let media_outbox = outbox.clone();
+            let audit: media::AuditFn = Arc::new(move |event, session, participant, user_id, detail| {
+                media_outbox.push(OutboxEntry::Audit(AuditEntry {
+                    at_ms: now_ms(),
+                    event,
+                    session_id: Some(session.to_owned()),
+                    participant_id: Some(participant),
+                    user_id: Some(user_id.to_owned()),
+                    detail,
+                }));
+            });
+            Some(media::Media::start(media_config, audit, shutdown.clone(), &tasks).await?)
+        }
+        None => None,
+    };
     let config_trusted = config.trusted_proxies.clone();
     let state = Arc::new(EdgeState {
         config,
@@ -447,6 +470,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         relayed_bytes: AtomicU64::new(0),
         usage_mark: std::sync::Mutex::new((now_ms(), 0, 0)),
         shutdown: shutdown.clone(),
+        media,
     });
     tracing::info!(edge.id = %state.edge_id, addr = %local_addr, url = %state.public_url, region = %state.config.region, "edge listening");
     let build = format!("duet-edge {}, outbox {}", env!("CARGO_PKG_VERSION"), state.outbox.outbox_id());

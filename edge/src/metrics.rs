@@ -170,8 +170,57 @@ impl Collector for EdgeCollector {
         )?;
         gauge(&mut enc, "duet_edge_draining", "1 while the edge drains before it stops", flag(s.is_draining()))?;
         gauge(&mut enc, "duet_edge_ready", "1 while /readyz answers 200", flag(s.is_ready()))?;
+        if let Some(media) = &s.media {
+            encode_media(&mut enc, &media.stats)?;
+        }
         Ok(())
     }
+}
+
+/// The media task's counters (bitrates are `rate()` of the byte counters, times 8).
+fn encode_media(enc: &mut DescriptorEncoder, m: &crate::media::MediaStats) -> fmt::Result {
+    use crate::media::MediaStats as M;
+    gauge(enc, "duet_edge_media_peers", "Open media (WebRTC) connections", M::get(&m.peers) as f64)?;
+    gauge(enc, "duet_edge_media_tracks", "Published tracks being forwarded", M::get(&m.tracks) as f64)?;
+    counter(enc, "duet_edge_media_packets_received", "RTP packets received from publishers", M::get(&m.packets_in))?;
+    counter(
+        enc,
+        "duet_edge_media_bytes_received",
+        "Bytes of RTP packets received from publishers",
+        M::get(&m.bytes_in),
+    )?;
+    counter(
+        enc,
+        "duet_edge_media_packets_sent",
+        "RTP packets forwarded to subscribers (retransmissions included)",
+        M::get(&m.packets_out),
+    )?;
+    counter(enc, "duet_edge_media_bytes_sent", "Bytes of RTP packets forwarded to subscribers", M::get(&m.bytes_out))?;
+    counter(
+        enc,
+        "duet_edge_media_packets_lost",
+        "Packets lost between publishers and the edge (from receiver statistics)",
+        M::get(&m.packets_lost),
+    )?;
+    counter(
+        enc,
+        "duet_edge_media_datagrams_unmatched",
+        "Datagrams on the media port that belonged to no media connection",
+        M::get(&m.unmatched),
+    )?;
+    counter(
+        enc,
+        "duet_edge_media_send_dropped",
+        "Datagrams dropped because the socket or an ICE-TCP connection was full",
+        M::get(&m.send_dropped),
+    )?;
+    counter(enc, "duet_edge_media_peers_opened", "Media connections opened since start", M::get(&m.peers_opened))?;
+    counter(
+        enc,
+        "duet_edge_media_peer_panics",
+        "Panics caught inside one media connection's state (it was closed)",
+        M::get(&m.peer_panics),
+    )
 }
 
 /// The edge's metrics page.

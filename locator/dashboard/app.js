@@ -45,7 +45,8 @@ const AUDIT_KINDS = [
   'client_key_revoked', 'dashboard_login', 'dashboard_logout', 'session_started', 'session_ended',
   'session_ended_by_locator', 'session_restored', 'participant_joined', 'participant_left',
   'participant_away', 'participant_resumed', 'participant_admitted', 'participant_refused',
-  'presence_moved', 'outbox_overflow',
+  'presence_moved', 'outbox_overflow', 'media_connected', 'media_closed', 'track_published',
+  'track_unpublished',
 ];
 
 // The locator's base URL: this script is <base>/dashboard/app.js, so a locator served under a

@@ -1,6 +1,6 @@
 //! Locator configuration: defaults < TOML file < environment (`DUET_*`) < flags, parsed once
 //! into [`LocatorConfig`] and validated. Secrets (the enrollment secret, a database URL with a
-//! password) come only from the environment or files and are redacted in logs.
+//! password, the TURN secret) come only from the environment or files and are redacted in logs.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +20,11 @@ pub const ENV_ADMIN_TOKEN: &str = "DUET_ADMIN_TOKEN";
 pub const ENV_ADMIN_TOKEN_FILE: &str = "DUET_ADMIN_TOKEN_FILE";
 pub const ENV_DASHBOARD_PASSWORD_HASH: &str = "DUET_DASHBOARD_PASSWORD_HASH";
 pub const ENV_DASHBOARD_PASSWORD_HASH_FILE: &str = "DUET_DASHBOARD_PASSWORD_HASH_FILE";
+pub const ENV_STUN_URLS: &str = "DUET_STUN_URLS";
+pub const ENV_TURN_URLS: &str = "DUET_TURN_URLS";
+pub const ENV_TURN_SECRET: &str = "DUET_TURN_SECRET";
+pub const ENV_TURN_SECRET_FILE: &str = "DUET_TURN_SECRET_FILE";
+pub const ENV_TURN_CREDENTIAL_LIFETIME: &str = "DUET_TURN_CREDENTIAL_LIFETIME";
 /// Requests per second each client address may make to the public API (bursts of twice that):
 /// far above what IDE plugins need (a few requests per session), far below what floods a
 /// locator. Clients behind one NAT share an address; raise it, or set trusted_proxies.
@@ -60,6 +65,16 @@ pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(365 * 24 * 360
 pub const DEFAULT_METRICS_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// A retention shorter than an hour is almost surely a unit mistake (`365` is seconds).
 pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
+/// TURN credentials last 12 hours: a working day of calls without the client asking again,
+/// while a leaked one is useless by the next day. coturn checks the expiry when a client
+/// authenticates a new allocation; an allocation kept alive by refreshes outlives it.
+pub const DEFAULT_TURN_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(12 * 3600);
+/// Shorter than a minute and a slow client's first allocation may already be refused ...
+pub const MIN_TURN_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(60);
+/// ... longer than a week and a leaked credential is a standing relay for whoever holds it.
+pub const MAX_TURN_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(7 * 86_400);
+/// HMAC-SHA1's key is at most one 64-byte block; fewer than 16 bytes is guessable.
+pub const MIN_TURN_SECRET_BYTES: usize = 16;
 
 /// duet locator: places sessions on edges, signs participant tokens, and stores what must last.
 ///
@@ -67,8 +82,9 @@ pub const MIN_RETENTION: Duration = Duration::from_secs(3600);
 /// edge on 127.0.0.1:8081, SQLite under ./duet-data. Every option can also be set in the TOML
 /// file given by --config (same names, with underscores) and through its DUET_ environment
 /// variable; precedence is defaults < file < environment < flags. Secrets come only from the
-/// environment or files: DUET_DATABASE_URL / DUET_DATABASE_URL_FILE and
-/// DUET_ENROLLMENT_SECRET / DUET_ENROLLMENT_SECRET_FILE.
+/// environment or files: DUET_DATABASE_URL / DUET_DATABASE_URL_FILE,
+/// DUET_ENROLLMENT_SECRET / DUET_ENROLLMENT_SECRET_FILE and DUET_TURN_SECRET /
+/// DUET_TURN_SECRET_FILE.
 #[derive(Debug, Default, Parser)]
 #[command(name = "duet-locator", version, about)]
 pub struct LocatorArgs {
@@ -117,6 +133,21 @@ pub struct LocatorArgs {
     /// Region of the embedded edge [default: default].
     #[arg(long, env = "DUET_EDGE_REGION", value_name = "REGION")]
     pub edge_region: Option<String>,
+    /// UDP address of the embedded edge's WebRTC media, or `off` [default: the --edge-listen IP
+    /// address, port 10000].
+    #[arg(long, env = "DUET_MEDIA_LISTEN", value_name = "ADDR|off")]
+    pub media_listen: Option<duet_edge::config::MediaListen>,
+    /// TCP address for the embedded edge's ICE-TCP [default: none].
+    #[arg(long, env = "DUET_MEDIA_TCP_LISTEN", value_name = "ADDR")]
+    pub media_tcp_listen: Option<SocketAddr>,
+    /// Address(es) in the embedded edge's ICE candidates, at most one IPv4 and one IPv6
+    /// (comma-separated) [default: the media listen address, or the default route's interface
+    /// address when that is 0.0.0.0].
+    #[arg(long, env = "DUET_MEDIA_ADVERTISED_ADDRESS", value_name = "IPS", value_delimiter = ',')]
+    pub media_advertised_address: Option<Vec<std::net::IpAddr>>,
+    /// Tracks one participant may publish at once on the embedded edge [default: 8].
+    #[arg(long, env = "DUET_MEDIA_MAX_TRACKS", value_name = "N")]
+    pub media_max_tracks: Option<usize>,
     /// Time connections get to close on shutdown [default: 10s].
     #[arg(long, env = "DUET_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
@@ -198,6 +229,19 @@ pub struct LocatorArgs {
     /// over https: edges' health endpoints and the OIDC issuer [default: none].
     #[arg(long, env = "DUET_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// STUN servers for WebRTC media, given to clients in every placement answer: comma-separated
+    /// stun: or stuns: URLs, e.g. stun:stun.example.com:3478 [default: none].
+    #[arg(long, env = ENV_STUN_URLS, value_name = "URLS")]
+    pub stun_urls: Option<String>,
+    /// TURN servers (coturn with use-auth-secret) for WebRTC media: comma-separated turn: or
+    /// turns: URLs, e.g. turn:turn.example.com:3478?transport=tcp; needs DUET_TURN_SECRET or
+    /// DUET_TURN_SECRET_FILE, coturn's static-auth-secret [default: none].
+    #[arg(long, env = ENV_TURN_URLS, value_name = "URLS")]
+    pub turn_urls: Option<String>,
+    /// How long the TURN credentials minted for each placement answer are accepted, 1m to 7d
+    /// [default: 12h].
+    #[arg(long, env = ENV_TURN_CREDENTIAL_LIFETIME, value_name = "DURATION", value_parser = parse_duration)]
+    pub turn_credential_lifetime: Option<Duration>,
     /// Admin commands: they call the admin API of a running locator instead of starting one.
     #[command(subcommand)]
     pub command: Option<crate::cli::Command>,
@@ -224,6 +268,10 @@ pub struct LocatorFile {
     pub edge_listen: Option<SocketAddr>,
     pub edge_public_url: Option<String>,
     pub edge_region: Option<String>,
+    pub media_listen: Option<duet_edge::config::MediaListen>,
+    pub media_tcp_listen: Option<SocketAddr>,
+    pub media_advertised_address: Option<Vec<std::net::IpAddr>>,
+    pub media_max_tracks: Option<usize>,
     #[serde(default, deserialize_with = "de_duration")]
     pub shutdown_timeout: Option<Duration>,
     pub default_region: Option<String>,
@@ -252,6 +300,10 @@ pub struct LocatorFile {
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    pub stun_urls: Option<Vec<String>>,
+    pub turn_urls: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "de_duration")]
+    pub turn_credential_lifetime: Option<Duration>,
 }
 
 /// Settings of the edge embedded in one-machine mode.
@@ -260,6 +312,8 @@ pub struct EmbeddedEdge {
     pub listen: SocketAddr,
     pub public_url: Option<String>,
     pub region: String,
+    /// Its WebRTC media (`None`: off).
+    pub media: Option<duet_edge::media::MediaConfig>,
 }
 
 /// The validated configuration the locator runs with.
@@ -304,6 +358,14 @@ pub struct LocatorConfig {
     pub tls: Option<duet_ws::tls::TlsFiles>,
     /// Extra trusted CA certificates (PEM) for outgoing https calls.
     pub ca_file: Option<PathBuf>,
+    /// STUN URLs given to clients in placement answers ([`crate::ice`]); empty: no STUN entry.
+    pub stun_urls: Vec<String>,
+    /// TURN URLs given to clients with a fresh credential; empty: no TURN entry.
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`, which TURN credentials are minted with; required with
+    /// `turn_urls`.
+    pub turn_secret: Option<String>,
+    pub turn_credential_lifetime: Duration,
 }
 
 impl std::fmt::Debug for LocatorConfig {
@@ -338,6 +400,10 @@ impl std::fmt::Debug for LocatorConfig {
             .field("metrics_listen", &self.metrics_listen)
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
+            .field("stun_urls", &self.stun_urls)
+            .field("turn_urls", &self.turn_urls)
+            .field("turn_secret", &self.turn_secret.as_ref().map(|_| "<redacted>"))
+            .field("turn_credential_lifetime", &self.turn_credential_lifetime)
             .finish()
     }
 }
@@ -375,6 +441,10 @@ impl LocatorConfig {
             metrics_listen: None,
             tls: None,
             ca_file: None,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_credential_lifetime: DEFAULT_TURN_CREDENTIAL_LIFETIME,
         }
     }
 
@@ -509,6 +579,9 @@ impl LocatorConfig {
         }
         if let Some(edge) = &self.embedded_edge {
             duet_edge::config::validate_region(&edge.region)?;
+            if let Some(media) = &edge.media {
+                duet_edge::config::validate_media(media)?;
+            }
             if let Some(url) = &edge.public_url {
                 if !(url.starts_with("ws://") || url.starts_with("wss://")) {
                     return Err(ConfigError::Invalid {
@@ -520,6 +593,41 @@ impl LocatorConfig {
             if edge.listen == self.listen && edge.listen.port() != 0 {
                 return Err(ConfigError::Invalid { option: "edge_listen", reason: "must differ from listen".into() });
             }
+        }
+        self.validate_ice()
+    }
+
+    /// The STUN and TURN options ([`crate::ice`]).
+    fn validate_ice(&self) -> Result<(), ConfigError> {
+        for url in &self.stun_urls {
+            crate::ice::check_stun_url(url).map_err(|reason| ConfigError::Invalid { option: "stun_urls", reason })?;
+        }
+        for url in &self.turn_urls {
+            crate::ice::check_turn_url(url).map_err(|reason| ConfigError::Invalid { option: "turn_urls", reason })?;
+        }
+        match &self.turn_secret {
+            None if !self.turn_urls.is_empty() => {
+                return Err(ConfigError::Invalid {
+                    option: "turn_secret",
+                    reason: format!(
+                        "turn_urls needs {ENV_TURN_SECRET} or {ENV_TURN_SECRET_FILE} \
+                         (the TURN server's static-auth-secret)"
+                    ),
+                })
+            }
+            Some(secret) if secret.len() < MIN_TURN_SECRET_BYTES => {
+                return Err(ConfigError::Invalid {
+                    option: "turn_secret",
+                    reason: format!("must be at least {MIN_TURN_SECRET_BYTES} bytes"),
+                })
+            }
+            _ => {}
+        }
+        if !(MIN_TURN_CREDENTIAL_LIFETIME..=MAX_TURN_CREDENTIAL_LIFETIME).contains(&self.turn_credential_lifetime) {
+            return Err(ConfigError::Invalid {
+                option: "turn_credential_lifetime",
+                reason: format!("{:?} must be between 1m and 7d", self.turn_credential_lifetime),
+            });
         }
         Ok(())
     }
@@ -635,14 +743,33 @@ impl LocatorArgs {
         )
         .map_err(|reason| ConfigError::Invalid { option: "tls_key_file", reason })?;
         config.ca_file = self.ca_file.or(file.ca_file);
+        if let Some(list) = self.stun_urls.or(file.stun_urls.map(|list| list.join(","))) {
+            config.stun_urls = crate::ice::parse_url_list(&list);
+        }
+        if let Some(list) = self.turn_urls.or(file.turn_urls.map(|list| list.join(","))) {
+            config.turn_urls = crate::ice::parse_url_list(&list);
+        }
+        config.turn_secret = read_secret(env, ENV_TURN_SECRET, ENV_TURN_SECRET_FILE)?;
+        if let Some(v) = self.turn_credential_lifetime.or(file.turn_credential_lifetime) {
+            config.turn_credential_lifetime = v;
+        }
         if self.embedded_edge.or(file.embedded_edge).unwrap_or(true) {
+            let listen = self
+                .edge_listen
+                .or(file.edge_listen)
+                .unwrap_or_else(|| duet_edge::config::DEFAULT_LISTEN.parse().expect("valid default"));
+            let media = duet_edge::config::media_config(
+                listen.ip(),
+                self.media_listen.or(file.media_listen),
+                self.media_tcp_listen.or(file.media_tcp_listen),
+                self.media_advertised_address.or(file.media_advertised_address),
+                self.media_max_tracks.or(file.media_max_tracks),
+            );
             config.embedded_edge = Some(EmbeddedEdge {
-                listen: self
-                    .edge_listen
-                    .or(file.edge_listen)
-                    .unwrap_or_else(|| duet_edge::config::DEFAULT_LISTEN.parse().expect("valid default")),
+                listen,
                 public_url: self.edge_public_url.or(file.edge_public_url),
                 region: self.edge_region.or(file.edge_region).unwrap_or_else(|| "default".into()),
+                media,
             });
         }
         config.validate()?;
@@ -731,5 +858,65 @@ mod tests {
         // A bare number is seconds: `365` meant days, and would empty the audit log.
         let err = resolve(&["--audit-retention", "365"]).unwrap_err();
         assert!(err.to_string().contains("audit_retention"), "{err}");
+    }
+
+    #[test]
+    fn ice_options() {
+        let resolve = |args: &[&str], env: &[(&str, &str); 1]| {
+            let mut argv = vec!["duet-locator"];
+            argv.extend_from_slice(args);
+            LocatorArgs::try_parse_from(argv).unwrap().resolve(env)
+        };
+        let none = [("X", "")];
+        let secret = [(ENV_TURN_SECRET, "coturn-static-auth-secret")];
+        let (config, _) = resolve(&[], &none).unwrap();
+        assert!(config.stun_urls.is_empty() && config.turn_urls.is_empty() && config.turn_secret.is_none());
+        assert_eq!(config.turn_credential_lifetime, DEFAULT_TURN_CREDENTIAL_LIFETIME);
+        let (config, _) = resolve(
+            &[
+                "--stun-urls",
+                "stun:a.example.com, stuns:b.example.com:5349",
+                "--turn-urls",
+                "turn:127.0.0.1:3478?transport=tcp",
+                "--turn-credential-lifetime",
+                "1h",
+            ],
+            &secret,
+        )
+        .unwrap();
+        assert_eq!(config.stun_urls, ["stun:a.example.com", "stuns:b.example.com:5349"]);
+        assert_eq!(config.turn_urls, ["turn:127.0.0.1:3478?transport=tcp"]);
+        assert_eq!(config.turn_credential_lifetime, Duration::from_secs(3600));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("coturn-static") && shown.contains("turn_secret"), "{shown}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("locator.toml");
+        std::fs::write(&file, "turn_urls = [\"turns:turn.example.com:443\"]\nturn_credential_lifetime = \"2d\"\n")
+            .unwrap();
+        let secret_file = dir.path().join("turn-secret");
+        std::fs::write(&secret_file, "from-a-file-0123456789\n").unwrap();
+        let file_arg = file.to_str().unwrap();
+        let (config, _) =
+            resolve(&["--config", file_arg], &[(ENV_TURN_SECRET_FILE, secret_file.to_str().unwrap())]).unwrap();
+        assert_eq!(config.turn_urls, ["turns:turn.example.com:443"]);
+        assert_eq!(config.turn_secret.as_deref(), Some("from-a-file-0123456789"));
+        assert_eq!(config.turn_credential_lifetime, Duration::from_secs(2 * 86_400));
+
+        for (args, env, needle) in [
+            (
+                &["--turn-urls", "turn:127.0.0.1:3478"][..],
+                none,
+                "invalid turn_secret: turn_urls needs DUET_TURN_SECRET",
+            ),
+            (&["--turn-urls", "turn:x"][..], [(ENV_TURN_SECRET, "short")], "invalid turn_secret: must be at least 16"),
+            (&["--stun-urls", "stun:a,https://b"][..], none, "invalid stun_urls: \"https://b\" must start with stun:"),
+            (&["--turn-urls", "stun:a"][..], secret, "invalid turn_urls: \"stun:a\" must start with turn:"),
+            (&["--turn-credential-lifetime", "30s"][..], none, "invalid turn_credential_lifetime"),
+            (&["--turn-credential-lifetime", "8d"][..], none, "invalid turn_credential_lifetime"),
+        ] {
+            let err = resolve(args, &env).unwrap_err().to_string();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
     }
 }

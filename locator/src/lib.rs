@@ -12,6 +12,7 @@
 //! - [`selector`]: choosing an edge for a new session: filters, tiers, regions, score.
 //! - [`placement`]: in-memory snapshots, reservations and batched commits around the selector.
 //! - [`tokens`]: Ed25519 JWTs with the signing key kept in the database.
+//! - [`ice`]: the STUN/TURN servers of placement answers, with coturn REST API credentials.
 //! - [`db`]: the store (SQLite, PostgreSQL, MySQL/MariaDB) and its migrations.
 //! - [`retention`]: deletes audit and metrics entries older than their retention.
 //!
@@ -30,6 +31,7 @@ pub mod db;
 pub mod drain;
 pub mod geo;
 pub mod health;
+pub mod ice;
 pub mod ids;
 pub mod keys;
 pub mod link;
@@ -334,6 +336,7 @@ pub async fn start(
             let mut edge_config =
                 duet_edge::EdgeConfig::new(format!("http://{link_addr}"), secret, config.data_dir.join("edge"));
             edge_config.region = embedded.region.clone();
+            edge_config.media = embedded.media.clone();
             edge_config.public_url = embedded.public_url.clone();
             edge_config.heartbeat_interval = config.heartbeat_interval;
             edge_config.shutdown_timeout = config.shutdown_timeout;

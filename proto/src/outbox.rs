@@ -57,6 +57,14 @@ pub enum AuditEvent {
     ParticipantAdmitted,
     /// A join was refused: by the host, or because the session was full.
     ParticipantRefused,
+    /// A participant's media connection completed ICE and DTLS with the edge.
+    MediaConnected,
+    /// A participant's media connection ended (the detail says why and what it carried).
+    MediaClosed,
+    /// A participant published a track (the detail names its source and kind).
+    TrackPublished,
+    /// A published track ended.
+    TrackUnpublished,
 }
 
 impl AuditEvent {
@@ -75,6 +83,10 @@ impl AuditEvent {
             AuditEvent::AdmissionRequested => "admission_requested",
             AuditEvent::ParticipantAdmitted => "participant_admitted",
             AuditEvent::ParticipantRefused => "participant_refused",
+            AuditEvent::MediaConnected => "media_connected",
+            AuditEvent::MediaClosed => "media_closed",
+            AuditEvent::TrackPublished => "track_published",
+            AuditEvent::TrackUnpublished => "track_unpublished",
         }
     }
 }

@@ -12,8 +12,20 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// The session protocol version a client asks for in `join` and `resume`. Version 2 added resume,
-/// away participants, host approval and `end_session`; version 1 is no longer accepted.
-pub const SESSION_PROTOCOL_VERSION: u8 = 2;
+/// away participants, host approval and `end_session`; version 3 added media signalling (the
+/// `media_*` and `track_*` kinds). Version 1 is no longer accepted.
+pub const SESSION_PROTOCOL_VERSION: u8 = 3;
+
+/// The oldest version an edge still accepts: a version-2 participant takes part in everything but
+/// media, and never receives a version-3 kind.
+pub const MIN_SESSION_PROTOCOL_VERSION: u8 = 2;
+
+/// The first version with media signalling.
+pub const MEDIA_PROTOCOL_VERSION: u8 = 3;
+
+/// The longest SDP a `media_offer` or `media_answer` may carry (a session of 50 participants
+/// publishing three tracks each stays well below it; the frame size limit applies as well).
+pub const MAX_SDP_BYTES: usize = 512 * 1024;
 
 /// A participant's id inside one session, assigned by the locator (the host is 1).
 pub type ParticipantId = u32;
@@ -30,6 +42,12 @@ pub mod kind {
     pub const RESUME: u8 = 0x05;
     pub const END_SESSION: u8 = 0x06;
     pub const ADMIT: u8 = 0x07;
+    pub const MEDIA_OFFER: u8 = 0x08;
+    pub const MEDIA_ANSWER: u8 = 0x09;
+    pub const MEDIA_CANDIDATE: u8 = 0x0a;
+    pub const TRACK_PUBLISH: u8 = 0x0b;
+    pub const TRACK_MUTE: u8 = 0x0c;
+    pub const MEDIA_LEAVE: u8 = 0x0d;
 
     pub const WELCOME: u8 = 0x81;
     pub const PARTICIPANT_JOINED: u8 = 0x82;
@@ -43,6 +61,100 @@ pub mod kind {
     pub const PARTICIPANT_BACK: u8 = 0x8a;
     pub const JOIN_REQUEST: u8 = 0x8b;
     pub const WAITING: u8 = 0x8c;
+    pub const MEDIA_ANSWER_FROM_EDGE: u8 = 0x8d;
+    pub const MEDIA_OFFER_FROM_EDGE: u8 = 0x8e;
+    pub const TRACK_PUBLISHED: u8 = 0x8f;
+    pub const TRACK_UNPUBLISHED: u8 = 0x90;
+    pub const TRACK_MUTED: u8 = 0x91;
+    pub const MEDIA_CLOSED: u8 = 0x92;
+}
+
+/// What a published track carries. Audio and video are told apart by the SDP; the source says
+/// which of a participant's video tracks is its camera and which its screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackSource {
+    Microphone,
+    Camera,
+    Screen,
+    ScreenAudio,
+}
+
+impl TrackSource {
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            TrackSource::Microphone => 1,
+            TrackSource::Camera => 2,
+            TrackSource::Screen => 3,
+            TrackSource::ScreenAudio => 4,
+        }
+    }
+
+    pub const fn from_byte(b: u8) -> Option<TrackSource> {
+        match b {
+            1 => Some(TrackSource::Microphone),
+            2 => Some(TrackSource::Camera),
+            3 => Some(TrackSource::Screen),
+            4 => Some(TrackSource::ScreenAudio),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TrackSource::Microphone => "microphone",
+            TrackSource::Camera => "camera",
+            TrackSource::Screen => "screen",
+            TrackSource::ScreenAudio => "screen_audio",
+        }
+    }
+
+    /// Whether the track is audio (else video).
+    pub const fn is_audio(self) -> bool {
+        matches!(self, TrackSource::Microphone | TrackSource::ScreenAudio)
+    }
+}
+
+/// Why the edge ended a participant's media connection (`media_closed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaCloseReason {
+    /// The client sent `media_leave`.
+    Left,
+    /// ICE lost the client (no consent or traffic for the ICE timeout).
+    Disconnected,
+    /// The edge failed on this connection (its state was dropped; the client may offer again).
+    Failed,
+    /// The edge is shutting down or media is being stopped for the session.
+    Stopped,
+}
+
+impl MediaCloseReason {
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            MediaCloseReason::Left => 0,
+            MediaCloseReason::Disconnected => 1,
+            MediaCloseReason::Failed => 2,
+            MediaCloseReason::Stopped => 3,
+        }
+    }
+
+    pub const fn from_byte(b: u8) -> Option<MediaCloseReason> {
+        match b {
+            0 => Some(MediaCloseReason::Left),
+            1 => Some(MediaCloseReason::Disconnected),
+            2 => Some(MediaCloseReason::Failed),
+            3 => Some(MediaCloseReason::Stopped),
+            _ => None,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MediaCloseReason::Left => "left",
+            MediaCloseReason::Disconnected => "disconnected",
+            MediaCloseReason::Failed => "failed",
+            MediaCloseReason::Stopped => "stopped",
+        }
+    }
 }
 
 /// A participant's role in a session.
@@ -126,6 +238,14 @@ pub mod error_code {
     pub const NOT_WAITING: u16 = 4;
     /// `send` from a guest still waiting for the host's approval.
     pub const NOT_ADMITTED: u16 = 5;
+    /// A media frame on an edge without media (or from a guest still waiting for approval).
+    pub const MEDIA_UNAVAILABLE: u16 = 6;
+    /// A `media_offer`, `media_answer` or `media_candidate` the edge could not apply; the message
+    /// says why. The media connection is unchanged (an offer may be sent again).
+    pub const MEDIA_REJECTED: u16 = 7;
+    /// `track_publish` or `track_mute` named a mid that is not one of the sender's sending
+    /// transceivers, or a media frame that needs a media connection came before `media_offer`.
+    pub const UNKNOWN_TRACK: u16 = 8;
 }
 
 /// A participant as listed in `welcome` and `participant_joined`.
@@ -172,6 +292,33 @@ pub enum ClientFrame {
         participant_id: ParticipantId,
         admit: bool,
     },
+    /// An SDP offer for this participant's media connection (the first one opens it); answered
+    /// with [`EdgeFrame::MediaAnswer`].
+    MediaOffer {
+        sdp: String,
+    },
+    /// The client's answer to the edge's [`EdgeFrame::MediaOffer`] with the same `offer_id`.
+    MediaAnswer {
+        offer_id: u32,
+        sdp: String,
+    },
+    /// A trickled ICE candidate (`candidate:...`, as in an SDP `a=` line without `a=`); an empty
+    /// string ends the client's candidates.
+    MediaCandidate {
+        candidate: String,
+    },
+    /// Declares what the sending transceiver `mid` carries (before or after the offer that adds it).
+    TrackPublish {
+        mid: String,
+        source: TrackSource,
+    },
+    /// The sender muted (`true`) or unmuted its track on `mid`; the others are told.
+    TrackMute {
+        mid: String,
+        muted: bool,
+    },
+    /// Ends this participant's media connection (its tracks are unpublished); the session goes on.
+    MediaLeave,
 }
 
 /// Frames the edge sends.
@@ -237,6 +384,39 @@ pub enum EdgeFrame {
     },
     /// To a guest: the host must approve the join; `welcome` follows if it does.
     Waiting,
+    /// The edge's answer to the client's `media_offer`.
+    MediaAnswer {
+        sdp: String,
+    },
+    /// The edge adds or removes tracks on the client's media connection; the client answers with
+    /// `media_answer` carrying `offer_id`.
+    MediaOffer {
+        offer_id: u32,
+        sdp: String,
+    },
+    /// Another participant's track arrives on this connection's transceiver `mid` (announced
+    /// before the `media_offer` that adds it).
+    TrackPublished {
+        track_id: u32,
+        participant_id: ParticipantId,
+        source: TrackSource,
+        muted: bool,
+        mid: String,
+    },
+    /// The track is gone (its publisher stopped it, left media or left the session); its
+    /// transceiver is stopped by the next `media_offer`.
+    TrackUnpublished {
+        track_id: u32,
+    },
+    TrackMuted {
+        track_id: u32,
+        muted: bool,
+    },
+    /// The edge ended this participant's media connection; the session goes on, and a new
+    /// `media_offer` opens a new media connection.
+    MediaClosed {
+        reason: MediaCloseReason,
+    },
 }
 
 /// Why a frame could not be decoded.
@@ -311,6 +491,29 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { field })
     }
 
+    /// A `u32`-length UTF-8 string of at most `max` bytes (SDP).
+    fn text32(&mut self, field: &'static str, max: usize) -> Result<String, DecodeError> {
+        let len = self.u32(field)? as usize;
+        if len > max {
+            return Err(DecodeError::TooLong { field, max });
+        }
+        let b = self.take(len, field)?;
+        std::str::from_utf8(b).map(str::to_owned).map_err(|_| DecodeError::InvalidUtf8 { field })
+    }
+
+    fn flag(&mut self, field: &'static str) -> Result<bool, DecodeError> {
+        match self.u8(field)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(DecodeError::InvalidValue { field, value: b.into() }),
+        }
+    }
+
+    fn source(&mut self) -> Result<TrackSource, DecodeError> {
+        let b = self.u8("source")?;
+        TrackSource::from_byte(b).ok_or(DecodeError::InvalidValue { field: "source", value: b.into() })
+    }
+
     pub(crate) fn bytes8(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u8(field)? as usize;
         Ok(Bytes::copy_from_slice(self.take(len, field)?))
@@ -343,6 +546,15 @@ impl<'a> Reader<'a> {
 pub(crate) fn put_str16(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), EncodeError> {
     let len = u16::try_from(s.len()).map_err(|_| EncodeError::TooLong { field, max: u16::MAX as usize })?;
     out.put_u16(len);
+    out.put_slice(s.as_bytes());
+    Ok(())
+}
+
+fn put_text32(out: &mut BytesMut, s: &str, field: &'static str) -> Result<(), EncodeError> {
+    if s.len() > MAX_SDP_BYTES {
+        return Err(EncodeError::TooLong { field, max: MAX_SDP_BYTES });
+    }
+    out.put_u32(s.len() as u32);
     out.put_slice(s.as_bytes());
     Ok(())
 }
@@ -405,6 +617,30 @@ impl ClientFrame {
                 out.put_u32(*participant_id);
                 out.put_u8(u8::from(*admit));
             }
+            ClientFrame::MediaOffer { sdp } => {
+                out.put_u8(kind::MEDIA_OFFER);
+                put_text32(&mut out, sdp, "sdp")?;
+            }
+            ClientFrame::MediaAnswer { offer_id, sdp } => {
+                out.put_u8(kind::MEDIA_ANSWER);
+                out.put_u32(*offer_id);
+                put_text32(&mut out, sdp, "sdp")?;
+            }
+            ClientFrame::MediaCandidate { candidate } => {
+                out.put_u8(kind::MEDIA_CANDIDATE);
+                put_str16(&mut out, candidate, "candidate")?;
+            }
+            ClientFrame::TrackPublish { mid, source } => {
+                out.put_u8(kind::TRACK_PUBLISH);
+                put_str16(&mut out, mid, "mid")?;
+                out.put_u8(source.to_byte());
+            }
+            ClientFrame::TrackMute { mid, muted } => {
+                out.put_u8(kind::TRACK_MUTE);
+                put_str16(&mut out, mid, "mid")?;
+                out.put_u8(u8::from(*muted));
+            }
+            ClientFrame::MediaLeave => out.put_u8(kind::MEDIA_LEAVE),
         }
         Ok(out.freeze())
     }
@@ -436,10 +672,32 @@ impl ClientFrame {
                 };
                 ClientFrame::Admit { participant_id, admit }
             }
+            kind::MEDIA_OFFER => ClientFrame::MediaOffer { sdp: r.text32("sdp", MAX_SDP_BYTES)? },
+            kind::MEDIA_ANSWER => {
+                ClientFrame::MediaAnswer { offer_id: r.u32("offer_id")?, sdp: r.text32("sdp", MAX_SDP_BYTES)? }
+            }
+            kind::MEDIA_CANDIDATE => ClientFrame::MediaCandidate { candidate: r.str16("candidate")? },
+            kind::TRACK_PUBLISH => ClientFrame::TrackPublish { mid: r.str16("mid")?, source: r.source()? },
+            kind::TRACK_MUTE => ClientFrame::TrackMute { mid: r.str16("mid")?, muted: r.flag("muted")? },
+            kind::MEDIA_LEAVE => ClientFrame::MediaLeave,
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
         Ok(decoded)
+    }
+
+    /// The first session protocol version with this frame (a participant that joined with an
+    /// older version sending it is closed with 4001, as for an unknown kind).
+    pub fn since_version(&self) -> u8 {
+        match self {
+            ClientFrame::MediaOffer { .. }
+            | ClientFrame::MediaAnswer { .. }
+            | ClientFrame::MediaCandidate { .. }
+            | ClientFrame::TrackPublish { .. }
+            | ClientFrame::TrackMute { .. }
+            | ClientFrame::MediaLeave => MEDIA_PROTOCOL_VERSION,
+            _ => 1,
+        }
     }
 }
 
@@ -522,6 +780,36 @@ impl EdgeFrame {
                 put_participant(&mut out, participant)?;
             }
             EdgeFrame::Waiting => out.put_u8(kind::WAITING),
+            EdgeFrame::MediaAnswer { sdp } => {
+                out.put_u8(kind::MEDIA_ANSWER_FROM_EDGE);
+                put_text32(&mut out, sdp, "sdp")?;
+            }
+            EdgeFrame::MediaOffer { offer_id, sdp } => {
+                out.put_u8(kind::MEDIA_OFFER_FROM_EDGE);
+                out.put_u32(*offer_id);
+                put_text32(&mut out, sdp, "sdp")?;
+            }
+            EdgeFrame::TrackPublished { track_id, participant_id, source, muted, mid } => {
+                out.put_u8(kind::TRACK_PUBLISHED);
+                out.put_u32(*track_id);
+                out.put_u32(*participant_id);
+                out.put_u8(source.to_byte());
+                out.put_u8(u8::from(*muted));
+                put_str16(&mut out, mid, "mid")?;
+            }
+            EdgeFrame::TrackUnpublished { track_id } => {
+                out.put_u8(kind::TRACK_UNPUBLISHED);
+                out.put_u32(*track_id);
+            }
+            EdgeFrame::TrackMuted { track_id, muted } => {
+                out.put_u8(kind::TRACK_MUTED);
+                out.put_u32(*track_id);
+                out.put_u8(u8::from(*muted));
+            }
+            EdgeFrame::MediaClosed { reason } => {
+                out.put_u8(kind::MEDIA_CLOSED);
+                out.put_u8(reason.to_byte());
+            }
         }
         Ok(out.freeze())
     }
@@ -584,6 +872,25 @@ impl EdgeFrame {
             }
             kind::JOIN_REQUEST => EdgeFrame::JoinRequest { participant: r.participant()? },
             kind::WAITING => EdgeFrame::Waiting,
+            kind::MEDIA_ANSWER_FROM_EDGE => EdgeFrame::MediaAnswer { sdp: r.text32("sdp", MAX_SDP_BYTES)? },
+            kind::MEDIA_OFFER_FROM_EDGE => {
+                EdgeFrame::MediaOffer { offer_id: r.u32("offer_id")?, sdp: r.text32("sdp", MAX_SDP_BYTES)? }
+            }
+            kind::TRACK_PUBLISHED => EdgeFrame::TrackPublished {
+                track_id: r.u32("track_id")?,
+                participant_id: r.u32("participant_id")?,
+                source: r.source()?,
+                muted: r.flag("muted")?,
+                mid: r.str16("mid")?,
+            },
+            kind::TRACK_UNPUBLISHED => EdgeFrame::TrackUnpublished { track_id: r.u32("track_id")? },
+            kind::TRACK_MUTED => EdgeFrame::TrackMuted { track_id: r.u32("track_id")?, muted: r.flag("muted")? },
+            kind::MEDIA_CLOSED => {
+                let b = r.u8("reason")?;
+                let reason = MediaCloseReason::from_byte(b)
+                    .ok_or(DecodeError::InvalidValue { field: "reason", value: b.into() })?;
+                EdgeFrame::MediaClosed { reason }
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         };
         r.finish()?;
@@ -611,6 +918,12 @@ mod tests {
             ClientFrame::EndSession,
             ClientFrame::Admit { participant_id: 4, admit: true },
             ClientFrame::Admit { participant_id: 5, admit: false },
+            ClientFrame::MediaOffer { sdp: "v=0\r\n".into() },
+            ClientFrame::MediaAnswer { offer_id: 3, sdp: "v=0\r\n".into() },
+            ClientFrame::MediaCandidate { candidate: String::new() },
+            ClientFrame::TrackPublish { mid: "0".into(), source: TrackSource::Screen },
+            ClientFrame::TrackMute { mid: "1".into(), muted: true },
+            ClientFrame::MediaLeave,
         ];
         for f in frames {
             assert_eq!(ClientFrame::decode(&f.encode().unwrap()).unwrap(), f);
@@ -626,6 +939,18 @@ mod tests {
             EdgeFrame::ParticipantBack { seq: 11, participant_id: 2 },
             EdgeFrame::JoinRequest { participant: ada },
             EdgeFrame::Waiting,
+            EdgeFrame::MediaAnswer { sdp: "v=0\r\n".into() },
+            EdgeFrame::MediaOffer { offer_id: 9, sdp: "v=0\r\n".into() },
+            EdgeFrame::TrackPublished {
+                track_id: 4,
+                participant_id: 2,
+                source: TrackSource::Camera,
+                muted: false,
+                mid: "3".into(),
+            },
+            EdgeFrame::TrackUnpublished { track_id: 4 },
+            EdgeFrame::TrackMuted { track_id: 4, muted: true },
+            EdgeFrame::MediaClosed { reason: MediaCloseReason::Disconnected },
         ];
         for f in frames {
             assert_eq!(EdgeFrame::decode(&f.encode().unwrap()).unwrap(), f);

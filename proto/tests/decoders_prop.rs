@@ -14,7 +14,7 @@ use std::path::Path;
 use bytes::Bytes;
 use duet_proto::codec;
 use duet_proto::link::{LINK_MIN_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION};
-use duet_proto::session::{ClientFrame, EdgeFrame, LeaveReason, Participant, Role};
+use duet_proto::session::{ClientFrame, EdgeFrame, LeaveReason, MediaCloseReason, Participant, Role, TrackSource};
 use duet_proto::token::Claims;
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -114,6 +114,21 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
         ),
         Just(ClientFrame::EndSession),
         (any::<u32>(), any::<bool>()).prop_map(|(participant_id, admit)| ClientFrame::Admit { participant_id, admit }),
+        text(600).prop_map(|sdp| ClientFrame::MediaOffer { sdp }),
+        (any::<u32>(), text(600)).prop_map(|(offer_id, sdp)| ClientFrame::MediaAnswer { offer_id, sdp }),
+        text(200).prop_map(|candidate| ClientFrame::MediaCandidate { candidate }),
+        (text(8), source()).prop_map(|(mid, source)| ClientFrame::TrackPublish { mid, source }),
+        (text(8), any::<bool>()).prop_map(|(mid, muted)| ClientFrame::TrackMute { mid, muted }),
+        Just(ClientFrame::MediaLeave),
+    ]
+}
+
+fn source() -> impl Strategy<Value = TrackSource> {
+    prop_oneof![
+        Just(TrackSource::Microphone),
+        Just(TrackSource::Camera),
+        Just(TrackSource::Screen),
+        Just(TrackSource::ScreenAudio)
     ]
 }
 
@@ -151,6 +166,26 @@ fn edge_frame() -> impl Strategy<Value = EdgeFrame> {
             .prop_map(|(seq, participant_id)| EdgeFrame::ParticipantBack { seq, participant_id }),
         participant().prop_map(|participant| EdgeFrame::JoinRequest { participant }),
         Just(EdgeFrame::Waiting),
+        text(600).prop_map(|sdp| EdgeFrame::MediaAnswer { sdp }),
+        (any::<u32>(), text(600)).prop_map(|(offer_id, sdp)| EdgeFrame::MediaOffer { offer_id, sdp }),
+        (any::<u32>(), any::<u32>(), source(), any::<bool>(), text(8)).prop_map(
+            |(track_id, participant_id, source, muted, mid)| EdgeFrame::TrackPublished {
+                track_id,
+                participant_id,
+                source,
+                muted,
+                mid
+            }
+        ),
+        any::<u32>().prop_map(|track_id| EdgeFrame::TrackUnpublished { track_id }),
+        (any::<u32>(), any::<bool>()).prop_map(|(track_id, muted)| EdgeFrame::TrackMuted { track_id, muted }),
+        prop_oneof![
+            Just(MediaCloseReason::Left),
+            Just(MediaCloseReason::Disconnected),
+            Just(MediaCloseReason::Failed),
+            Just(MediaCloseReason::Stopped)
+        ]
+        .prop_map(|reason| EdgeFrame::MediaClosed { reason }),
     ]
 }
 
@@ -165,6 +200,12 @@ fn client_variant(frame: &ClientFrame) -> &'static str {
         ClientFrame::Resume { .. } => "resume",
         ClientFrame::EndSession => "end_session",
         ClientFrame::Admit { .. } => "admit",
+        ClientFrame::MediaOffer { .. } => "media_offer",
+        ClientFrame::MediaAnswer { .. } => "media_answer",
+        ClientFrame::MediaCandidate { .. } => "media_candidate",
+        ClientFrame::TrackPublish { .. } => "track_publish",
+        ClientFrame::TrackMute { .. } => "track_mute",
+        ClientFrame::MediaLeave => "media_leave",
     }
 }
 
@@ -184,6 +225,12 @@ fn edge_variant(frame: &EdgeFrame) -> &'static str {
         EdgeFrame::ParticipantBack { .. } => "participant_back",
         EdgeFrame::JoinRequest { .. } => "join_request",
         EdgeFrame::Waiting => "waiting",
+        EdgeFrame::MediaAnswer { .. } => "media_answer",
+        EdgeFrame::MediaOffer { .. } => "media_offer",
+        EdgeFrame::TrackPublished { .. } => "track_published",
+        EdgeFrame::TrackUnpublished { .. } => "track_unpublished",
+        EdgeFrame::TrackMuted { .. } => "track_muted",
+        EdgeFrame::MediaClosed { .. } => "media_closed",
     }
 }
 

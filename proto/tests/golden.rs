@@ -36,6 +36,20 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("session-end-session", ClientFrame::EndSession.encode().unwrap()),
         ("session-admit", ClientFrame::Admit { participant_id: 3, admit: true }.encode().unwrap()),
+        ("session-media-offer", ClientFrame::MediaOffer { sdp: "v=0\r\n".into() }.encode().unwrap()),
+        ("session-media-answer", ClientFrame::MediaAnswer { offer_id: 2, sdp: "v=0\r\n".into() }.encode().unwrap()),
+        (
+            "session-media-candidate",
+            ClientFrame::MediaCandidate { candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into() }
+                .encode()
+                .unwrap(),
+        ),
+        (
+            "session-track-publish",
+            ClientFrame::TrackPublish { mid: "1".into(), source: TrackSource::Screen }.encode().unwrap(),
+        ),
+        ("session-track-mute", ClientFrame::TrackMute { mid: "0".into(), muted: true }.encode().unwrap()),
+        ("session-media-leave", ClientFrame::MediaLeave.encode().unwrap()),
         (
             "session-send",
             ClientFrame::Send { message_id: 42, to: EVERYONE, payload: Bytes::from_static(b"hi") }.encode().unwrap(),
@@ -91,6 +105,23 @@ fn samples() -> Vec<(&'static str, Vec<u8>)> {
             .unwrap(),
         ),
         ("session-waiting", EdgeFrame::Waiting.encode().unwrap()),
+        ("session-edge-media-answer", EdgeFrame::MediaAnswer { sdp: "v=0\r\n".into() }.encode().unwrap()),
+        ("session-edge-media-offer", EdgeFrame::MediaOffer { offer_id: 2, sdp: "v=0\r\n".into() }.encode().unwrap()),
+        (
+            "session-track-published",
+            EdgeFrame::TrackPublished {
+                track_id: 5,
+                participant_id: 1,
+                source: TrackSource::Camera,
+                muted: false,
+                mid: "2".into(),
+            }
+            .encode()
+            .unwrap(),
+        ),
+        ("session-track-unpublished", EdgeFrame::TrackUnpublished { track_id: 5 }.encode().unwrap()),
+        ("session-track-muted", EdgeFrame::TrackMuted { track_id: 5, muted: true }.encode().unwrap()),
+        ("session-media-closed", EdgeFrame::MediaClosed { reason: MediaCloseReason::Disconnected }.encode().unwrap()),
     ];
     let mut all: Vec<(&'static str, Vec<u8>)> = session.into_iter().map(|(n, b)| (n, b.to_vec())).collect();
 

@@ -58,7 +58,7 @@ async fn handshake_violations_get_protocol_close_codes() {
         "ping before join"
     );
     assert_eq!(close_code_after(url, vec![Ok(join(1))]).await, Some(4003), "version 1 is no longer spoken");
-    assert_eq!(close_code_after(url, vec![Ok(join(3))]).await, Some(4003), "unsupported version");
+    assert_eq!(close_code_after(url, vec![Ok(join(4))]).await, Some(4003), "unsupported version");
     assert_eq!(close_code_after(url, vec![]).await, Some(4004), "no join within the handshake timeout");
     assert_eq!(close_code_after(url, vec![Ok(vec![0u8; 2000])]).await, Some(4002), "oversized first frame");
     assert_eq!(close_code_after(url, vec![Ok(join(2)), Ok(join(2))]).await, Some(4005), "second join");
@@ -80,6 +80,16 @@ async fn handshake_violations_get_protocol_close_codes() {
         close_code_after(url, vec![Ok(vec![kind::ADMIT, 0, 0, 0, 2, 9])]).await,
         Some(4000),
         "admit with a bad value"
+    );
+
+    // A version-2 participant cannot use a version-3 kind: it is unknown in its version.
+    let v2 = cluster.client().create_session(&Default::default()).await.unwrap();
+    let join_v2 = ClientFrame::Join { version: 2, token: v2.token.clone() }.encode().unwrap().to_vec();
+    let offer = ClientFrame::MediaOffer { sdp: "v=0\r\n".into() }.encode().unwrap().to_vec();
+    assert_eq!(
+        close_code_after(&v2.edge.url, vec![Ok(join_v2), Ok(offer)]).await,
+        Some(4001),
+        "a media kind from a version-2 participant"
     );
 
     // The edge still serves a well-behaved client afterwards.

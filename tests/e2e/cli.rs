@@ -56,7 +56,7 @@ async fn readme_run_command_and_two_terminal_clients() {
     let dir = tempfile::tempdir().unwrap();
     // The README's command with its defaults, except the ports (tests bind free ones).
     let (locator, mut locator_out) = spawn(
-        Command::new(binary("duet-locator"))
+        duet_testkit::command("duet-locator")
             .current_dir(dir.path())
             .env("DUET_LISTEN", "127.0.0.1:0")
             .env("DUET_EDGE_LISTEN", "127.0.0.1:0")
@@ -111,7 +111,7 @@ async fn readme_run_command_and_two_terminal_clients() {
 /// `--check-config` validates and exits; a bad value exits 64 with a precise message.
 #[tokio::test]
 async fn check_config_and_bad_config() {
-    let ok = Command::new(binary("duet-locator"))
+    let ok = duet_testkit::command("duet-locator")
         .arg("--check-config")
         .env("DUET_DATA_DIR", "/nonexistent/x")
         .output()
@@ -119,7 +119,7 @@ async fn check_config_and_bad_config() {
         .unwrap();
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration ok"));
-    let bad = Command::new(binary("duet-locator")).args(["--token-ttl", "1s"]).output().await.unwrap();
+    let bad = duet_testkit::command("duet-locator").args(["--token-ttl", "1s"]).output().await.unwrap();
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("token_ttl"), "{}", String::from_utf8_lossy(&bad.stderr));
     for (args, env, needle) in [
@@ -139,16 +139,31 @@ async fn check_config_and_bad_config() {
             "holds no certificate",
         ),
         (vec!["--check-config"], ("DUET_CA_FILE", "/etc/hostname"), "ca_file"),
+        (
+            vec!["--check-config", "--turn-urls", "turn:127.0.0.1:3478?transport=tcp"],
+            ("X", ""),
+            "invalid turn_secret: turn_urls needs DUET_TURN_SECRET or DUET_TURN_SECRET_FILE",
+        ),
+        (
+            vec!["--check-config"],
+            ("DUET_STUN_URLS", "stun:stun.example.com,https://stun.example.com"),
+            "invalid stun_urls: \"https://stun.example.com\" must start with stun: or stuns:",
+        ),
+        (
+            vec!["--check-config", "--turn-urls", "turn:127.0.0.1:3478"],
+            ("DUET_TURN_SECRET", "too-short"),
+            "invalid turn_secret: must be at least 16 bytes",
+        ),
     ] {
-        let bad = Command::new(binary("duet-locator")).args(&args).env(env.0, env.1).output().await.unwrap();
+        let bad = duet_testkit::command("duet-locator").args(&args).env(env.0, env.1).output().await.unwrap();
         let stderr = String::from_utf8_lossy(&bad.stderr);
         assert_eq!(bad.status.code(), Some(64), "{args:?} {env:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
-    let bad = Command::new(binary("duet-locator")).env("DUET_METRICS_LISTEN", "everywhere").output().await.unwrap();
+    let bad = duet_testkit::command("duet-locator").env("DUET_METRICS_LISTEN", "everywhere").output().await.unwrap();
     assert_eq!(bad.status.code(), Some(2), "clap rejects unparsable values");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--metrics-listen"));
-    let bad = Command::new(binary("duet-edge"))
+    let bad = duet_testkit::command("duet-edge")
         .env_remove("DUET_ENROLLMENT_SECRET")
         .env_remove("DUET_ENROLLMENT_SECRET_FILE")
         .output()
@@ -163,8 +178,10 @@ async fn check_config_and_bad_config() {
             vec!["--check-config", "--tls-cert-file", "/nonexistent/a.crt", "--tls-key-file", "/nonexistent/a.key"],
             "/nonexistent/a.crt",
         ),
+        (vec!["--check-config", "--media-advertised-address", "0.0.0.0"], "0.0.0.0 cannot be reached by clients"),
+        (vec!["--check-config", "--media-max-tracks", "100"], "invalid media_max_tracks"),
     ] {
-        let bad = Command::new(binary("duet-edge"))
+        let bad = duet_testkit::command("duet-edge")
             .args(&args)
             .env("DUET_ENROLLMENT_SECRET", duet_testkit::TEST_SECRET)
             .output()
@@ -174,23 +191,37 @@ async fn check_config_and_bad_config() {
         assert_eq!(bad.status.code(), Some(64), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+    // A media port already taken stops the edge at start with the address in the message.
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let bad = duet_testkit::command("duet-edge")
+        .args(["--listen", "127.0.0.1:0", "--data-dir", data.path().to_str().unwrap()])
+        .env("DUET_ENROLLMENT_SECRET", duet_testkit::TEST_SECRET)
+        .env("DUET_MEDIA_LISTEN", &port)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_ne!(bad.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains(&format!("cannot bind the media UDP port {port}")), "{stderr}");
     for pid in ["0", "-1"] {
-        let drain = Command::new(binary("duet-edge")).args(["drain", &format!("--pid={pid}")]).output().await.unwrap();
+        let drain = duet_testkit::command("duet-edge").args(["drain", &format!("--pid={pid}")]).output().await.unwrap();
         assert_eq!(drain.status.code(), Some(2), "pid {pid} is refused: {}", String::from_utf8_lossy(&drain.stderr));
     }
     // A process that is not an edge is never signalled (this test survives).
     let me = std::process::id().to_string();
-    let drain = Command::new(binary("duet-edge")).args(["drain", "--pid", &me]).output().await.unwrap();
+    let drain = duet_testkit::command("duet-edge").args(["drain", "--pid", &me]).output().await.unwrap();
     assert_eq!(drain.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&drain.stderr).contains("not duet-edge"),
         "{}",
         String::from_utf8_lossy(&drain.stderr)
     );
-    let bad = Command::new(binary("duet-edge")).args(["--heartbeat-interval", "often"]).output().await.unwrap();
+    let bad = duet_testkit::command("duet-edge").args(["--heartbeat-interval", "often"]).output().await.unwrap();
     assert_eq!(bad.status.code(), Some(2), "clap rejects unparsable values");
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid duration"));
-    let help = Command::new(binary("duet-locator")).arg("--help").output().await.unwrap();
+    let help = duet_testkit::command("duet-locator").arg("--help").output().await.unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for option in [
         "--listen",
@@ -205,6 +236,9 @@ async fn check_config_and_bad_config() {
         "--default-region",
         "--metrics-listen",
         "--tls-cert-file",
+        "--stun-urls",
+        "--turn-urls",
+        "DUET_TURN_SECRET",
         "regions",
         "edges",
     ] {
@@ -218,7 +252,7 @@ async fn check_config_and_bad_config() {
 async fn a_separate_edge_process_joins_the_locator() {
     let dir = tempfile::tempdir().unwrap();
     let (locator, mut locator_out) = spawn(
-        Command::new(binary("duet-locator"))
+        duet_testkit::command("duet-locator")
             .current_dir(dir.path())
             .env("DUET_LISTEN", "127.0.0.1:0")
             .env("DUET_EMBEDDED_EDGE", "false")
@@ -229,7 +263,7 @@ async fn a_separate_edge_process_joins_the_locator() {
     let secret_file = dir.path().join("duet-data/enrollment-secret");
     assert!(secret_file.exists());
     let (edge, mut edge_out) = spawn(
-        Command::new(binary("duet-edge"))
+        duet_testkit::command("duet-edge")
             .current_dir(dir.path())
             .env("DUET_LOCATOR_URL", &url)
             .env("DUET_LISTEN", "127.0.0.1:0")
@@ -258,7 +292,7 @@ async fn a_separate_edge_process_joins_the_locator() {
 /// Runs `duet-locator <args>` as the admin CLI against `url` with `token`; answers (exit code,
 /// stdout, stderr).
 async fn admin_cli(url: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("duet-locator"))
+    let out = duet_testkit::command("duet-locator")
         .args(args)
         .args(["--url", url])
         .env("DUET_ADMIN_TOKEN", token)
@@ -398,7 +432,7 @@ async fn admin_cli_manages_tokens_sessions_audit_usage_and_drain() {
 async fn hash_password_reads_stdin_and_refuses_short_passwords() {
     use tokio::io::AsyncWriteExt;
     for (input, ok) in [("correct horse battery\n", true), ("short\n", false)] {
-        let mut child = Command::new(binary("duet-locator"))
+        let mut child = duet_testkit::command("duet-locator")
             .arg("hash-password")
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())

@@ -7,7 +7,7 @@ use duet_proto::codec;
 use duet_proto::link::{LocatorMessage, LINK_PATH, LINK_PROTOCOL_VERSION};
 use duet_proto::session::{EdgeFrame, EVERYONE};
 use duet_testkit::tls::TestCa;
-use duet_testkit::{binary, wait_until, Cluster, ClusterOptions, TEST_ADMIN_TOKEN, TEST_SECRET};
+use duet_testkit::{wait_until, Cluster, ClusterOptions, TEST_ADMIN_TOKEN, TEST_SECRET};
 use duet_ws::{Limits, Message};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -145,7 +145,7 @@ impl Proc {
 /// A locator process without an embedded edge; answers it and its URL.
 async fn locator_process(dir: &std::path::Path) -> (Proc, String) {
     let mut locator = Proc::spawn(
-        Command::new(binary("duet-locator"))
+        duet_testkit::command("duet-locator")
             .env("DUET_LISTEN", "127.0.0.1:0")
             .env("DUET_DATA_DIR", dir.join("locator"))
             .env("DUET_EMBEDDED_EDGE", "false")
@@ -160,7 +160,7 @@ async fn locator_process(dir: &std::path::Path) -> (Proc, String) {
 /// An edge process linked to `locator_url`; answers it and its base URL (`ws://...`).
 async fn edge_process(dir: &std::path::Path, locator_url: &str, id: &str, drain_timeout: &str) -> (Proc, String) {
     let mut edge = Proc::spawn(
-        Command::new(binary("duet-edge"))
+        duet_testkit::command("duet-edge")
             .env("DUET_LISTEN", "127.0.0.1:0")
             .env("DUET_LOCATOR_URL", locator_url)
             .env("DUET_ENROLLMENT_SECRET", TEST_SECRET)
@@ -214,7 +214,7 @@ async fn sigterm_drains_an_edge_and_it_exits_when_its_sessions_end() {
     let mut guest = duet_client::connect(&joined.edge.url, &joined.token).await.unwrap();
 
     let pid = edge.child.id().unwrap().to_string();
-    let mut drain = Proc::spawn(Command::new(binary("duet-edge")).args(["drain", "--pid", &pid, "--timeout", "50s"]));
+    let mut drain = Proc::spawn(duet_testkit::command("duet-edge").args(["drain", "--pid", &pid, "--timeout", "50s"]));
 
     let readyz = format!("{http_base}/readyz");
     wait_until("readiness off", Duration::from_secs(10), || {
@@ -302,7 +302,7 @@ async fn a_placement_in_flight_at_sigterm_is_committed() {
     let db = cluster.dir.path().join("locator").join("locator.db");
     let dir = tempfile::tempdir().unwrap();
     let mut replica = Proc::spawn(
-        Command::new(binary("duet-locator"))
+        duet_testkit::command("duet-locator")
             .env("DUET_LISTEN", "127.0.0.1:0")
             .env("DUET_DATA_DIR", dir.path())
             .env("DUET_DATABASE_URL", format!("sqlite://{}?mode=rwc", db.display()))
@@ -494,6 +494,7 @@ async fn one_machine_with_tls_in_process() {
         listen: "127.0.0.1:0".parse().unwrap(),
         public_url: None,
         region: "default".into(),
+        media: None,
     });
     let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let edge = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -22,7 +22,7 @@ use duet_client::{Event, LocatorClient, PlacementRequest};
 use duet_locator::db::{audit_kind, EdgeRecord, EntryFilter, Health, Store};
 use duet_proto::session::EdgeFrame;
 use duet_testkit::proxy::FaultProxy;
-use duet_testkit::{binary, wait_until, TEST_ADMIN_TOKEN, TEST_SECRET};
+use duet_testkit::{wait_until, TEST_ADMIN_TOKEN, TEST_SECRET};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -73,7 +73,7 @@ async fn spawn(mut cmd: Command, marker: &str) -> Proc {
 }
 
 async fn start_locator(dir: &Path, database_url: &str) -> Proc {
-    let mut cmd = Command::new(binary("duet-locator"));
+    let mut cmd = duet_testkit::command("duet-locator");
     cmd.current_dir(dir)
         .env("DUET_LISTEN", "127.0.0.1:0")
         .env("DUET_EMBEDDED_EDGE", "false")
@@ -86,7 +86,7 @@ async fn start_locator(dir: &Path, database_url: &str) -> Proc {
 
 async fn start_edge(dir: &Path, id: &str, locator_url: &str) -> Proc {
     let region = id.trim_start_matches("edge-");
-    let mut cmd = Command::new(binary("duet-edge"));
+    let mut cmd = duet_testkit::command("duet-edge");
     cmd.env("DUET_LISTEN", "127.0.0.1:0")
         .env("DUET_LOCATOR_URL", locator_url)
         .env("DUET_DATA_DIR", dir.join(id))

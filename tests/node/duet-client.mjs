@@ -13,21 +13,34 @@
 //   - a participant record is `{ id, role, user_id, display_name }`; `welcome.participants` is an
 //     array of them and `welcome.away` the array of the `away_count` participant ids;
 //     `participant_joined` and `join_request` hold theirs in `participant`;
+//   - media frames (§2 "Media (version 3)") follow the same rules; `text` fields (`sdp`) are JS
+//     strings. Two names go both ways with different fields: `media_offer` (client: `sdp`; edge:
+//     `offer_id`, `sdp`) and `media_answer` (client: `offer_id`, `sdp`; edge: `sdp`). Their kinds
+//     are in two tables (CLIENT_KIND, EDGE_KIND), and encode() needs the direction for them
+//     (`encode(frame, 'edge')`); decode() tells them apart by the kind byte. `source` and
+//     `reason` are the numbers of TRACK_SOURCE and MEDIA_CLOSE_REASON; `muted` is decoded as 0 or
+//     1 (the encoder also takes a boolean);
 //   - presence frames (§2b) have their own kind table (PRESENCE_KIND), encoder (encodePresence)
-//     and decoder (decodePresence): a presence kind is an unknown kind to the session decoder and
-//     the other way round. A `snapshot` is `{ type, seq, members, sessions }`, `members` an array
+//     and decoder (decodePresence). The two protocols run on different websockets, each with its
+//     own kinds: a presence kind is not a session kind (0x91 and 0x92, a presence `snapshot` and
+//     `pong`, are the session's `track_muted` and `media_closed` since version 3). A `snapshot` is `{ type, seq, members, sessions }`, `members` an array
 //     of `{ user_id, display_name, connections }` and `sessions` an array of session id strings.
 
 import WebSocket from 'ws';
 
 /**
- * The session protocol version this client speaks (§2 "Versions and enums": "this page describes
- * version 2, and a `join` or `resume` with another version is closed with 4003").
+ * The session protocol version this client speaks unless told otherwise: 2, everything but media
+ * (§2 "Versions and enums": "Version 2 is still accepted: a version-2 participant takes part in
+ * everything but media, never receives a media kind"). connect() and resume() take `version`.
  */
 export const PROTOCOL_VERSION = 2;
+/** The version that added media signalling (§2 "Versions and enums", §2 "Media (version 3)"). */
+export const MEDIA_PROTOCOL_VERSION = 3;
+/** The versions an edge accepts (§2 "Close codes", 4003: "the `version` ... is not 2 or 3"). */
+export const PROTOCOL_VERSIONS = Object.freeze([2, 3]);
 
-/** Kind bytes (§2 tables "Client to edge" and "Edge to client"). */
-export const KIND = Object.freeze({
+/** Kind bytes from client to edge (§2 table "Client to edge"). */
+export const CLIENT_KIND = Object.freeze({
   join: 0x01,
   send: 0x02,
   ping: 0x03,
@@ -35,6 +48,15 @@ export const KIND = Object.freeze({
   resume: 0x05,
   end_session: 0x06,
   admit: 0x07,
+  media_offer: 0x08,
+  media_answer: 0x09,
+  media_candidate: 0x0a,
+  track_publish: 0x0b,
+  track_mute: 0x0c,
+  media_leave: 0x0d,
+});
+/** Kind bytes from edge to client (§2 table "Edge to client"). */
+export const EDGE_KIND = Object.freeze({
   welcome: 0x81,
   participant_joined: 0x82,
   participant_left: 0x83,
@@ -47,8 +69,24 @@ export const KIND = Object.freeze({
   participant_back: 0x8a,
   join_request: 0x8b,
   waiting: 0x8c,
+  media_answer: 0x8d,
+  media_offer: 0x8e,
+  track_published: 0x8f,
+  track_unpublished: 0x90,
+  track_muted: 0x91,
+  media_closed: 0x92,
 });
-const TYPE_OF_KIND = new Map(Object.entries(KIND).map(([type, kind]) => [kind, type]));
+const TYPE_OF_KIND = new Map(
+  [...Object.entries(CLIENT_KIND), ...Object.entries(EDGE_KIND)].map(([type, kind]) => [kind, type]),
+);
+/**
+ * The kinds version 3 added (§2 "Versions and enums": "kinds `0x08`-`0x0d` and `0x8d`-`0x92`"). A
+ * version-2 participant "never receives a media kind", so this client treats one arriving on a
+ * version-2 connection as an unknown kind.
+ */
+export const MEDIA_KINDS = Object.freeze(
+  new Set([...Object.values(CLIENT_KIND), ...Object.values(EDGE_KIND)].filter((k) => (k >= 0x08 && k <= 0x0d) || (k >= 0x8d && k <= 0x92))),
+);
 
 /**
  * The session events: the frames that carry a `seq` of the session's one sequence (§2, bullet
@@ -83,7 +121,23 @@ export const ERROR_CODE = Object.freeze({
   not_waiting: 4,
   /** `send` from a guest still waiting for approval. */
   awaiting_approval: 5,
+  // Media frames (§2 "Media (version 3)", "Refusals"):
+  /** Media is off on this edge, or the guest is still waiting for the host's approval. */
+  media_unavailable: 6,
+  /**
+   * An offer, answer or candidate the edge could not apply (the message starts with `offer:`,
+   * `answer:` or `candidate:`), too many tracks, or the edge's media too busy (send it again).
+   */
+  media_rejected: 7,
+  /** `track_mute` for a mid that publishes nothing, or an answer or candidate before any offer. */
+  unknown_track: 8,
 });
+/** `track_publish.source` and `track_published.source` (§2 tables: "1 microphone, 2 camera, 3 screen, 4 screen audio"). */
+export const TRACK_SOURCE = Object.freeze({ microphone: 1, camera: 2, screen: 3, screen_audio: 4 });
+/** `media_closed.reason` (§2 table "Edge to client": "0 left, 1 disconnected, 2 failed, 3 stopped"). */
+export const MEDIA_CLOSE_REASON = Object.freeze({ left: 0, disconnected: 1, failed: 2, stopped: 3 });
+/** The largest `text` (SDP) in bytes (§2 notation table: "at most 524,288 bytes"). */
+export const MAX_TEXT_BYTES = 524_288;
 /** The error codes that answer a `send` (§2: "Every `send` gets at most one answer"). */
 const SEND_ERROR_CODES = new Set([ERROR_CODE.unknown_recipient, ERROR_CODE.sent_to_self, ERROR_CODE.awaiting_approval]);
 
@@ -259,6 +313,14 @@ class Writer {
   bytes8(b, name) { return this.#prefixed(1, asBytes(b, name), name); }
   /** `bytes`: `u32` byte length, then the bytes. */
   bytes(b, name) { return this.#prefixed(4, asBytes(b, name), name); }
+  /** `text`: `u32` byte length, then UTF-8, at most MAX_TEXT_BYTES. */
+  text(s, name) {
+    if (typeof s !== 'string') throw new TypeError(`${name}: expected a string`);
+    if (!s.isWellFormed()) throw new TypeError(`${name}: not well-formed Unicode`);
+    const bytes = utf8.encode(s);
+    if (bytes.length > MAX_TEXT_BYTES) throw new RangeError(`${name}: ${bytes.length} bytes, over the ${MAX_TEXT_BYTES} a text holds`);
+    return this.#prefixed(4, bytes, name);
+  }
   done() { return Buffer.concat(this.#chunks); }
 }
 
@@ -284,8 +346,21 @@ function checkAdmit(admit) {
   }
 }
 
-/** Field writers of every kind, client and edge side (§2 tables). */
-const ENCODERS = {
+/** A `muted: u8` from 0, 1 or a boolean (§2: "1 muted, 0 not"). */
+function mutedByte(muted) {
+  if (muted === true || muted === 1) return 1;
+  if (muted === false || muted === 0) return 0;
+  throw new RangeError(`muted: ${muted} is not 1 (muted) or 0 (not)`);
+}
+
+function checkSource(source) {
+  if (!Object.values(TRACK_SOURCE).includes(source)) {
+    throw new RangeError(`source: ${source} is not 1 (microphone), 2 (camera), 3 (screen) or 4 (screen audio)`);
+  }
+}
+
+/** Field writers of the client kinds (§2 table "Client to edge"). */
+const CLIENT_ENCODERS = {
   join: (w, f) => w.u8(f.version ?? PROTOCOL_VERSION, 'version').str(f.token, 'token'),
   send: (w, f) =>
     w
@@ -305,6 +380,19 @@ const ENCODERS = {
     checkAdmit(f.admit);
     w.u32(f.participant_id, 'participant_id').u8(f.admit, 'admit');
   },
+  media_offer: (w, f) => w.text(f.sdp, 'sdp'),
+  media_answer: (w, f) => w.u32(f.offer_id, 'offer_id').text(f.sdp, 'sdp'),
+  media_candidate: (w, f) => w.str(f.candidate, 'candidate'),
+  track_publish: (w, f) => {
+    checkSource(f.source);
+    w.str(f.mid, 'mid').u8(f.source, 'source');
+  },
+  track_mute: (w, f) => w.str(f.mid, 'mid').u8(mutedByte(f.muted), 'muted'),
+  media_leave: () => {},
+};
+
+/** Field writers of the edge kinds (§2 table "Edge to client"). */
+const EDGE_ENCODERS = {
   welcome: (w, f) => {
     w.u8(f.version ?? PROTOCOL_VERSION, 'version')
       .u32(f.participant_id, 'participant_id')
@@ -336,14 +424,46 @@ const ENCODERS = {
   participant_back: (w, f) => w.u64(f.seq, 'seq').u32(f.participant_id, 'participant_id'),
   join_request: (w, f) => writeParticipant(w, f.participant),
   waiting: () => {},
+  media_answer: (w, f) => w.text(f.sdp, 'sdp'),
+  media_offer: (w, f) => w.u32(f.offer_id, 'offer_id').text(f.sdp, 'sdp'),
+  track_published: (w, f) => {
+    checkSource(f.source);
+    w.u32(f.track_id, 'track_id')
+      .u32(f.participant_id, 'participant_id')
+      .u8(f.source, 'source')
+      .u8(mutedByte(f.muted), 'muted')
+      .str(f.mid, 'mid');
+  },
+  track_unpublished: (w, f) => w.u32(f.track_id, 'track_id'),
+  track_muted: (w, f) => w.u32(f.track_id, 'track_id').u8(mutedByte(f.muted), 'muted'),
+  media_closed: (w, f) => {
+    if (!Object.values(MEDIA_CLOSE_REASON).includes(f.reason)) {
+      throw new RangeError(`reason: ${f.reason} is not 0, 1, 2 or 3`);
+    }
+    w.u8(f.reason, 'reason');
+  },
 };
 
-/** Encodes a frame of any kind (client to edge or edge to client) into one binary message. */
-export function encode(frame) {
-  const kind = KIND[frame?.type];
-  if (kind === undefined) throw new TypeError(`unknown frame type ${JSON.stringify(frame?.type)}`);
-  const w = new Writer().u8(kind, 'kind');
-  ENCODERS[frame.type](w, frame);
+/**
+ * Encodes a frame into one binary message. `direction` is 'client' (client to edge), 'edge'
+ * (edge to client) or undefined: then the frame's type decides, which it cannot for
+ * `media_offer` and `media_answer` (both directions, with different fields), so those throw a
+ * TypeError without a direction.
+ */
+export function encode(frame, direction) {
+  const type = frame?.type;
+  if (direction !== undefined && direction !== 'client' && direction !== 'edge') {
+    throw new TypeError(`direction ${JSON.stringify(direction)} is not 'client' or 'edge'`);
+  }
+  const inClient = Object.hasOwn(CLIENT_KIND, type ?? '');
+  const inEdge = Object.hasOwn(EDGE_KIND, type ?? '');
+  if (!inClient && !inEdge) throw new TypeError(`unknown frame type ${JSON.stringify(type)}`);
+  const side = direction ?? (inClient && inEdge ? null : inClient ? 'client' : 'edge');
+  if (side === null) throw new TypeError(`${type} goes both ways: say encode(frame, 'client') or encode(frame, 'edge')`);
+  const [kinds, encoders] = side === 'client' ? [CLIENT_KIND, CLIENT_ENCODERS] : [EDGE_KIND, EDGE_ENCODERS];
+  if (!Object.hasOwn(kinds, type)) throw new TypeError(`${type} does not go ${side === 'client' ? 'from client to edge' : 'from edge to client'}`);
+  const w = new Writer().u8(kinds[type], 'kind');
+  encoders[type](w, frame);
   return w.done();
 }
 
@@ -390,6 +510,28 @@ class Reader {
   // Copies, so that a decoded frame does not pin (or alias) the websocket's receive buffer.
   bytes8(name) { return Buffer.from(this.#take(this.u8(`${name} length`), name)); }
   bytes(name) { return Buffer.from(this.#take(this.u32(`${name} length`), name)); }
+  text(name) {
+    const length = this.u32(`${name} length`);
+    if (length > MAX_TEXT_BYTES) throw this.bad(`${name} declares ${length} bytes, over the ${MAX_TEXT_BYTES} a text holds`);
+    const raw = this.#take(length, name);
+    try {
+      return strictUtf8.decode(raw);
+    } catch {
+      throw new DecodeError('bad_utf8', `${this.#type}: ${name} is not valid UTF-8`);
+    }
+  }
+  /** A `muted: u8`: 0 or 1, anything else an unknown enum value. */
+  muted(name) {
+    const v = this.u8(name);
+    if (v !== 0 && v !== 1) throw this.bad(`unknown ${name} value ${v} (1 muted, 0 not)`);
+    return v;
+  }
+  /** A `source: u8` of TRACK_SOURCE. */
+  source(name) {
+    const v = this.u8(name);
+    if (!Object.values(TRACK_SOURCE).includes(v)) throw this.bad(`unknown ${name} ${v} (1 microphone, 2 camera, 3 screen, 4 screen audio)`);
+    return v;
+  }
   end() {
     const extra = this.#buf.length - this.#pos;
     if (extra !== 0) {
@@ -408,8 +550,8 @@ function readParticipant(r) {
   return { id, role, user_id: r.str('participant.user_id'), display_name: r.str('participant.display_name') };
 }
 
-/** Field readers of every kind, client and edge side (§2 tables). */
-const DECODERS = {
+/** Field readers of the client kinds (§2 table "Client to edge"). */
+const CLIENT_DECODERS = {
   join: (r) => ({ version: r.u8('version'), token: r.str('token') }),
   send: (r) => ({ message_id: r.u64('message_id'), to: r.u32('to'), payload: r.bytes('payload') }),
   ping: (r) => ({ nonce: r.u64('nonce') }),
@@ -429,6 +571,16 @@ const DECODERS = {
     }
     return f;
   },
+  media_offer: (r) => ({ sdp: r.text('sdp') }),
+  media_answer: (r) => ({ offer_id: r.u32('offer_id'), sdp: r.text('sdp') }),
+  media_candidate: (r) => ({ candidate: r.str('candidate') }),
+  track_publish: (r) => ({ mid: r.str('mid'), source: r.source('source') }),
+  track_mute: (r) => ({ mid: r.str('mid'), muted: r.muted('muted') }),
+  media_leave: () => ({}),
+};
+
+/** Field readers of the edge kinds (§2 table "Edge to client"). */
+const EDGE_DECODERS = {
   welcome: (r) => {
     const f = {
       version: r.u8('version'),
@@ -463,6 +615,24 @@ const DECODERS = {
   participant_back: (r) => ({ seq: r.u64('seq'), participant_id: r.u32('participant_id') }),
   join_request: (r) => ({ participant: readParticipant(r) }),
   waiting: () => ({}),
+  media_answer: (r) => ({ sdp: r.text('sdp') }),
+  media_offer: (r) => ({ offer_id: r.u32('offer_id'), sdp: r.text('sdp') }),
+  track_published: (r) => ({
+    track_id: r.u32('track_id'),
+    participant_id: r.u32('participant_id'),
+    source: r.source('source'),
+    muted: r.muted('muted'),
+    mid: r.str('mid'),
+  }),
+  track_unpublished: (r) => ({ track_id: r.u32('track_id') }),
+  track_muted: (r) => ({ track_id: r.u32('track_id'), muted: r.muted('muted') }),
+  media_closed: (r) => {
+    const f = { reason: r.u8('reason') };
+    if (!Object.values(MEDIA_CLOSE_REASON).includes(f.reason)) {
+      throw r.bad(`unknown reason ${f.reason} (0 left, 1 disconnected, 2 failed, 3 stopped)`);
+    }
+    return f;
+  },
 };
 
 /**
@@ -472,11 +642,14 @@ const DECODERS = {
  * from client to edge, 0x81-0xff from edge to client").
  */
 export function decode(data, direction) {
-  return decodeWith(data, direction, TYPE_OF_KIND, DECODERS, '');
+  return decodeWith(data, direction, TYPE_OF_KIND, (kind) => (kind < 0x80 ? CLIENT_DECODERS : EDGE_DECODERS), '');
 }
 
-/** Decodes one message with a protocol's kind table (`typeOfKind`) and field readers. */
-function decodeWith(data, direction, typeOfKind, decoders, protocol) {
+/**
+ * Decodes one message with a protocol's kind table (`typeOfKind`) and field readers
+ * (`decodersOf(kind)`, the readers of that kind's direction).
+ */
+function decodeWith(data, direction, typeOfKind, decodersOf, protocol) {
   const buf = toBuffer(data);
   if (buf.length === 0) throw new DecodeError('truncated', 'empty message: no kind byte');
   const kind = buf[0];
@@ -487,7 +660,7 @@ function decodeWith(data, direction, typeOfKind, decoders, protocol) {
     throw new DecodeError('unknown_kind', `${protocol}frame kind ${hex} (${type}) does not go ${direction === 'edge' ? 'from edge to client' : 'from client to edge'}`);
   }
   const r = new Reader(buf.subarray(1), type);
-  const frame = { type, ...decoders[type](r) };
+  const frame = { type, ...decodersOf(kind)[type](r) };
   r.end();
   return frame;
 }
@@ -594,7 +767,7 @@ function encodePresenceToSend(frame) {
  * is an unknown kind here: §2b's table is the presence protocol's whole list.
  */
 export function decodePresence(data, direction) {
-  return decodeWith(data, direction, PRESENCE_TYPE_OF_KIND, PRESENCE_DECODERS, 'presence ');
+  return decodeWith(data, direction, PRESENCE_TYPE_OF_KIND, () => PRESENCE_DECODERS, 'presence ');
 }
 
 /** Decodes a presence message received from an edge (`snapshot`, `pong`). */
@@ -775,6 +948,13 @@ function toU64(v, name) {
   return big;
 }
 
+/** Refuses a version the edge would close with 4003 (§2: "A `join` or `resume` with another version is closed with 4003"). */
+function checkVersion(version) {
+  if (!PROTOCOL_VERSIONS.includes(version)) {
+    throw new RangeError(`protocol version ${version} is not one of ${PROTOCOL_VERSIONS.join(', ')}`);
+  }
+}
+
 /** A close reason from a message: at most the 123 bytes of UTF-8 a close frame holds (RFC 6455). */
 function closeReason(message) {
   let s = String(message);
@@ -863,8 +1043,10 @@ export class Connection {
   #replayLeft;
 
   /** @internal use connect() or resume() */
-  constructor(ws, { participantId, resumeSecret, lastSeq, welcome = null, resumed = null, highestMessageId = 0n }) {
+  constructor(ws, { participantId, resumeSecret, lastSeq, welcome = null, resumed = null, highestMessageId = 0n, version = PROTOCOL_VERSION }) {
     this.#ws = ws;
+    /** The protocol version agreed at `join` or `resume` (2, or 3 for media). */
+    this.version = version;
     /** The `welcome` this connection was joined with, or null for a resumed connection. */
     this.welcome = welcome;
     /** The `resumed` this connection was resumed with, or null for a joined connection. */
@@ -913,6 +1095,11 @@ export class Connection {
   /** Checks a frame's place in the stream when it arrives; throws on a violation of §2. */
   #check(frame) {
     const { type } = frame;
+    // §2 "Versions and enums": "An edge only ever sends a participant the kinds ... of the version
+    // it joined with"; for a version-2 client a media kind is an unknown kind (4001).
+    if (this.version < MEDIA_PROTOCOL_VERSION && MEDIA_KINDS.has(EDGE_KIND[type])) {
+      throw new DecodeError('unknown_kind', `${type} (a version-3 kind) on a version-${this.version} connection`);
+    }
     if (type === 'welcome' || type === 'waiting') throw violation(`${type} after the connection was set up: it only answers join`);
     if (type === 'resumed') throw violation('resumed after the connection was set up: it only answers resume');
     if (SEQUENCED_EVENTS.has(type)) {
@@ -978,7 +1165,15 @@ export class Connection {
 
   #write(frame) {
     if (this.#ws.readyState !== WebSocket.OPEN) throw new Error(`cannot send ${frame.type}: the connection is not open`);
-    this.#ws.send(encode(frame), { binary: true });
+    this.#ws.send(encode(frame, 'client'), { binary: true });
+  }
+
+  /** Writes a media frame, refused locally on a version-2 connection (the edge would close it with 4001, §2). */
+  #writeMedia(frame) {
+    if (this.version < MEDIA_PROTOCOL_VERSION) {
+      throw new Error(`cannot send ${frame.type}: media needs protocol version ${MEDIA_PROTOCOL_VERSION}, this connection joined with ${this.version}`);
+    }
+    this.#write(frame);
   }
 
   /**
@@ -1069,6 +1264,42 @@ export class Connection {
    */
   admit(participantId, admit = true) {
     this.#write({ type: 'admit', participant_id: participantId, admit: admit ? ADMIT.admit : ADMIT.refuse });
+  }
+
+  // Media signalling (§2 "Media (version 3)"); a version-3 connection only. The edge answers with
+  // `media_answer`, `media_offer`, `track_*` and `media_closed` frames, or `error` 6, 7 or 8.
+
+  /**
+   * `media_offer`: an SDP offer (`RTCPeerConnection.createOffer()`) that opens this participant's
+   * media connection, or renegotiates it; answered with an edge `media_answer`.
+   */
+  mediaOffer(sdp) {
+    this.#writeMedia({ type: 'media_offer', sdp });
+  }
+
+  /** `media_answer`: the answer to the edge's `media_offer` number `offerId`. */
+  mediaAnswer(offerId, sdp) {
+    this.#writeMedia({ type: 'media_answer', offer_id: offerId, sdp });
+  }
+
+  /** `media_candidate`: one trickled `RTCIceCandidate.candidate` string; '' ends them. */
+  mediaCandidate(candidate) {
+    this.#writeMedia({ type: 'media_candidate', candidate });
+  }
+
+  /** `track_publish`: what the sending transceiver `mid` carries (a TRACK_SOURCE number). */
+  trackPublish(mid, source) {
+    this.#writeMedia({ type: 'track_publish', mid, source });
+  }
+
+  /** `track_mute`: the track on `mid` is muted (true) or not (false); the others are told. */
+  trackMute(mid, muted) {
+    this.#writeMedia({ type: 'track_mute', mid, muted: muted ? 1 : 0 });
+  }
+
+  /** `media_leave`: closes this participant's media connection; the edge answers `media_closed` 0. */
+  mediaLeave() {
+    this.#writeMedia({ type: 'media_leave' });
   }
 
   /** Closes the socket from this side (without `leave`: we keep our place and may resume). */
@@ -1165,7 +1396,9 @@ function handshake(edgeUrl, first, answer, timeoutMs, step, { encodeFrame = enco
 
 /**
  * Opens a websocket to `edgeUrl` (the placement answer's `edge.url`, used as is, §1), sends
- * `join(2, token)` and resolves with a Connection once `welcome` arrives. Rejects with a
+ * `join(version, token)` and resolves with a Connection once `welcome` arrives. `version` is
+ * PROTOCOL_VERSION (2) unless given: pass MEDIA_PROTOCOL_VERSION (3) to use media (§2 "Media
+ * (version 3)"); the welcome must carry the same version (else closed with 4003). Rejects with a
  * ConnectError if the socket fails or closes first (its `closeInfo.code` then tells why, e.g.
  * 41xx for a token problem, 4206 for a guest the host refused), or after `timeoutMs` without an
  * answer.
@@ -1176,9 +1409,10 @@ function handshake(edgeUrl, first, answer, timeoutMs, step, { encodeFrame = enco
  * `approvalTimeoutMs` (default: as long as it takes). Until then nothing but `pong` may arrive
  * ("Until admitted, the guest receives no session traffic").
  */
-export function connect(edgeUrl, token, { timeoutMs = 10_000, approvalTimeoutMs, pingIntervalMs = 30_000, onWaiting } = {}) {
+export function connect(edgeUrl, token, { timeoutMs = 10_000, approvalTimeoutMs, pingIntervalMs = 30_000, onWaiting, version = PROTOCOL_VERSION } = {}) {
+  checkVersion(version);
   let waitingPings = null;
-  return handshake(edgeUrl, { type: 'join', version: PROTOCOL_VERSION, token }, 'welcome', timeoutMs, (frame, ctx) => {
+  return handshake(edgeUrl, { type: 'join', version, token }, 'welcome', timeoutMs, (frame, ctx) => {
     if (frame.type === 'waiting' && waitingPings === null) {
       waitingPings = ctx.startPinging(pingIntervalMs);
       ctx.deadline(approvalTimeoutMs, 'welcome (admission by the host)');
@@ -1197,11 +1431,13 @@ export function connect(edgeUrl, token, { timeoutMs = 10_000, approvalTimeoutMs,
           : `a guest waiting for approval receives no session traffic, got ${frame.type}`,
       );
     }
-    if (frame.version !== PROTOCOL_VERSION) {
-      throw Object.assign(violation(`welcome has version ${frame.version}, this client speaks ${PROTOCOL_VERSION}`), { closeCode: CLOSE.bad_version });
+    // §2: "`welcome.version` always equals the version of the `join`".
+    if (frame.version !== version) {
+      throw Object.assign(violation(`welcome has version ${frame.version}, this client joined with ${version}`), { closeCode: CLOSE.bad_version });
     }
     return (ws) =>
       new Connection(ws, {
+        version,
         welcome: frame,
         participantId: frame.participant_id,
         resumeSecret: frame.resume_secret,
@@ -1214,7 +1450,8 @@ export function connect(edgeUrl, token, { timeoutMs = 10_000, approvalTimeoutMs,
 
 /**
  * Takes a participant's place again on a new websocket to `edgeUrl` (the same `edge.url`) with
- * `resume(2, participantId, resumeSecret, lastSeq)` (§2 "Resume"), and resolves with a Connection
+ * `resume(version, participantId, resumeSecret, lastSeq)` (§2 "Resume"; `version` as for
+ * connect(), pass the old connection's `version` to keep media), and resolves with a Connection
  * once `resumed` arrives; the `resumed.replayed` replayed events follow on it (counted down in
  * `replayPending`), then live traffic. Rejects with a ConnectError when the edge closes first:
  * 4105 (resync needed) and 4106 (resume refused) mean join again with a token, 4200 the session
@@ -1229,10 +1466,11 @@ export function connect(edgeUrl, token, { timeoutMs = 10_000, approvalTimeoutMs,
  *     const conn = await resume(url, s.participantId, s.resumeSecret, s.lastSeq,
  *                               { highestMessageId: s.highestMessageId, resend: s.unacked });
  */
-export function resume(edgeUrl, participantId, resumeSecret, lastSeq, { timeoutMs = 10_000, highestMessageId = 0n, resend = [] } = {}) {
+export function resume(edgeUrl, participantId, resumeSecret, lastSeq, { timeoutMs = 10_000, highestMessageId = 0n, resend = [], version = PROTOCOL_VERSION } = {}) {
+  checkVersion(version);
   const first = {
     type: 'resume',
-    version: PROTOCOL_VERSION,
+    version,
     participant_id: participantId,
     resume_secret: resumeSecret,
     last_seq: toU64(lastSeq, 'lastSeq'),
@@ -1256,6 +1494,7 @@ export function resume(edgeUrl, participantId, resumeSecret, lastSeq, { timeoutM
     }
     return (ws) => {
       const conn = new Connection(ws, {
+        version,
         resumed: frame,
         participantId,
         resumeSecret,

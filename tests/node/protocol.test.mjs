@@ -1,5 +1,5 @@
 // Checks this client's encoder and decoder against the byte-level examples of docs/protocol.md
-// (§2 "Byte-level examples", and the presence examples of §2b), its kind and close code tables
+// (§2 "Byte-level examples", media ones included, and the presence examples of §2b), its kind and close code tables
 // against the document's, that the decoders are strict (§2: "A message must contain exactly its
 // fields"), its handshakes and bookkeeping (waiting, resume, last_seq, message ids, presence
 // snapshots) against a scripted edge in this process, and the presence placement request against
@@ -14,6 +14,7 @@ import {
   ADMIT,
   canResume,
   checkSnapshot,
+  CLIENT_KIND,
   CLOSE,
   CLOSE_NAME,
   closeCodeAction,
@@ -24,6 +25,7 @@ import {
   decodeClientFrame,
   decodeEdgeFrame,
   DecodeError,
+  EDGE_KIND,
   decodePresence,
   decodePresenceClientFrame,
   decodePresenceEdgeFrame,
@@ -31,14 +33,19 @@ import {
   encodePresence,
   ERROR_CODE,
   getPresence,
-  KIND,
+  MAX_TEXT_BYTES,
+  MEDIA_CLOSE_REASON,
+  MEDIA_KINDS,
+  MEDIA_PROTOCOL_VERSION,
   PlacementError,
   PRESENCE_KIND,
   PRESENCE_MAX_CLIENT_MESSAGE_BYTES,
   PRESENCE_VERSION,
   PROTOCOL_VERSION,
+  PROTOCOL_VERSIONS,
   resume,
   ROLE,
+  TRACK_SOURCE,
 } from './duet-client.mjs';
 
 /** Every `<!-- fixture: NAME -->` example of the document: NAME -> bytes. */
@@ -79,6 +86,7 @@ const bo = { id: 2, role: ROLE.guest, user_id: 'bo', display_name: 'Bo' };
 // approval": "a guest's `join` is answered with `waiting`").
 const cy = { id: 3, role: ROLE.guest, user_id: 'cy', display_name: 'Cy' };
 const secret = Buffer.from([0xab, 0xab, 0xab, 0xab]);
+const SDP = 'v=0\r\n';
 const DESCRIBED = {
   // "`join` with version 2 and the token `eyJ0`"
   'session-join': { type: 'join', version: 2, token: 'eyJ0' },
@@ -127,8 +135,35 @@ const DESCRIBED = {
   // "`join_request` for participant 3 (user `cy`, name `Cy`), and `waiting`"
   'session-join-request': { type: 'join_request', participant: cy },
   'session-waiting': { type: 'waiting' },
+  // "Media (version 3). `media_offer` and `media_answer` from a client, with the 5-byte SDP
+  // `v=0\r\n` ..., the answer to the edge's offer 2"
+  'session-media-offer': { type: 'media_offer', sdp: SDP },
+  'session-media-answer': { type: 'media_answer', offer_id: 2, sdp: SDP },
+  // "`media_candidate` with `candidate:1 1 udp 1 127.0.0.1 5000 typ host`"
+  'session-media-candidate': { type: 'media_candidate', candidate: 'candidate:1 1 udp 1 127.0.0.1 5000 typ host' },
+  // "`track_publish`: mid `1` carries the screen; `track_mute`: mid `0` is muted; `media_leave`"
+  'session-track-publish': { type: 'track_publish', mid: '1', source: TRACK_SOURCE.screen },
+  'session-track-mute': { type: 'track_mute', mid: '0', muted: 1 },
+  'session-media-leave': { type: 'media_leave' },
+  // "From the edge: its `media_answer`, and its `media_offer` number 2"
+  'session-edge-media-answer': { type: 'media_answer', sdp: SDP },
+  'session-edge-media-offer': { type: 'media_offer', offer_id: 2, sdp: SDP },
+  // "`track_published`: track 5 of participant 1, its camera, not muted, arriving on your mid `2`;
+  // then `track_muted` (track 5 muted), `track_unpublished` (track 5), and `media_closed` (reason
+  // 1, disconnected)"
+  'session-track-published': { type: 'track_published', track_id: 5, participant_id: 1, source: TRACK_SOURCE.camera, muted: 0, mid: '2' },
+  'session-track-muted': { type: 'track_muted', track_id: 5, muted: 1 },
+  'session-track-unpublished': { type: 'track_unpublished', track_id: 5 },
+  'session-media-closed': { type: 'media_closed', reason: MEDIA_CLOSE_REASON.disconnected },
 };
-const CLIENT_SIDE = new Set(['join', 'send', 'ping', 'leave', 'resume', 'end_session', 'admit']);
+/**
+ * Which way each example goes. The kind byte says it (§2: "Kinds `0x01`-`0x7f` go from client to
+ * edge, `0x81`-`0xff` from edge to client"); the prose says it too, and `media_offer` and
+ * `media_answer` need it because they are names of both directions.
+ */
+const EDGE_EXAMPLES_OF_CLIENT_NAMES = new Set(['session-edge-media-answer', 'session-edge-media-offer']);
+const directionOf = (name) =>
+  Object.hasOwn(CLIENT_KIND, DESCRIBED[name].type) && !EDGE_EXAMPLES_OF_CLIENT_NAMES.has(name) ? 'client' : 'edge';
 
 const isDecodeError = (reason) => (e) => {
   assert.ok(e instanceof DecodeError, `expected a DecodeError, got ${e}`);
@@ -143,24 +178,47 @@ describe('byte-level examples of docs/protocol.md', () => {
     assert.deepEqual(inDoc, Object.keys(DESCRIBED).sort());
   });
 
-  test('every frame kind of section 2 has an example', () => {
-    const kinds = new Set(Object.values(DESCRIBED).map((f) => f.type));
-    assert.deepEqual([...kinds].sort(), Object.keys(KIND).sort());
+  test('every frame kind of section 2 has an example, in each direction', () => {
+    for (const [direction, kinds] of [['client', CLIENT_KIND], ['edge', EDGE_KIND]]) {
+      const types = new Set(Object.keys(DESCRIBED).filter((name) => directionOf(name) === direction).map((name) => DESCRIBED[name].type));
+      assert.deepEqual([...types].sort(), Object.keys(kinds).sort(), direction);
+    }
   });
 
   test('the kind tables of section 2 are exactly the kinds this client knows', () => {
-    const tables = [...SESSION_SECTION.matchAll(/^\| `0x([0-9a-f]{2})` \| `([a-z_]+)` +\|/gm)];
-    assert.deepEqual(
-      Object.fromEntries(tables.map((m) => [m[2], parseInt(m[1], 16)])),
-      { ...KIND },
-    );
+    const table = (heading) => {
+      const start = SESSION_SECTION.indexOf(`\n### ${heading}\n`);
+      assert.ok(start >= 0, `no "${heading}" in section 2`);
+      const end = SESSION_SECTION.indexOf('\n### ', start + 1);
+      const rows = [...SESSION_SECTION.slice(start, end).matchAll(/^\| `0x([0-9a-f]{2})` +\| `([a-z_]+)` +\|/gm)];
+      return Object.fromEntries(rows.map((m) => [m[2], parseInt(m[1], 16)]));
+    };
+    assert.deepEqual(table('Client to edge'), { ...CLIENT_KIND });
+    assert.deepEqual(table('Edge to client'), { ...EDGE_KIND });
   });
 
   test('the client kinds are 0x01-0x7f and the edge kinds 0x81-0xff', () => {
-    for (const [type, kind] of Object.entries(KIND)) {
-      assert.equal(kind < 0x80, CLIENT_SIDE.has(type), type);
-      assert.ok(kind !== 0x00 && kind !== 0x80, type);
-    }
+    for (const kind of Object.values(CLIENT_KIND)) assert.ok(kind > 0x00 && kind < 0x80, kind);
+    for (const kind of Object.values(EDGE_KIND)) assert.ok(kind > 0x80 && kind <= 0xff, kind);
+  });
+
+  test('the media kinds are the ones version 3 added, and the versions are 2 and 3', () => {
+    // §2 "Versions and enums": "version 3, which added media signalling (kinds `0x08`-`0x0d` and `0x8d`-`0x92`".
+    const m = SESSION_SECTION.match(/added media signalling \(kinds `0x([0-9a-f]{2})`-`0x([0-9a-f]{2})` and `0x([0-9a-f]{2})`-`0x([0-9a-f]{2})`/);
+    assert.ok(m, 'the version-3 kind ranges are stated');
+    const [a, b, c, d] = m.slice(1).map((h) => parseInt(h, 16));
+    const expected = [];
+    for (let k = a; k <= b; k++) expected.push(k);
+    for (let k = c; k <= d; k++) expected.push(k);
+    assert.deepEqual([...MEDIA_KINDS].sort((x, y) => x - y), expected);
+    for (const kind of MEDIA_KINDS) assert.ok(Object.values(CLIENT_KIND).includes(kind) || Object.values(EDGE_KIND).includes(kind), kind);
+    // Close code 4003: "the `version` of `join` or `resume` is not 2 or 3".
+    assert.match(SESSION_SECTION, /\| 4003 \|.*is not 2 or 3/);
+    assert.deepEqual(PROTOCOL_VERSIONS, [2, 3]);
+    assert.equal(MEDIA_PROTOCOL_VERSION, 3);
+    // The notation table: "`text` | `u32` byte length, then that many bytes of UTF-8 (SDP; at most 524,288 bytes)".
+    assert.match(SESSION_SECTION, /\| `text` +\| `u32` byte length, then that many bytes of UTF-8 \(SDP; at most 524,288 bytes\)/);
+    assert.equal(MAX_TEXT_BYTES, 524_288);
   });
 
   for (const [name, frame] of Object.entries(DESCRIBED)) {
@@ -169,13 +227,16 @@ describe('byte-level examples of docs/protocol.md', () => {
 
       test('encodes to exactly the example bytes', () => {
         assert.ok(bytes, `no fixture ${name} in the document`);
-        assert.equal(encode(frame).toString('hex'), bytes.toString('hex'));
+        assert.equal(encode(frame, directionOf(name)).toString('hex'), bytes.toString('hex'));
+        // Without a direction, only the names of both directions need one.
+        if (frame.type === 'media_offer' || frame.type === 'media_answer') assert.throws(() => encode(frame), TypeError);
+        else assert.equal(encode(frame).toString('hex'), bytes.toString('hex'));
       });
 
       test('decodes to the described values', () => {
         assert.deepStrictEqual(decode(bytes), frame);
         // The kind byte tells the direction (§2: 0x01-0x7f client to edge, 0x81-0xff edge to client).
-        if (CLIENT_SIDE.has(frame.type)) {
+        if (directionOf(name) === 'client') {
           assert.deepStrictEqual(decodeClientFrame(bytes), frame);
           assert.throws(() => decodeEdgeFrame(bytes), isDecodeError('unknown_kind'));
         } else {
@@ -250,9 +311,14 @@ describe('presence examples of docs/protocol.md (§2b)', () => {
     assert.equal(PRESENCE_VERSION, 1);
   });
 
-  test('presence kinds and session kinds do not overlap', () => {
-    const session = new Set(Object.values(KIND));
-    for (const [type, kind] of Object.entries(PRESENCE_KIND)) assert.ok(!session.has(kind), type);
+  test('presence kinds that are session kinds too are version-3 edge kinds, of another websocket', () => {
+    // The presence protocol has "the kinds of its own table" (§2b) on its own websocket; version 3
+    // of the session protocol took 0x91 and 0x92 (track_muted, media_closed), the presence
+    // snapshot's and pong's kinds. Nothing else overlaps.
+    const session = new Set([...Object.values(CLIENT_KIND), ...Object.values(EDGE_KIND)]);
+    const shared = Object.values(PRESENCE_KIND).filter((kind) => session.has(kind));
+    assert.deepEqual(shared, [EDGE_KIND.track_muted, EDGE_KIND.media_closed]);
+    for (const kind of shared) assert.ok(MEDIA_KINDS.has(kind));
   });
 
   for (const [name, frame] of Object.entries(PRESENCE_DESCRIBED)) {
@@ -275,9 +341,11 @@ describe('presence examples of docs/protocol.md (§2b)', () => {
         }
       });
 
-      test('is an unknown kind to the session decoders', () => {
-        assert.throws(() => decode(bytes), isDecodeError('unknown_kind'));
-        assert.throws(() => decodeEdgeFrame(bytes), isDecodeError('unknown_kind'));
+      test('is not a session frame', () => {
+        const sessionKind = Object.values(EDGE_KIND).includes(bytes[0]);
+        // A kind the session shares (0x91, 0x92) does not decode as one of its frames either.
+        assert.throws(() => decode(bytes), sessionKind ? DecodeError : isDecodeError('unknown_kind'));
+        assert.throws(() => decodeEdgeFrame(bytes), sessionKind ? DecodeError : isDecodeError('unknown_kind'));
         assert.throws(() => decodeClientFrame(bytes), isDecodeError('unknown_kind'));
       });
 
@@ -295,9 +363,12 @@ describe('presence examples of docs/protocol.md (§2b)', () => {
     });
   }
 
-  test('session examples are unknown kinds to the presence decoder', () => {
+  test('session examples are not presence frames', () => {
     for (const [name, bytes] of FIXTURES) {
-      if (name.startsWith('session-')) assert.throws(() => decodePresence(bytes), isDecodeError('unknown_kind'), name);
+      if (!name.startsWith('session-')) continue;
+      // track_muted and media_closed share their kinds with snapshot and pong (see above).
+      const presenceKind = Object.values(PRESENCE_KIND).includes(bytes[0]);
+      assert.throws(() => decodePresence(bytes), presenceKind ? DecodeError : isDecodeError('unknown_kind'), name);
     }
   });
 });
@@ -388,7 +459,7 @@ describe('strict presence decoding', () => {
 
 describe('strict decoding', () => {
   test('unknown kinds are rejected with 4001', () => {
-    for (const kind of [0x00, 0x08, 0x7f, 0x80, 0x8d, 0xff]) {
+    for (const kind of [0x00, 0x0e, 0x7f, 0x80, 0x93, 0xff]) {
       assert.throws(() => decode(Buffer.from([kind, 0, 0, 0, 0, 0, 0, 0, 0])), isDecodeError('unknown_kind'));
     }
   });
@@ -612,7 +683,7 @@ async function scriptedEdge(script, decodeFrame = decodeClientFrame) {
 }
 
 const sendAll = (ws, ...frames) => {
-  for (const f of frames) ws.send(encode(f), { binary: true });
+  for (const f of frames) ws.send(encode(f, 'edge'), { binary: true });
 };
 const welcomeFor = (participant_id, seq, participants = [ada, bo], away = []) => ({
   type: 'welcome', version: 2, participant_id, seq, resume_secret: secret, participants, away,
@@ -990,5 +1061,156 @@ describe('presence placement (GET /api/v1/teams/{team}/presence) against a scrip
     for (const _ of broken) {
       await assert.rejects(getPresence(locator.url, 't'), (e) => e instanceof PlacementError && e.code === 'bad_answer');
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Media frames (§2 "Media (version 3)") beyond the examples: strictness, limits, and a version-3
+// connection against a scripted edge.
+// ---------------------------------------------------------------------------------------------
+
+describe('media frames (version 3)', () => {
+  test('unknown sources, mute values and close reasons are rejected', () => {
+    const publish = Buffer.from(FIXTURES.get('session-track-publish'));
+    for (const source of [0, 5, 0xff]) {
+      publish[4] = source; // kind(1) + mid(2 + 1): the source byte
+      assert.throws(() => decode(publish), isDecodeError('bad_value'));
+    }
+    const mute = Buffer.from(FIXTURES.get('session-track-mute'));
+    mute[4] = 2;
+    assert.throws(() => decode(mute), isDecodeError('bad_value'));
+    const published = Buffer.from(FIXTURES.get('session-track-published'));
+    published[9] = 0; // kind(1) + track_id(4) + participant_id(4): the source
+    assert.throws(() => decode(published), isDecodeError('bad_value'));
+    published[9] = TRACK_SOURCE.screen_audio;
+    published[10] = 7; // muted
+    assert.throws(() => decode(published), isDecodeError('bad_value'));
+    const muted = Buffer.from(FIXTURES.get('session-track-muted'));
+    muted[5] = 0xff;
+    assert.throws(() => decode(muted), isDecodeError('bad_value'));
+    const closed = Buffer.from(FIXTURES.get('session-media-closed'));
+    closed[1] = 4;
+    assert.throws(() => decode(closed), isDecodeError('bad_value'));
+    for (const reason of Object.values(MEDIA_CLOSE_REASON)) {
+      assert.deepStrictEqual(decode(Buffer.from([EDGE_KIND.media_closed, reason])), { type: 'media_closed', reason });
+    }
+  });
+
+  test('a text is u32-length UTF-8 of at most 524,288 bytes', () => {
+    // media_offer whose SDP is ff: not UTF-8.
+    assert.throws(() => decode(Buffer.from('0800000001ff', 'hex')), isDecodeError('bad_utf8'));
+    // A length beyond the message is a truncation; beyond the limit, a bad value whatever follows.
+    assert.throws(() => decode(Buffer.from('080000000a763d30', 'hex')), isDecodeError('truncated'));
+    const over = Buffer.alloc(1 + 4 + MAX_TEXT_BYTES + 1, 0x61);
+    over[0] = CLIENT_KIND.media_offer;
+    over.writeUInt32BE(MAX_TEXT_BYTES + 1, 1);
+    assert.throws(() => decode(over), isDecodeError('bad_value'));
+    const longest = 'a'.repeat(MAX_TEXT_BYTES);
+    assert.deepStrictEqual(decode(encode({ type: 'media_offer', sdp: longest }, 'client')), { type: 'media_offer', sdp: longest });
+    assert.throws(() => encode({ type: 'media_offer', sdp: `${longest}a` }, 'client'), RangeError);
+    // Bytes, not characters: 262,145 two-byte characters are 2 bytes over.
+    assert.throws(() => encode({ type: 'media_answer', sdp: 'é'.repeat(MAX_TEXT_BYTES / 2 + 1) }, 'edge'), RangeError);
+    assert.throws(() => encode({ type: 'media_offer', offer_id: 1, sdp: '\ud800' }, 'edge'), TypeError);
+  });
+
+  test('the names of both directions need a direction; a kind goes only its own way', () => {
+    assert.throws(() => encode({ type: 'media_offer', sdp: SDP }), TypeError);
+    assert.throws(() => encode({ type: 'media_answer', sdp: SDP }), TypeError);
+    assert.throws(() => encode({ type: 'track_published', ...DESCRIBED['session-track-published'] }, 'client'), TypeError);
+    assert.throws(() => encode({ type: 'media_leave' }, 'edge'), TypeError);
+    assert.throws(() => encode({ type: 'ping', nonce: 1n }, 'sideways'), TypeError);
+    // The same name, two layouts.
+    assert.equal(encode({ type: 'media_answer', offer_id: 2, sdp: SDP }, 'client').toString('hex'), FIXTURES.get('session-media-answer').toString('hex'));
+    assert.equal(encode({ type: 'media_answer', sdp: SDP }, 'edge').toString('hex'), FIXTURES.get('session-edge-media-answer').toString('hex'));
+    assert.throws(() => encode({ type: 'media_answer', sdp: SDP }, 'client'), RangeError); // no offer_id
+  });
+
+  test('values that do not fit are refused; muted takes a boolean too', () => {
+    assert.throws(() => encode({ type: 'track_publish', mid: '0', source: 5 }), RangeError);
+    assert.throws(() => encode({ type: 'track_publish', mid: '0', source: 0 }), RangeError);
+    assert.throws(() => encode({ type: 'track_mute', mid: '0', muted: 2 }), RangeError);
+    assert.throws(() => encode({ type: 'track_muted', track_id: 2 ** 32, muted: 0 }), RangeError);
+    assert.throws(() => encode({ type: 'media_closed', reason: 4 }), RangeError);
+    assert.throws(() => encode({ type: 'media_candidate', candidate: 'x'.repeat(65536) }), RangeError);
+    assert.equal(encode({ type: 'track_mute', mid: '0', muted: true }).toString('hex'), FIXTURES.get('session-track-mute').toString('hex'));
+    assert.deepStrictEqual(decode(encode({ type: 'track_muted', track_id: 5, muted: false })), { type: 'track_muted', track_id: 5, muted: 0 });
+  });
+
+  test('a version-3 join, media signalling both ways', async (t) => {
+    const edge = await scriptedEdge(async (ws, first, frames) => {
+      assert.deepStrictEqual(first, { type: 'join', version: 3, token: 'tok' });
+      sendAll(ws, { ...welcomeFor(2, 1n), version: 3 });
+      assert.deepStrictEqual(await frames.next(), { type: 'track_publish', mid: '0', source: TRACK_SOURCE.microphone });
+      assert.deepStrictEqual(await frames.next(), { type: 'media_offer', sdp: 'offer' });
+      assert.deepStrictEqual(await frames.next(), { type: 'media_candidate', candidate: 'candidate:1 1 udp 1 127.0.0.1 5000 typ host' });
+      assert.deepStrictEqual(await frames.next(), { type: 'media_candidate', candidate: '' });
+      sendAll(
+        ws,
+        { type: 'media_answer', sdp: 'answer' },
+        { type: 'track_published', track_id: 9, participant_id: 1, source: TRACK_SOURCE.camera, muted: 0, mid: '1' },
+        { type: 'media_offer', offer_id: 1, sdp: 're-offer' },
+      );
+      assert.deepStrictEqual(await frames.next(), { type: 'media_answer', offer_id: 1, sdp: 're-answer' });
+      assert.deepStrictEqual(await frames.next(), { type: 'track_mute', mid: '0', muted: 1 });
+      assert.deepStrictEqual(await frames.next(), { type: 'media_leave' });
+      sendAll(
+        ws,
+        { type: 'track_muted', track_id: 9, muted: 1 },
+        { type: 'track_unpublished', track_id: 9 },
+        { type: 'error', code: ERROR_CODE.unknown_track, message: 'no track on mid 7' },
+        { type: 'media_closed', reason: MEDIA_CLOSE_REASON.left },
+      );
+    });
+    t.after(edge.stop);
+    const conn = await connect(edge.url, 'tok', { version: MEDIA_PROTOCOL_VERSION });
+    assert.equal(conn.version, 3);
+    conn.trackPublish('0', TRACK_SOURCE.microphone);
+    conn.mediaOffer('offer');
+    conn.mediaCandidate('candidate:1 1 udp 1 127.0.0.1 5000 typ host');
+    conn.mediaCandidate('');
+    assert.deepStrictEqual(await conn.next(2000), { type: 'media_answer', sdp: 'answer' });
+    assert.equal((await conn.next(2000)).type, 'track_published');
+    assert.deepStrictEqual(await conn.next(2000), { type: 'media_offer', offer_id: 1, sdp: 're-offer' });
+    conn.mediaAnswer(1, 're-answer');
+    conn.trackMute('0', true);
+    conn.mediaLeave();
+    assert.deepStrictEqual(await conn.next(2000), { type: 'track_muted', track_id: 9, muted: 1 });
+    assert.deepStrictEqual(await conn.next(2000), { type: 'track_unpublished', track_id: 9 });
+    assert.equal((await conn.next(2000)).code, 8);
+    assert.deepStrictEqual(await conn.next(2000), { type: 'media_closed', reason: 0 });
+    assert.equal(conn.lastSeq, 1n, 'media frames carry no seq');
+    assert.equal(conn.protocolError, null);
+    conn.close();
+    await conn.closed;
+  });
+
+  test('a version-2 connection sends no media frame and closes on one with 4001', async (t) => {
+    const edge = await scriptedEdge((ws) => sendAll(ws, welcomeFor(2, 1n), { type: 'media_closed', reason: 3 }));
+    t.after(edge.stop);
+    const conn = await connect(edge.url, 'tok');
+    assert.equal(conn.version, PROTOCOL_VERSION);
+    assert.throws(() => conn.mediaOffer('v=0'), /version 3/);
+    assert.equal((await conn.closed).code, CLOSE.unknown_kind);
+    assert.equal(conn.protocolError?.reason, 'unknown_kind');
+    assert.equal(await edge.closeCode(), 4001);
+  });
+
+  test('a welcome of another version than the join closes with 4003; unknown versions are refused', async (t) => {
+    const edge = await scriptedEdge((ws) => sendAll(ws, welcomeFor(2, 0n))); // version 2
+    t.after(edge.stop);
+    await assert.rejects(connect(edge.url, 'tok', { version: 3 }), (e) => e instanceof ConnectError && e.closeCode === 4003);
+    assert.throws(() => connect(edge.url, 'tok', { version: 4 }), RangeError);
+    assert.throws(() => resume(edge.url, 2, secret, 0n, { version: 1 }), RangeError);
+  });
+
+  test('resume with version 3 keeps media', async (t) => {
+    const edge = await scriptedEdge(async (ws, first) => {
+      assert.equal(first.version, 3);
+      sendAll(ws, { type: 'resumed', seq: 9n, replayed: 0 }, { type: 'track_unpublished', track_id: 1 });
+    });
+    t.after(edge.stop);
+    const conn = await resume(edge.url, 2, secret, 9n, { version: 3 });
+    assert.deepStrictEqual(await conn.next(2000), { type: 'track_unpublished', track_id: 1 });
+    conn.close();
   });
 });

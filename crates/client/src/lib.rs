@@ -17,6 +17,9 @@
 //! A [`Session`] reads in its own task and hands decoded frames over a bounded channel, so
 //! [`Session::recv`] is cancel-safe and can sit in a `select!` beside anything else.
 
+#[cfg(feature = "media")]
+pub mod media;
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -91,6 +94,18 @@ pub struct Placement {
     pub edge: PlacedEdge,
     pub token: String,
     pub expires_at: String,
+    /// STUN and TURN servers for WebRTC media (empty when the locator has none configured).
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// An ICE server of a placement answer, shaped like the browser's `RTCIceServer`: TURN entries
+/// carry this participant's username and credential, STUN entries neither.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
 }
 
 /// The locator's answer to a presence request.

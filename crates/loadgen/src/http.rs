@@ -106,6 +106,12 @@ impl Connection {
 
 /// `GET path` on a connection of its own (closed afterwards): readiness checks.
 pub async fn get_status(addr: SocketAddr, path: &str) -> Result<StatusCode, TransportError> {
+    get(addr, path).await.map(|(status, _)| status)
+}
+
+/// `GET path` on a connection of its own (closed afterwards): the status and the whole body
+/// (a metrics page).
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(StatusCode, Bytes), TransportError> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(tcp(addr).await?)
         .await
         .map_err(TransportError::Http)?;
@@ -121,8 +127,8 @@ pub async fn get_status(addr: SocketAddr, path: &str) -> Result<StatusCode, Tran
     let result = async {
         let response = sender.send_request(request).await?;
         let status = response.status();
-        response.into_body().collect().await?;
-        Ok(status)
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
     }
     .await
     .map_err(TransportError::Http);

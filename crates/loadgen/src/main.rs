@@ -6,6 +6,8 @@
 //! - [`placement`]: the `placement` scenario (`POST /api/v1/sessions` throughput and latency).
 //! - [`outbox`]: the `outbox` scenario (an edge's buffered audit entries delivered after a link
 //!   outage: how soon, and each exactly once).
+//! - [`media`]: the `media` scenario (one publisher's video forwarded by an edge to N
+//!   subscribers: packets per second, and CPU per packet and per megabit).
 //! - [`procs`]: CPU pinning, free ports, the locator and edge processes and their teardown.
 //! - [`database`]: the database each run gets (a SQLite file, or a fresh PostgreSQL database).
 //! - [`http`]: a minimal HTTP/1.1 keep-alive client on hyper's connection API.
@@ -21,6 +23,7 @@
 mod database;
 mod drive;
 mod http;
+mod media;
 mod outbox;
 mod placement;
 mod procs;
@@ -48,6 +51,9 @@ enum Scenario {
     Placement(placement::Args),
     /// Delivery of the audit entries an edge buffered during a link outage, once the link is back.
     Outbox(outbox::Args),
+    /// Video packets an edge forwards per second (SRTP on) from one publisher to N subscribers,
+    /// and the edge's CPU per forwarded packet and megabit.
+    Media(media::Args),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +61,7 @@ fn main() -> ExitCode {
     let pinning = match &cli.scenario {
         Scenario::Placement(args) => args.pinning.clone(),
         Scenario::Outbox(args) => args.pinning.clone(),
+        Scenario::Media(args) => args.pinning.clone(),
     };
     if let Err(e) = procs::pin_self(&pinning) {
         eprintln!("error: {e:#}");
@@ -72,6 +79,7 @@ fn main() -> ExitCode {
             match cli.scenario {
                 Scenario::Placement(args) => placement::run(args).await,
                 Scenario::Outbox(args) => outbox::run(args).await,
+                Scenario::Media(args) => media::run(args).await,
             }
         };
         tokio::select! {

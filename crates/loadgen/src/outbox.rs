@@ -287,6 +287,7 @@ async fn measure_once(args: &Args, bins: &Binaries, db: DbKind, plan: Plan) -> a
         database_url: database.url(),
         edges: 0,
         startup_timeout: STARTUP_TIMEOUT,
+        media_ports: false,
     })
     .await?;
     let proxy = FaultProxy::start(cluster.locator.addr).await.context("starting the fault proxy")?;

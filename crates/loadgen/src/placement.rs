@@ -28,7 +28,7 @@ use crate::drive::{self, OpenLoop, PhaseResult, REQUEST_TIMEOUT};
 use crate::http::{Connection, RequestSpec};
 use crate::procs::{self, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning};
 use crate::report::{self, Provenance};
-use crate::stats::{fmt_count, fmt_duration, fmt_millis, fmt_ms, Latency, Spread};
+use crate::stats::{fmt_count, fmt_duration, fmt_millis, fmt_ms, parse_duration, Latency, Spread};
 
 /// The endpoint measured, and the body sent: the smallest valid placement request.
 const PLACEMENT_PATH: &str = "/api/v1/sessions";
@@ -110,17 +110,6 @@ pub struct Args {
     postgres_url: String,
     #[command(flatten)]
     pub pinning: Pinning,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = match s.strip_suffix("ms") {
-        Some(n) => (n, 0.001),
-        None => (s.strip_suffix('s').unwrap_or(s), 1.0),
-    };
-    match number.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(Duration::from_secs_f64(v * unit)),
-        _ => Err(format!("`{s}` is not a positive duration such as 500ms, 2s or 2")),
-    }
 }
 
 /// The phases of every run, after `--smoke` is applied.
@@ -325,6 +314,7 @@ async fn measure_once(args: &Args, bins: &Binaries, db: DbKind, phases: Phases) 
         database_url: database.url(),
         edges: args.edges,
         startup_timeout: STARTUP_TIMEOUT,
+        media_ports: false,
     })
     .await?;
     let addr = cluster.locator.addr;
@@ -548,15 +538,6 @@ fn render(args: &Args, phases: Phases, p: &Provenance, results: &[(DbKind, Vec<R
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_durations() {
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("0").is_err());
-        assert!(parse_duration("fast").is_err());
-    }
 
     #[test]
     fn verdicts_name_what_is_missed() {

@@ -3,10 +3,11 @@
 //!
 //! Guarantees: every server is a child with `kill_on_drop`, held by a [`Cluster`], so it is
 //! killed however the run ends (success, error, Ctrl-C or SIGTERM dropping the run). Servers
-//! listen on 127.0.0.1 only. Their output goes to log files in the cluster's temporary
+//! listen on 127.0.0.1 only, their media UDP sockets included (an ephemeral port each unless the
+//! benchmark picks one), so no two collide on the edge's default media port. Their output goes to log files in the cluster's temporary
 //! directory, and the last lines are quoted when a server exits early or never becomes ready.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -29,6 +30,11 @@ const LOG_TAIL_LINES: usize = 20;
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 /// Length of the enrollment secret generated for each cluster (the locator wants at least 16).
 const SECRET_LEN: usize = 32;
+/// The edge's media UDP address variable. Every server gets [`MEDIA_LISTEN_ANY`] unless its
+/// start names an address: the default, port 10000 on the listen address, would make the edges
+/// of one cluster (and of a duet running beside the benchmark) collide.
+const ENV_MEDIA_LISTEN: &str = "DUET_MEDIA_LISTEN";
+const MEDIA_LISTEN_ANY: &str = "127.0.0.1:0";
 
 /// Which CPUs the servers and the load generator run on (`taskset` CPU lists).
 #[derive(Debug, Clone, clap::Args)]
@@ -104,6 +110,12 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
+/// A free UDP port on 127.0.0.1, the same way (an edge's media port).
+pub fn free_udp_port() -> anyhow::Result<u16> {
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).context("binding udp 127.0.0.1:0")?;
+    Ok(socket.local_addr()?.port())
+}
+
 fn random_secret() -> String {
     use rand::distr::{Alphanumeric, SampleString};
     Alphanumeric.sample_string(&mut rand::rng(), SECRET_LEN)
@@ -154,11 +166,14 @@ pub struct Server {
     /// Its stdout and stderr.
     log: PathBuf,
     pub addr: SocketAddr,
+    /// An edge's media UDP address, when the cluster picked it ([`ClusterSpec::media_ports`]).
+    pub media_addr: Option<SocketAddr>,
 }
 
 impl Server {
     /// Starts `bin` under `taskset -c cpus`, with no `DUET_*` or `RUST_LOG` variable inherited
-    /// from this environment besides those in `env`.
+    /// from this environment besides those in `env`, and media on an ephemeral port unless `env`
+    /// sets `DUET_MEDIA_LISTEN`.
     fn spawn(
         name: String,
         bin: &Path,
@@ -178,9 +193,12 @@ impl Server {
                 cmd.env_remove(key.as_ref());
             }
         }
+        if !env.iter().any(|(key, _)| *key == ENV_MEDIA_LISTEN) {
+            cmd.env(ENV_MEDIA_LISTEN, MEDIA_LISTEN_ANY);
+        }
         cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {name} ({})", bin.display()))?;
-        Ok(Server { name, child, log, addr })
+        Ok(Server { name, child, log, addr, media_addr: None })
     }
 
     fn log_tail(&self) -> String {
@@ -305,6 +323,9 @@ pub struct ClusterSpec<'a> {
     pub edges: usize,
     /// How long the locator and all edges have, together, to become ready.
     pub startup_timeout: Duration,
+    /// Give each edge a media UDP port picked free on 127.0.0.1 and known to the benchmark
+    /// ([`Server::media_addr`]); otherwise an ephemeral one that nobody needs to know.
+    pub media_ports: bool,
 }
 
 /// The locator's SQLite file in its data directory when no database URL is given.
@@ -322,6 +343,8 @@ pub struct Cluster {
     /// What edges added later are started with.
     edge_bin: PathBuf,
     server_cpus: String,
+    /// [`ClusterSpec::media_ports`].
+    media_ports: bool,
     /// Data directories and logs of every server.
     dir: TempDir,
 }
@@ -378,6 +401,7 @@ impl Cluster {
             database_url,
             edge_bin: spec.bins.edge.clone(),
             server_cpus: spec.pinning.server_cpus.clone(),
+            media_ports: spec.media_ports,
             dir,
         };
         let locator_url = cluster.locator_url();
@@ -435,9 +459,17 @@ impl Cluster {
             "--data-dir".to_owned(),
             self.dir.path().join(format!("edge-{k}")).to_string_lossy().into_owned(),
         ];
-        let env = [("DUET_ENROLLMENT_SECRET", self.secret.as_str()), ("DUET_LOG", "warn")];
+        let media_addr =
+            self.media_ports.then(free_udp_port).transpose()?.map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        let media_listen = media_addr.map(|a| a.to_string());
+        let mut env = vec![("DUET_ENROLLMENT_SECRET", self.secret.as_str()), ("DUET_LOG", "warn")];
+        if let Some(listen) = &media_listen {
+            env.push((ENV_MEDIA_LISTEN, listen.as_str()));
+        }
         let log = self.dir.path().join(format!("edge-{k}.log"));
-        Server::spawn(format!("edge {id}"), &self.edge_bin, &args, &env, &self.server_cpus, log, addr)
+        let mut edge = Server::spawn(format!("edge {id}"), &self.edge_bin, &args, &env, &self.server_cpus, log, addr)?;
+        edge.media_addr = media_addr;
+        Ok(edge)
     }
 
     /// An error naming the first server that has exited.

@@ -3,6 +3,7 @@
 //! Also: fresh databases for each SQL dialect, condition waits (never fixed sleeps), and paths of
 //! the built binaries for tests that run them as processes.
 
+pub mod media;
 pub mod private_pg;
 pub mod proxy;
 pub mod scripted_edge;
@@ -254,6 +255,14 @@ impl Cluster {
         }
         self.locator.wait().await;
     }
+}
+
+/// A command running one of this workspace's binaries (see [`binary`]) with its media on a port
+/// the OS picks: tests run many edges at once, and the default media port (10000) would collide.
+pub fn command(name: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(binary(name));
+    c.env("DUET_MEDIA_LISTEN", "127.0.0.1:0");
+    c
 }
 
 /// Path of a binary built by `cargo build` in this workspace (tests that run real processes).

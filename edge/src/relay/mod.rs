@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use duet_proto::close::CloseCode;
 use duet_proto::session::{
-    ClientFrame, EdgeFrame, LeaveReason, Participant, ParticipantId, Role, SESSION_PROTOCOL_VERSION,
+    ClientFrame, EdgeFrame, LeaveReason, Participant, ParticipantId, Role, MIN_SESSION_PROTOCOL_VERSION,
+    SESSION_PROTOCOL_VERSION,
 };
 use duet_ws::{Message, ReadError, Reader};
 use fastwebsockets::WebSocket;
@@ -23,10 +24,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use crate::media::Signal;
 use crate::EdgeState;
 use session::SessionCmd;
 
 type Conn<S> = Reader<BufWriter<S>>;
+
+/// `media_offer` and `media_answer` frames one connection may send per second (bursts of twice).
+const MAX_SDP_FRAMES_PER_SECOND: u32 = 10;
 
 /// The longest a `leave` waits for its audit entry to be committed before the connection closes
 /// (only a stalled disk takes that long).
@@ -125,9 +130,10 @@ where
             Ok(f) => f,
         },
     };
-    let entry = match frame {
+    let supported = MIN_SESSION_PROTOCOL_VERSION..=SESSION_PROTOCOL_VERSION;
+    let (entry, version) = match frame {
         ClientFrame::Join { version, token } => {
-            if version != SESSION_PROTOCOL_VERSION {
+            if !supported.contains(&version) {
                 return close(&conn, CloseCode::UnsupportedVersion, "version");
             }
             let claims = match state.keys.verify(&token, &session_id, &state.edge_id) {
@@ -144,13 +150,13 @@ where
                 user_id: claims.sub,
                 display_name: claims.name,
             };
-            Entry::Join { participant, settings }
+            (Entry::Join { participant, settings }, version)
         }
         ClientFrame::Resume { version, participant_id, resume_secret, last_seq } => {
-            if version != SESSION_PROTOCOL_VERSION {
+            if !supported.contains(&version) {
                 return close(&conn, CloseCode::UnsupportedVersion, "version");
             }
-            Entry::Resume { participant_id, secret: resume_secret, last_seq }
+            (Entry::Resume { participant_id, secret: resume_secret, last_seq }, version)
         }
         _ => return close(&conn, CloseCode::UnexpectedFrame, "first frame must be join or resume"),
     };
@@ -167,7 +173,7 @@ where
     // ---- enter the session (its actor sends our welcome, or `resumed` and the replay) ----
     let conn_id = state.next_conn_id();
     let kick = CancellationToken::new();
-    let link = session::Link { id: conn_id, writer: conn.writer().clone(), kick: kick.clone() };
+    let link = session::Link { id: conn_id, writer: conn.writer().clone(), kick: kick.clone(), version };
     let handle = match enter_session(&state, &session_id, entry, link).await {
         Ok(h) => h,
         Err(code) => return close(&conn, code, "refused"),
@@ -177,6 +183,9 @@ where
     // ---- relay until the connection ends ----
     conn.set_idle_timeout(Some(state.config.idle_timeout));
     let mut rate = RateLimit::new(state.config.max_messages_per_second);
+    // Offers and answers cost the media task a parse each (milliseconds for a big one): a
+    // connection gets 10 a second, in bursts of 20, whatever `max_messages_per_second` says.
+    let mut sdp_rate = RateLimit::new(MAX_SDP_FRAMES_PER_SECOND).expect("non-zero");
     let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason, done: None };
     loop {
         let next = tokio::select! {
@@ -216,10 +225,25 @@ where
                 return;
             }
         };
+        if frame.since_version() > version {
+            close(&conn, CloseCode::UnknownKind, "kind not in the joined protocol version");
+            let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+            return;
+        }
         if rate.as_mut().is_some_and(|r| !r.take()) {
             close(&conn, CloseCode::TooManyMessages, "rate limit");
             let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
             return;
+        }
+        if matches!(frame, ClientFrame::MediaOffer { .. } | ClientFrame::MediaAnswer { .. }) && !sdp_rate.take() {
+            let refused = EdgeFrame::Error {
+                code: duet_proto::session::error_code::MEDIA_REJECTED,
+                message: format!("more than {MAX_SDP_FRAMES_PER_SECOND} offers and answers a second"),
+            };
+            if let Ok(bytes) = refused.encode() {
+                let _ = conn.writer().send(bytes);
+            }
+            continue;
         }
         let cmd = match frame {
             ClientFrame::Send { message_id, to, payload } => {
@@ -253,6 +277,12 @@ where
                 conn.writer().close(1000, "left");
                 return;
             }
+            ClientFrame::MediaOffer { sdp } => media(pid, conn_id, Signal::Offer(sdp)),
+            ClientFrame::MediaAnswer { offer_id, sdp } => media(pid, conn_id, Signal::Answer { offer_id, sdp }),
+            ClientFrame::MediaCandidate { candidate } => media(pid, conn_id, Signal::Candidate(candidate)),
+            ClientFrame::TrackPublish { mid, source } => media(pid, conn_id, Signal::Publish { mid, source }),
+            ClientFrame::TrackMute { mid, muted } => media(pid, conn_id, Signal::Mute { mid, muted }),
+            ClientFrame::MediaLeave => media(pid, conn_id, Signal::Leave),
             ClientFrame::Join { .. } | ClientFrame::Resume { .. } => {
                 close(&conn, CloseCode::UnexpectedFrame, "second join");
                 let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
@@ -263,6 +293,10 @@ where
             return close(&conn, CloseCode::SessionEnded, "session ended");
         }
     }
+}
+
+fn media(from: ParticipantId, conn: session::ConnId, signal: Signal) -> SessionCmd {
+    SessionCmd::Media { from, conn, signal }
 }
 
 /// Finds (or, for a join, starts) the session's actor and enters it. A join retries once if the
@@ -291,7 +325,12 @@ async fn enter_session(
             for _ in 0..2 {
                 let handle = state.session_handle(session_id)?;
                 let (reply, answer) = oneshot::channel();
-                let link = session::Link { id: link.id, writer: link.writer.clone(), kick: link.kick.clone() };
+                let link = session::Link {
+                    id: link.id,
+                    writer: link.writer.clone(),
+                    kick: link.kick.clone(),
+                    version: link.version,
+                };
                 let cmd = SessionCmd::Join { participant: participant.clone(), settings, link, reply };
                 if handle.tx.send(cmd).await.is_err() {
                     continue;

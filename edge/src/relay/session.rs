@@ -47,6 +47,8 @@ pub struct Link {
     pub writer: Writer,
     /// Cancelled when the session drops this connection (replaced, slow reader, refused, ended).
     pub kick: CancellationToken,
+    /// The session protocol version the connection joined or resumed with (its `welcome` says it).
+    pub version: u8,
 }
 
 impl Link {
@@ -104,6 +106,13 @@ pub enum SessionCmd {
         conn: ConnId,
         participant_id: ParticipantId,
         admit: bool,
+    },
+    /// A media signalling frame (protocol version 3), passed to the media task if the sender is
+    /// a connected, admitted member.
+    Media {
+        from: ParticipantId,
+        conn: ConnId,
+        signal: crate::media::Signal,
     },
     /// End the session now (a locator command or shutdown); every connection is closed with `code`.
     End {
@@ -309,6 +318,9 @@ impl Session {
             bytes_relayed: self.bytes_relayed,
             end_reason: end_reason.as_str().to_owned(),
         })));
+        if let Some(media) = &self.state.media {
+            media.session_ended(self.id.as_str().into());
+        }
         self.state.session_ended(&self.id, self.generation, end_reason);
         tracing::info!(session.id = %self.id, reason = end_reason.as_str(), "session ended");
     }
@@ -349,12 +361,55 @@ impl Session {
                     self.admit(from, participant_id, admit);
                 }
             }
+            SessionCmd::Media { from, conn, signal } => self.media(from, conn, signal),
             SessionCmd::End { reason, code } => {
                 self.end(reason, code);
                 return Some(reason);
             }
         }
         None
+    }
+
+    fn media(&mut self, from: ParticipantId, conn: ConnId, signal: crate::media::Signal) {
+        if self.pending.get(&from).is_some_and(|p| p.link.id == conn) {
+            let message = "no media before the host admits you";
+            let err = EdgeFrame::Error { code: error_code::MEDIA_UNAVAILABLE, message: message.into() };
+            if let Ok(bytes) = err.encode() {
+                let _ = self.pending[&from].link.writer.send(bytes);
+            }
+            return;
+        }
+        if !self.is_connected(from, conn) {
+            return;
+        }
+        let Some(media) = &self.state.media else {
+            return self.error(from, error_code::MEDIA_UNAVAILABLE, "media is off on this edge");
+        };
+        let m = &self.members[&from];
+        let writer = m.link.as_ref().expect("connected").writer.clone();
+        match media.signal(self.id.as_str().into(), from, m.info.user_id.clone(), writer, signal) {
+            Ok(()) => {}
+            Err(crate::media::SignalRefused::Busy) => {
+                self.error(from, error_code::MEDIA_REJECTED, "the edge's media is busy: send it again")
+            }
+            Err(crate::media::SignalRefused::Down) => {
+                self.error(from, error_code::MEDIA_UNAVAILABLE, "media failed on this edge")
+            }
+        }
+    }
+
+    /// Points the participant's media signalling at its current connection (after a resume or a
+    /// second join; the media connection itself does not depend on the websocket).
+    fn media_writer_changed(&self, id: ParticipantId) {
+        if let (Some(media), Some(link)) = (&self.state.media, self.members.get(&id).and_then(|m| m.link.as_ref())) {
+            if link.version >= duet_proto::session::MEDIA_PROTOCOL_VERSION {
+                media.writer_changed(self.id.as_str().into(), id, link.writer.clone());
+            } else {
+                // Back with a version without media: its media connection ends (it could not
+                // be told anything about it).
+                media.participant_gone(self.id.as_str().into(), id);
+            }
+        }
     }
 
     /// Answers a host-only command from a guest still waiting for approval with `error` 3.
@@ -389,6 +444,10 @@ impl Session {
         let now = Instant::now();
         let config = &self.state.config;
         self.window.prune(now);
+        // A call with audio or video but no messages is not idle.
+        if self.state.media.as_ref().is_some_and(|m| m.session_has_media(&self.id)) {
+            self.last_activity = now;
+        }
         if now >= self.last_activity + config.session_idle_timeout {
             self.end(SessionEndReason::Idle, CloseCode::SessionIdle);
             return Some(SessionEndReason::Idle);
@@ -456,7 +515,7 @@ impl Session {
     fn rejoin(&mut self, participant: Participant, link: Link) -> Result<(), CloseCode> {
         let id = participant.id;
         let secret = self.members[&id].secret;
-        let welcome = welcome_frame(id, self.seq, &secret, &self.members);
+        let welcome = welcome_frame(link.version, id, self.seq, &secret, &self.members);
         link.writer.send(welcome).map_err(|_| CloseCode::SlowReader)?;
         let m = self.members.get_mut(&id).expect("checked by the caller");
         if let Some(old) = m.link.replace(link) {
@@ -464,6 +523,7 @@ impl Session {
         }
         let was_away = m.away_since.take().is_some();
         let info = m.info.clone();
+        self.media_writer_changed(id);
         self.state.audit(
             AuditEvent::ParticipantJoined,
             Some(&self.id),
@@ -491,7 +551,7 @@ impl Session {
             joined_after: self.seq,
         };
         self.members.insert(id, member);
-        let welcome = welcome_frame(id, self.seq, &secret, &self.members);
+        let welcome = welcome_frame(link.version, id, self.seq, &secret, &self.members);
         if link.writer.send(welcome).is_err() {
             self.members.remove(&id);
             return Err(CloseCode::SlowReader);
@@ -541,6 +601,7 @@ impl Session {
         }
         let was_away = m.away_since.take().is_some();
         let info = m.info.clone();
+        self.media_writer_changed(id);
         let detail = format!("resumed after seq {last_seq}, {} events replayed", missed.len());
         self.state.audit(AuditEvent::ParticipantResumed, Some(&self.id), Some(&info), detail);
         if was_away {
@@ -631,6 +692,9 @@ impl Session {
     /// `id` gives up its place.
     fn release(&mut self, id: ParticipantId, reason: LeaveReason, detail: &str) {
         let Some(m) = self.members.remove(&id) else { return };
+        if let Some(media) = &self.state.media {
+            media.participant_gone(self.id.as_str().into(), id);
+        }
         if let Some(link) = &m.link {
             link.kick.cancel();
         }
@@ -769,9 +833,15 @@ fn encode(frame: &EdgeFrame) -> Result<Bytes, CloseCode> {
 }
 
 /// `welcome` for `id`: every member (away ones listed in `away`) and the session's latest seq.
-fn welcome_frame(id: ParticipantId, seq: u64, secret: &[u8; 32], members: &BTreeMap<ParticipantId, Member>) -> Bytes {
+fn welcome_frame(
+    version: u8,
+    id: ParticipantId,
+    seq: u64,
+    secret: &[u8; 32],
+    members: &BTreeMap<ParticipantId, Member>,
+) -> Bytes {
     let frame = EdgeFrame::Welcome {
-        version: duet_proto::session::SESSION_PROTOCOL_VERSION,
+        version,
         participant_id: id,
         seq,
         resume_secret: Bytes::copy_from_slice(secret),

@@ -17,6 +17,7 @@ use time::format_description::well_known::Rfc3339;
 use super::ApiError;
 use crate::access::Client;
 use crate::db::{EdgeRecord, Health, NewParticipant, NewSession, PlacementRecord};
+use crate::ice::IceServer;
 use crate::placement::recorder::RecordError;
 use crate::tokens::now_ms;
 use crate::LocatorState;
@@ -62,6 +63,9 @@ pub struct PlacementAnswer {
     /// On creation: the region the client was placed in and the one that serves it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<RegionInfo>,
+    /// STUN and TURN servers for WebRTC media, as `RTCIceServer`s; TURN credentials are this
+    /// participant's ([`crate::ice`]). Always present, empty when none are configured.
+    pub ice_servers: Vec<IceServer>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -127,6 +131,11 @@ pub(crate) fn sign(state: &LocatorState, claims: Claims) -> Result<(String, Stri
     Ok((token, expires_at))
 }
 
+/// Seconds since the Unix epoch, the clock TURN credentials' expiries are on.
+fn unix_now() -> u64 {
+    u64::try_from(now_ms() / 1000).unwrap_or(0)
+}
+
 fn answer(
     state: &LocatorState,
     session_id: &str,
@@ -162,6 +171,7 @@ fn answer(
         token,
         expires_at,
         region: None,
+        ice_servers: crate::ice::servers(&state.config, session_id, participant_id, unix_now()),
     })
 }
 
