@@ -174,12 +174,22 @@ pub struct EdgeArgs {
     /// name the client address [default: none].
     #[arg(long, env = "DUET_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',')]
     pub trusted_proxies: Option<Vec<String>>,
+    #[command(flatten)]
+    pub media: MediaArgs,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// The media options, shared by `duet-edge` and the locator (for its embedded edge).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct MediaArgs {
     /// UDP address for all WebRTC media (one port for every peer), or `off` to refuse media
-    /// [default: the --listen IP address, port 10000].
+    /// [default: the listen IP address (the locator: its --edge-listen), port 10000].
     #[arg(long, env = "DUET_MEDIA_LISTEN", value_name = "ADDR|off")]
     pub media_listen: Option<MediaListen>,
-    /// TCP address for ICE-TCP (clients whose UDP is blocked and that have no TURN server)
-    /// [default: none].
+    /// TCP address for ICE-TCP (clients whose UDP is blocked and that have no TURN server;
+    /// experimental) [default: none].
     #[arg(long, env = "DUET_MEDIA_TCP_LISTEN", value_name = "ADDR")]
     pub media_tcp_listen: Option<SocketAddr>,
     /// Address(es) put in the edge's ICE candidates, at most one IPv4 and one IPv6
@@ -191,9 +201,34 @@ pub struct EdgeArgs {
     /// Tracks one participant may publish at once [default: 8].
     #[arg(long, env = "DUET_MEDIA_MAX_TRACKS", value_name = "N")]
     pub media_max_tracks: Option<usize>,
-    /// Log format: text or json [default: text].
-    #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<LogFormat>,
+}
+
+impl MediaArgs {
+    /// These values (flags, environment) over `file`'s.
+    pub fn or(self, file: MediaArgs) -> MediaArgs {
+        MediaArgs {
+            media_listen: self.media_listen.or(file.media_listen),
+            media_tcp_listen: self.media_tcp_listen.or(file.media_tcp_listen),
+            media_advertised_address: self.media_advertised_address.or(file.media_advertised_address),
+            media_max_tracks: self.media_max_tracks.or(file.media_max_tracks),
+        }
+    }
+
+    /// The media settings: `None` for `off`; the default address is `listen_ip` with port 10000.
+    pub fn config(self, listen_ip: std::net::IpAddr) -> Option<crate::media::MediaConfig> {
+        let addr = match self.media_listen {
+            Some(MediaListen::Off) => return None,
+            Some(MediaListen::On(a)) => a,
+            None => SocketAddr::new(listen_ip, DEFAULT_MEDIA_PORT),
+        };
+        let mut media = crate::media::MediaConfig::new(addr);
+        media.tcp_listen = self.media_tcp_listen;
+        media.advertised = self.media_advertised_address.unwrap_or_default();
+        if let Some(n) = self.media_max_tracks {
+            media.max_tracks_per_participant = n;
+        }
+        Some(media)
+    }
 }
 
 /// `media_listen`: an address, or `off`.
@@ -287,6 +322,18 @@ pub struct EdgeFile {
     pub media_advertised_address: Option<Vec<std::net::IpAddr>>,
     pub media_max_tracks: Option<usize>,
     pub log_format: Option<LogFormat>,
+}
+
+impl EdgeFile {
+    /// The file's media options (TOML cannot flatten them: the file refuses unknown keys).
+    fn media_args(&self) -> MediaArgs {
+        MediaArgs {
+            media_listen: self.media_listen,
+            media_tcp_listen: self.media_tcp_listen,
+            media_advertised_address: self.media_advertised_address.clone(),
+            media_max_tracks: self.media_max_tracks,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -554,29 +601,6 @@ pub fn validate_media(media: &crate::media::MediaConfig) -> Result<(), ConfigErr
     Ok(())
 }
 
-/// The media settings from the `media_*` options: `None` for `off`; the default address is the
-/// public listener's IP with port 10000 (shared with the locator's embedded edge).
-pub fn media_config(
-    listen_ip: std::net::IpAddr,
-    media_listen: Option<MediaListen>,
-    tcp_listen: Option<SocketAddr>,
-    advertised: Option<Vec<std::net::IpAddr>>,
-    max_tracks: Option<usize>,
-) -> Option<crate::media::MediaConfig> {
-    let addr = match media_listen {
-        Some(MediaListen::Off) => return None,
-        Some(MediaListen::On(a)) => a,
-        None => SocketAddr::new(listen_ip, DEFAULT_MEDIA_PORT),
-    };
-    let mut media = crate::media::MediaConfig::new(addr);
-    media.tcp_listen = tcp_listen;
-    media.advertised = advertised.unwrap_or_default();
-    if let Some(n) = max_tracks {
-        media.max_tracks_per_participant = n;
-    }
-    Some(media)
-}
-
 /// Checks a region name (shared with the locator's embedded edge).
 pub fn validate_region(region: &str) -> Result<(), ConfigError> {
     validate_name("region", region, 64)
@@ -653,6 +677,7 @@ impl EdgeArgs {
     /// Merges flags/environment over the file over defaults, and validates.
     pub fn resolve(self, env: &dyn Env) -> Result<(EdgeConfig, LogFormat), ConfigError> {
         let file: EdgeFile = read_toml(self.config.as_deref())?;
+        let file_media = file.media_args();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./duet-data/edge"));
         let secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?.ok_or(
             ConfigError::Missing("enrollment secret: set DUET_ENROLLMENT_SECRET or DUET_ENROLLMENT_SECRET_FILE"),
@@ -723,17 +748,11 @@ impl EdgeArgs {
         if let Some(v) = self.max_connections_per_address.or(file.max_connections_per_address) {
             config.max_connections_per_address = v;
         }
+        let listen_ip = self.listen.or(file.listen).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+        config.media = self.media.or(file_media).config(listen_ip);
         if let Some(list) = self.trusted_proxies.or(file.trusted_proxies) {
             config.trusted_proxies = parse_trusted_proxies(&list)?;
         }
-        let listen_ip = self.listen.or(file.listen).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
-        config.media = media_config(
-            listen_ip,
-            self.media_listen.or(file.media_listen),
-            self.media_tcp_listen.or(file.media_tcp_listen),
-            self.media_advertised_address.or(file.media_advertised_address),
-            self.media_max_tracks.or(file.media_max_tracks),
-        );
         config.validate()?;
         Ok((config, self.log_format.or(file.log_format).unwrap_or_default()))
     }

@@ -133,21 +133,9 @@ pub struct LocatorArgs {
     /// Region of the embedded edge [default: default].
     #[arg(long, env = "DUET_EDGE_REGION", value_name = "REGION")]
     pub edge_region: Option<String>,
-    /// UDP address of the embedded edge's WebRTC media, or `off` [default: the --edge-listen IP
-    /// address, port 10000].
-    #[arg(long, env = "DUET_MEDIA_LISTEN", value_name = "ADDR|off")]
-    pub media_listen: Option<duet_edge::config::MediaListen>,
-    /// TCP address for the embedded edge's ICE-TCP [default: none].
-    #[arg(long, env = "DUET_MEDIA_TCP_LISTEN", value_name = "ADDR")]
-    pub media_tcp_listen: Option<SocketAddr>,
-    /// Address(es) in the embedded edge's ICE candidates, at most one IPv4 and one IPv6
-    /// (comma-separated) [default: the media listen address, or the default route's interface
-    /// address when that is 0.0.0.0].
-    #[arg(long, env = "DUET_MEDIA_ADVERTISED_ADDRESS", value_name = "IPS", value_delimiter = ',')]
-    pub media_advertised_address: Option<Vec<std::net::IpAddr>>,
-    /// Tracks one participant may publish at once on the embedded edge [default: 8].
-    #[arg(long, env = "DUET_MEDIA_MAX_TRACKS", value_name = "N")]
-    pub media_max_tracks: Option<usize>,
+    /// The embedded edge's WebRTC media (`--media-*`, as on duet-edge).
+    #[command(flatten)]
+    pub media: duet_edge::config::MediaArgs,
     /// Time connections get to close on shutdown [default: 10s].
     #[arg(long, env = "DUET_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
@@ -758,13 +746,13 @@ impl LocatorArgs {
                 .edge_listen
                 .or(file.edge_listen)
                 .unwrap_or_else(|| duet_edge::config::DEFAULT_LISTEN.parse().expect("valid default"));
-            let media = duet_edge::config::media_config(
-                listen.ip(),
-                self.media_listen.or(file.media_listen),
-                self.media_tcp_listen.or(file.media_tcp_listen),
-                self.media_advertised_address.or(file.media_advertised_address),
-                self.media_max_tracks.or(file.media_max_tracks),
-            );
+            let file_media = duet_edge::config::MediaArgs {
+                media_listen: file.media_listen,
+                media_tcp_listen: file.media_tcp_listen,
+                media_advertised_address: file.media_advertised_address.clone(),
+                media_max_tracks: file.media_max_tracks,
+            };
+            let media = self.media.clone().or(file_media).config(listen.ip());
             config.embedded_edge = Some(EmbeddedEdge {
                 listen,
                 public_url: self.edge_public_url.or(file.edge_public_url),

@@ -27,14 +27,17 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use duet_client::{LocatorClient, Placement, PlacementRequest, User};
+use duet_client::LocatorClient;
 use duet_testkit::media::{LoadPeer, Options, Publish};
 use hyper::StatusCode;
 use tokio::time::Instant;
 
 use crate::database::{BenchDatabase, DbKind, DEFAULT_POSTGRES_URL, ENV_POSTGRES_URL};
 use crate::http;
-use crate::procs::{self, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning};
+use crate::procs::{
+    self, user, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning, FIRST_PLACEMENT_TIMEOUT, STARTUP_TIMEOUT,
+    TEARDOWN_ALLOWANCE,
+};
 use crate::report::{self, Provenance};
 use crate::stats::{fmt_count, fmt_duration, parse_duration, Spread};
 
@@ -53,12 +56,6 @@ const METRIC_PACKETS_RECEIVED: &str = "duet_edge_media_packets_received_total";
 const METRIC_SEND_DROPPED: &str = "duet_edge_media_send_dropped_total";
 const METRIC_PEERS: &str = "duet_edge_media_peers";
 
-/// Time the locator and the edge get to answer 200 on `/readyz`.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a ready cluster gets to place its first session (the edge's first heartbeat).
-const FIRST_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval between attempts at the first placement.
-const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(50);
 /// Time new peers get to connect (ICE, DTLS, negotiation) and receive their first packets; a
 /// peer connects in tens of milliseconds on loopback, a few dozen at once in about a second.
 const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
@@ -69,8 +66,6 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Load peers ping their session this often: the edge closes a session websocket that sends
 /// nothing for 90 s, and a run with a ramp lasts longer than that.
 const KEEPALIVE: Duration = Duration::from_secs(30);
-/// Allowance per run for stopping the servers.
-const TEARDOWN_ALLOWANCE: Duration = Duration::from_secs(15);
 
 /// Defaults: 250 frames/s of 11,000 bytes (10 RTP packets each) is about 2,500 packets/s
 /// (22 Mbit/s) from the publisher, the packet rate of a few HD camera streams: 12 subscribers
@@ -394,7 +389,7 @@ async fn measure_once(args: &Args, bins: &Binaries, plan: &Plan) -> anyhow::Resu
     })
     .await?;
     let client = LocatorClient::new(&cluster.locator_url());
-    let host = first_placement(&mut cluster, &client).await?;
+    let host = procs::first_session(&mut cluster, &client, &user("publisher")).await?;
     let edge_id = procs::edge_id(1);
     if host.edge.id != edge_id {
         bail!("the session was placed on {}, not on {edge_id}", host.edge.id);
@@ -476,32 +471,10 @@ async fn wait_for(cluster: &mut Cluster, what: &str, mut done: impl FnMut() -> b
     }
 }
 
-fn user(name: &str) -> PlacementRequest {
-    PlacementRequest { user: Some(User { id: name.to_owned(), name: name.to_owned() }), ..Default::default() }
-}
-
 /// A guest joins the session through the locator and connects to the edge.
 async fn join(client: &LocatorClient, session_id: &str, name: &str) -> anyhow::Result<duet_client::Session> {
     let placed = client.join_session(session_id, &user(name)).await.context("joining the session")?;
     duet_client::connect(&placed.edge.url, &placed.token).await.context("a guest connecting")
-}
-
-/// Retries the first placement until it succeeds: the edge is ready before the locator has
-/// necessarily taken its first heartbeat into account.
-async fn first_placement(cluster: &mut Cluster, client: &LocatorClient) -> anyhow::Result<Placement> {
-    let deadline = Instant::now() + FIRST_PLACEMENT_TIMEOUT;
-    loop {
-        cluster.check_alive()?;
-        match client.create_session(&user("publisher")).await {
-            Ok(placed) => return Ok(placed),
-            Err(e) if Instant::now() >= deadline => {
-                bail!(
-                    "no placement succeeded within {FIRST_PLACEMENT_TIMEOUT:?} of readiness: the last one failed: {e}"
-                )
-            }
-            Err(_) => tokio::time::sleep(FIRST_PLACEMENT_RETRY).await,
-        }
-    }
 }
 
 fn describe_video(video: Publish) -> String {

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use duet_client::{Event, LocatorClient, Placement, PlacementRequest, User};
+use duet_client::{Event, LocatorClient, Placement};
 use duet_locator::db::{EdgeRecord, Health, Store};
 use duet_testkit::proxy::FaultProxy;
 use sqlx::any::AnyPoolOptions;
@@ -45,7 +45,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::database::{BenchDatabase, DbKind, DEFAULT_POSTGRES_URL, ENV_POSTGRES_URL};
-use crate::procs::{self, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning};
+use crate::procs::{
+    self, user, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning, FIRST_PLACEMENT_TIMEOUT, STARTUP_TIMEOUT,
+    TEARDOWN_ALLOWANCE,
+};
 use crate::report::{self, Provenance};
 use crate::stats::{fmt_count, Spread};
 
@@ -59,12 +62,6 @@ const TARGET_DELIVERY: Duration = Duration::from_secs(5);
 /// Audit entries one churn round writes: `participant_joined` and `participant_left`.
 const ENTRIES_PER_ROUND: u64 = 2;
 
-/// Time the locator and the edge get to answer 200 on `/readyz` (PostgreSQL migrations included).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a ready cluster gets to place its first session (the edge's first heartbeat).
-const FIRST_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval between attempts at the first placement.
-const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(50);
 /// Bound on one churn round (connect, leave, close): the edge answers in about a millisecond.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bound on the churn as a whole: a fixed allowance plus a generous time per entry (this machine
@@ -78,8 +75,6 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 /// and the stored maximum, two indexed lookups of well under a millisecond, so polling this
 /// often measures to about 10 ms without loading the database being measured.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-/// Allowance per run for stopping the servers and dropping the database.
-const TEARDOWN_ALLOWANCE: Duration = Duration::from_secs(15);
 
 /// Entries buffered during the outage by default (the figure of the target).
 const DEFAULT_ENTRIES: u64 = 100_000;
@@ -365,7 +360,7 @@ impl Sessions {
         let mut hosts = JoinSet::new();
         for i in 0..n {
             let host = if i == 0 {
-                first_placement(cluster, client, &user(&format!("host{i}"))).await?
+                procs::first_session(cluster, client, &user(&format!("host{i}"))).await?
             } else {
                 client.create_session(&user(&format!("host{i}"))).await.context("placing a session")?
             };
@@ -433,32 +428,6 @@ async fn churn_round(guest: &Placement) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn user(name: &str) -> PlacementRequest {
-    PlacementRequest { user: Some(User { id: name.to_owned(), name: name.to_owned() }), ..Default::default() }
-}
-
-/// Retries the first placement until it succeeds: the edge is ready before the locator has
-/// necessarily taken its first heartbeat into account.
-async fn first_placement(
-    cluster: &mut Cluster,
-    client: &LocatorClient,
-    req: &PlacementRequest,
-) -> anyhow::Result<Placement> {
-    let deadline = Instant::now() + FIRST_PLACEMENT_TIMEOUT;
-    loop {
-        cluster.check_alive()?;
-        match client.create_session(req).await {
-            Ok(placed) => return Ok(placed),
-            Err(e) if Instant::now() >= deadline => {
-                bail!(
-                    "no placement succeeded within {FIRST_PLACEMENT_TIMEOUT:?} of readiness: the last one failed: {e}"
-                )
-            }
-            Err(_) => tokio::time::sleep(FIRST_PLACEMENT_RETRY).await,
-        }
-    }
 }
 
 /// Read access to the locator's database: the edge's row (its last heartbeat) through the

@@ -26,7 +26,10 @@ use tokio::time::Instant;
 use crate::database::{BenchDatabase, DbKind, DEFAULT_POSTGRES_URL, ENV_POSTGRES_URL};
 use crate::drive::{self, OpenLoop, PhaseResult, REQUEST_TIMEOUT};
 use crate::http::{Connection, RequestSpec};
-use crate::procs::{self, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning};
+use crate::procs::{
+    self, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning, FIRST_PLACEMENT_RETRY, FIRST_PLACEMENT_TIMEOUT,
+    STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE,
+};
 use crate::report::{self, Provenance};
 use crate::stats::{fmt_count, fmt_duration, fmt_millis, fmt_ms, parse_duration, Latency, Spread};
 
@@ -47,15 +50,6 @@ const TARGET_P99: Duration = Duration::from_millis(10);
 const OPEN_LOOP_SHARE: f64 = 0.5;
 /// The rate the p99 target is measured at: half the throughput target.
 const TARGET_OPEN_RATE: f64 = TARGET_PLACEMENTS_PER_SEC * OPEN_LOOP_SHARE;
-
-/// Time the locator and all edges get to answer 200 on `/readyz` (PostgreSQL migrations included).
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-/// Time a ready cluster gets to place its first session (edges' first heartbeats).
-const FIRST_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Interval between attempts at the first placement.
-const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(50);
-/// Allowance per run for stopping the servers and dropping the database.
-const TEARDOWN_ALLOWANCE: Duration = Duration::from_secs(15);
 
 /// Defaults of the phases: long enough for stable medians, short enough for three runs on two
 /// databases to take about three minutes.

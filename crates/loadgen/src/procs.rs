@@ -21,6 +21,16 @@ use tokio::time::Instant;
 use crate::http;
 
 /// Interval between two readiness checks of a starting server.
+/// Time the locator and every edge get to answer 200 on `/readyz` (PostgreSQL migrations
+/// included).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Time a ready cluster gets to place its first session (the edges' first heartbeats).
+pub const FIRST_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Interval between attempts at the first placement.
+pub const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(50);
+/// Allowance per run for stopping the servers (and dropping the database).
+pub const TEARDOWN_ALLOWANCE: Duration = Duration::from_secs(15);
+
 const READY_POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// Time a killed server gets to be reaped before teardown stops waiting for it.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -491,5 +501,35 @@ impl Cluster {
             edge.stop().await;
         }
         locator.stop().await;
+    }
+}
+
+/// A placement request for the user `name` (id and display name alike).
+pub fn user(name: &str) -> duet_client::PlacementRequest {
+    duet_client::PlacementRequest {
+        user: Some(duet_client::User { id: name.to_owned(), name: name.to_owned() }),
+        ..Default::default()
+    }
+}
+
+/// Retries creating a session until the locator places it: the edges are ready before the
+/// locator has necessarily taken their first heartbeat into account.
+pub async fn first_session(
+    cluster: &mut Cluster,
+    client: &duet_client::LocatorClient,
+    req: &duet_client::PlacementRequest,
+) -> anyhow::Result<duet_client::Placement> {
+    let deadline = Instant::now() + FIRST_PLACEMENT_TIMEOUT;
+    loop {
+        cluster.check_alive()?;
+        match client.create_session(req).await {
+            Ok(placed) => return Ok(placed),
+            Err(e) if Instant::now() >= deadline => {
+                bail!(
+                    "no placement succeeded within {FIRST_PLACEMENT_TIMEOUT:?} of readiness: the last one failed: {e}"
+                )
+            }
+            Err(_) => tokio::time::sleep(FIRST_PLACEMENT_RETRY).await,
+        }
     }
 }
