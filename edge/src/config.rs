@@ -188,8 +188,8 @@ pub struct MediaArgs {
     /// [default: the listen IP address (the locator: its --edge-listen), port 10000].
     #[arg(long, env = "DUET_MEDIA_LISTEN", value_name = "ADDR|off")]
     pub media_listen: Option<MediaListen>,
-    /// TCP address for ICE-TCP (clients whose UDP is blocked and that have no TURN server;
-    /// experimental) [default: none].
+    /// TCP address for ICE-TCP (clients whose UDP is blocked and that have no TURN server)
+    /// [default: none].
     #[arg(long, env = "DUET_MEDIA_TCP_LISTEN", value_name = "ADDR")]
     pub media_tcp_listen: Option<SocketAddr>,
     /// Address(es) put in the edge's ICE candidates, at most one IPv4 and one IPv6

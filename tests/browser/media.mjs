@@ -19,7 +19,10 @@
 //   DUET_EDGE_METRICS_URL   the edge's Prometheus text (`<edge http base>/metrics`)
 //   DUET_FORWARDED_METRIC   the forwarded-packet counter (default duet_edge_media_packets_sent_total)
 //   DUET_MEDIA_MODE         `udp`, or `turn-tcp`: the guest page relays only (iceTransportPolicy
-//                           'relay'), over TCP to the TURN server of its ice_servers
+//                           'relay'), over TCP to the TURN server of its ice_servers, or `ice-tcp`:
+//                           UDP candidates are dropped from every SDP and candidate the guest page
+//                           exchanges with the edge, so its only path is the edge's passive ICE-TCP
+//                           candidate (then DUET_EDGE_MEDIA_ADDR is the edge's ICE-TCP address)
 //   DUET_OTHER_PUBLISHERS   how many other participants publish one audio track (default 0); each
 //                           also receives the host's video, and says so with a session message
 //                           `media received` to everyone, which the host waits for before it mutes
@@ -105,8 +108,8 @@ const MODE = env('DUET_MEDIA_MODE');
 const OTHER_PUBLISHERS = Number(env('DUET_OTHER_PUBLISHERS', '0'));
 const CHROMIUM = env('CHROMIUM', '/usr/bin/chromium');
 
-if (MODE !== 'udp' && MODE !== 'turn-tcp') {
-  console.error(`media test: FAILED: DUET_MEDIA_MODE is ${JSON.stringify(MODE)}, not udp or turn-tcp`);
+if (MODE !== 'udp' && MODE !== 'turn-tcp' && MODE !== 'ice-tcp') {
+  console.error(`media test: FAILED: DUET_MEDIA_MODE is ${JSON.stringify(MODE)}, not udp, turn-tcp or ice-tcp`);
   process.exit(1);
 }
 const [EDGE_MEDIA_IP, EDGE_MEDIA_PORT] = (() => {
@@ -153,8 +156,10 @@ const show = (v) => JSON.stringify(v);
  * that an edge offer and a local offer never interleave; `answerOffer` ignores an edge offer while
  * a local one is outstanding (§2 "Offers cross").
  */
-function installPeer({ iceServers, relayOnly }) {
+function installPeer({ iceServers, relayOnly, tcpOnly }) {
   const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all' });
+  // ice-tcp mode: no UDP candidate crosses between this page and the edge, either way.
+  const tcp = (sdp) => (tcpOnly ? sdp.replace(/^a=candidate:\S+ \d+ udp .*\r\n/gim, '') : sdp);
   const tracks = [];
   let chain = Promise.resolve();
   const serial = (fn) => {
@@ -164,6 +169,7 @@ function installPeer({ iceServers, relayOnly }) {
   };
   pc.onicecandidate = (e) => {
     // null (or an empty candidate) ends the candidates: an empty `media_candidate`.
+    if (tcpOnly && e.candidate && / udp /i.test(e.candidate.candidate)) return;
     window.duetCandidate(e.candidate ? e.candidate.candidate : '');
   };
   pc.ontrack = (e) => tracks.push({ mid: e.transceiver.mid, kind: e.track.kind });
@@ -186,16 +192,16 @@ function installPeer({ iceServers, relayOnly }) {
           .getTransceivers()
           .filter((t) => t.sender.track && (t.direction === 'sendonly' || t.direction === 'sendrecv'))
           .map((t) => ({ mid: t.mid, kind: t.sender.track.kind }));
-        return { sdp: pc.localDescription.sdp, sending };
+        return { sdp: tcp(pc.localDescription.sdp), sending };
       }),
-    applyAnswer: (sdp) => serial(() => pc.setRemoteDescription({ type: 'answer', sdp })),
+    applyAnswer: (sdp) => serial(() => pc.setRemoteDescription({ type: 'answer', sdp: tcp(sdp) })),
     /** The answer to an edge offer, or null when a local offer is outstanding (ignore it). */
     answerOffer: (sdp) =>
       serial(async () => {
         if (pc.signalingState === 'have-local-offer') return null;
-        await pc.setRemoteDescription({ type: 'offer', sdp });
+        await pc.setRemoteDescription({ type: 'offer', sdp: tcp(sdp) });
         await pc.setLocalDescription(await pc.createAnswer());
-        return pc.localDescription.sdp;
+        return tcp(pc.localDescription.sdp);
       }),
     /** A local mute of the video track (a muted browser track sends black frames). */
     muteVideo: () => {
@@ -401,7 +407,11 @@ async function main() {
   await hostPage.exposeFunction('duetCandidate', (c) => publisher.candidate(c));
   await guestPage.exposeFunction('duetCandidate', (c) => receiver.candidate(c));
   await hostPage.evaluate(installPeer, { iceServers: HOST_ICE_SERVERS, relayOnly: false });
-  await guestPage.evaluate(installPeer, { iceServers: GUEST_ICE_SERVERS, relayOnly: MODE === 'turn-tcp' });
+  await guestPage.evaluate(installPeer, {
+    iceServers: GUEST_ICE_SERVERS,
+    relayOnly: MODE === 'turn-tcp',
+    tcpOnly: MODE === 'ice-tcp',
+  });
 
   const sending = await run('host: fake camera and microphone, track_publish, media_offer, media_answer', async () => {
     const kinds = await hostPage.evaluate(() => window.duet.publish());
@@ -472,6 +482,9 @@ async function main() {
       throw new Error(`the local candidate is ${show(selected.local)}, not a relay candidate over TCP`);
     }
     if (MODE === 'udp' && selected.local?.protocol !== 'udp') throw new Error(`the local candidate is ${show(selected.local)}, not UDP`);
+    if (MODE === 'ice-tcp' && (selected.local?.protocol !== 'tcp' || selected.remote?.protocol !== 'tcp')) {
+      throw new Error(`the pair is ${describePair(selected)}, not ICE-TCP`);
+    }
     const hostPair = (await hostPage.evaluate(() => window.duet.stats())).selected;
     console.log(`  selected pair (host, ${MODE}): ${describePair(hostPair)}`);
   });

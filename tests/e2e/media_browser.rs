@@ -2,8 +2,9 @@
 //! Debian's `chromium` with fake camera and microphone) publishes from a host page and receives
 //! on a guest page, with the signalling carried by the Node client of `tests/node` over protocol
 //! version 3. Over UDP straight to the edge's media port, with a Rust `webrtc` peer
-//! (`duet_client::media::MediaPeer`) as a third participant; and with the guest page relaying
-//! only, over TCP through a real coturn whose credentials the locator mints.
+//! (`duet_client::media::MediaPeer`) as a third participant; with the guest page relaying
+//! only, over TCP through a real coturn whose credentials the locator mints; and with the guest
+//! page on the edge's ICE-TCP port, no UDP candidate exchanged.
 //!
 //! Needs `npm ci` in tests/browser and tests/node, Debian's `chromium` and `coturn`: missing ones
 //! fail the test with the command that installs them.
@@ -98,7 +99,13 @@ fn run_script(cluster: &Cluster, host: &Value, guest: &Value, mode: &str, others
         .env("DUET_GUEST_TOKEN", guest["token"].as_str().expect("token"))
         .env("DUET_HOST_ICE_SERVERS", host["ice_servers"].to_string())
         .env("DUET_GUEST_ICE_SERVERS", guest["ice_servers"].to_string())
-        .env("DUET_EDGE_MEDIA_ADDR", media.udp_addr.to_string())
+        .env(
+            "DUET_EDGE_MEDIA_ADDR",
+            match mode {
+                "ice-tcp" => media.tcp_addr.expect("ICE-TCP on").to_string(),
+                _ => media.udp_addr.to_string(),
+            },
+        )
         .env("DUET_EDGE_METRICS_URL", format!("http://{}/metrics", edge.local_addr))
         .env("DUET_FORWARDED_METRIC", FORWARDED_METRIC)
         .env("DUET_MEDIA_MODE", mode)
@@ -331,6 +338,28 @@ async fn chromium_relays_over_tcp_through_coturn() {
     if !out.status.success() {
         eprintln!("coturn's log:\n{}", std::fs::read_to_string(&turn.log).unwrap_or_default());
     }
+    check_script(&out);
+    cluster.shutdown().await;
+}
+
+/// The guest page exchanges no UDP candidate with the edge (dropped from every SDP and trickled
+/// candidate, both ways), so its only path is the edge's passive ICE-TCP candidate: its selected
+/// pair is TCP to the edge's ICE-TCP port, and video flows over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_connects_over_ice_tcp() {
+    browser_dir();
+    // A cluster of one edge, with ICE-TCP on.
+    let mut cluster = Cluster::start_with(ClusterOptions::default()).await;
+    cluster
+        .add_edge(|c| {
+            if let Some(media) = c.media.as_mut() {
+                media.tcp_listen = Some("127.0.0.1:0".parse().unwrap());
+            }
+        })
+        .await;
+    assert!(cluster.edges[0].state.media.as_ref().unwrap().tcp_addr.is_some());
+    let (host, guest) = host_and_guest(&cluster).await;
+    let out = run_script(&cluster, &host, &guest, "ice-tcp", 0).await.expect("the script task");
     check_script(&out);
     cluster.shutdown().await;
 }
