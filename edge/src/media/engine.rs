@@ -144,7 +144,6 @@ struct Peer {
     user_id: String,
     rtc: Rtc,
     writer: Writer,
-    connected: bool,
     pending: Option<(u32, SdpPendingOffer)>,
     /// The outstanding offer's SDP, sent again if the participant's websocket is replaced (the
     /// first copy may have died with the old one).
@@ -441,8 +440,7 @@ impl Engine {
     fn event(&mut self, key: &PeerKey, event: Event, propagate: &mut Vec<Propagate>) {
         match event {
             Event::Connected => {
-                if let Some(p) = self.peers.get_mut(key) {
-                    p.connected = true;
+                if let Some(p) = self.peers.get(key) {
                     (self.setup.audit)(AuditEvent::MediaConnected, &key.0, key.1, &p.user_id, String::new());
                 }
             }
@@ -763,7 +761,6 @@ impl Engine {
             user_id,
             rtc,
             writer,
-            connected: false,
             pending: None,
             pending_sdp: None,
             next_offer_id: 0,

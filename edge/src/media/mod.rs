@@ -160,8 +160,6 @@ pub enum MediaError {
     BindUdp { addr: SocketAddr, source: std::io::Error },
     #[error("cannot bind the ICE-TCP port {addr}: {source}")]
     BindTcp { addr: SocketAddr, source: std::io::Error },
-    #[error("the advertised addresses name two {family} addresses ({a} and {b}); give at most one per family")]
-    TwoPerFamily { family: &'static str, a: IpAddr, b: IpAddr },
     #[error("cannot create the DTLS certificate: {0}")]
     Certificate(String),
 }
@@ -199,7 +197,7 @@ impl Media {
             .await
             .map_err(|source| MediaError::BindUdp { addr: config.listen, source })?;
         let udp_addr = socket.local_addr().map_err(|source| MediaError::BindUdp { addr: config.listen, source })?;
-        let advertised = advertised_addresses(config, udp_addr)?;
+        let advertised = advertised_addresses(config, udp_addr);
         let tcp = match config.tcp_listen {
             Some(addr) => {
                 let listener =
@@ -284,30 +282,22 @@ impl Media {
     }
 }
 
-/// The candidate addresses: the configured ones (one per family), else the bound address, else
-/// the address the default route leaves from (found by connecting a UDP socket, which sends
-/// nothing), else loopback.
-fn advertised_addresses(config: &MediaConfig, bound: SocketAddr) -> Result<Vec<IpAddr>, MediaError> {
+/// The candidate addresses: the configured ones (at most one per family, which
+/// `config::validate_media` checks), else the bound address, else the address the default route
+/// leaves from (found by connecting a UDP socket, which sends nothing), else loopback.
+fn advertised_addresses(config: &MediaConfig, bound: SocketAddr) -> Vec<IpAddr> {
     if !config.advertised.is_empty() {
-        let v4: Vec<IpAddr> = config.advertised.iter().copied().filter(IpAddr::is_ipv4).collect();
-        let v6: Vec<IpAddr> = config.advertised.iter().copied().filter(IpAddr::is_ipv6).collect();
-        if v4.len() > 1 {
-            return Err(MediaError::TwoPerFamily { family: "IPv4", a: v4[0], b: v4[1] });
-        }
-        if v6.len() > 1 {
-            return Err(MediaError::TwoPerFamily { family: "IPv6", a: v6[0], b: v6[1] });
-        }
-        return Ok(v4.into_iter().chain(v6).collect());
+        return config.advertised.clone();
     }
     if !bound.ip().is_unspecified() {
-        return Ok(vec![bound.ip()]);
+        return vec![bound.ip()];
     }
     let probe = std::net::UdpSocket::bind("0.0.0.0:0").and_then(|s| {
         s.connect("192.0.2.1:9")?;
         s.local_addr()
     });
     match probe {
-        Ok(addr) if !addr.ip().is_unspecified() => Ok(vec![addr.ip()]),
-        _ => Ok(vec![IpAddr::from([127, 0, 0, 1])]),
+        Ok(addr) if !addr.ip().is_unspecified() => vec![addr.ip()],
+        _ => vec![IpAddr::from([127, 0, 0, 1])],
     }
 }
