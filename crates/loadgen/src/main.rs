@@ -8,6 +8,8 @@
 //!   outage: how soon, and each exactly once).
 //! - [`media`]: the `media` scenario (one publisher's video forwarded by an edge to N
 //!   subscribers: packets per second, and CPU per packet and per megabit).
+//! - [`echo`]: the `echo` scenario (S1: duet relaying A → edge → B against fastwebsockets' own
+//!   echo server example, messages per second and latency).
 //! - [`procs`]: CPU pinning, free ports, the locator and edge processes and their teardown.
 //! - [`database`]: the database each run gets (a SQLite file, or a fresh PostgreSQL database).
 //! - [`http`]: a minimal HTTP/1.1 keep-alive client on hyper's connection API.
@@ -22,6 +24,7 @@
 
 mod database;
 mod drive;
+mod echo;
 mod http;
 mod media;
 mod outbox;
@@ -54,6 +57,9 @@ enum Scenario {
     /// Video packets an edge forwards per second (SRTP on) from one publisher to N subscribers,
     /// and the edge's CPU per forwarded packet and megabit.
     Media(media::Args),
+    /// Messages per second duet relays between the two participants of 100 sessions, against
+    /// fastwebsockets' echo server example on the same core (S1, the echo floor).
+    Echo(echo::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
         Scenario::Placement(args) => args.pinning.clone(),
         Scenario::Outbox(args) => args.pinning.clone(),
         Scenario::Media(args) => args.pinning.clone(),
+        Scenario::Echo(args) => args.pinning.clone(),
     };
     if let Err(e) = procs::pin_self(&pinning) {
         eprintln!("error: {e:#}");
@@ -80,6 +87,7 @@ fn main() -> ExitCode {
                 Scenario::Placement(args) => placement::run(args).await,
                 Scenario::Outbox(args) => outbox::run(args).await,
                 Scenario::Media(args) => media::run(args).await,
+                Scenario::Echo(args) => echo::run(args).await,
             }
         };
         tokio::select! {

@@ -386,6 +386,7 @@ async fn measure_once(args: &Args, bins: &Binaries, plan: &Plan) -> anyhow::Resu
         edges: 1,
         startup_timeout: STARTUP_TIMEOUT,
         media_ports: true,
+        edge_env: &[],
     })
     .await?;
     let client = LocatorClient::new(&cluster.locator_url());

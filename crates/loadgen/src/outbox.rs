@@ -283,6 +283,7 @@ async fn measure_once(args: &Args, bins: &Binaries, db: DbKind, plan: Plan) -> a
         edges: 0,
         startup_timeout: STARTUP_TIMEOUT,
         media_ports: false,
+        edge_env: &[],
     })
     .await?;
     let proxy = FaultProxy::start(cluster.locator.addr).await.context("starting the fault proxy")?;

@@ -309,6 +309,7 @@ async fn measure_once(args: &Args, bins: &Binaries, db: DbKind, phases: Phases) 
         edges: args.edges,
         startup_timeout: STARTUP_TIMEOUT,
         media_ports: false,
+        edge_env: &[],
     })
     .await?;
     let addr = cluster.locator.addr;

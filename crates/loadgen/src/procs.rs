@@ -211,6 +211,46 @@ impl Server {
         Ok(Server { name, child, log, addr, media_addr: None })
     }
 
+    /// Starts a server that is not duet's (a benchmark's peer) under `taskset -c cpus`, logging to
+    /// `log`; [`Server::wait_listening`] waits until it accepts connections on `addr`.
+    pub fn spawn_peer(
+        name: &str,
+        bin: &Path,
+        args: &[String],
+        env: &[(&str, &str)],
+        cpus: &str,
+        log: PathBuf,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Server> {
+        Server::spawn(name.to_owned(), bin, args, env, cpus, log, addr)
+    }
+
+    /// Polls a TCP connection to [`Server::addr`] until one is accepted, the process exits or
+    /// `deadline` passes.
+    pub async fn wait_listening(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        loop {
+            self.check_alive()?;
+            let last = match tokio::net::TcpStream::connect(self.addr).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} does not accept connections on {} in time: {last}; {}",
+                    self.name,
+                    self.addr,
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(READY_POLL_INTERVAL).await;
+        }
+    }
+
+    /// Kills the process and waits until it is gone.
+    pub async fn kill(self) {
+        self.stop().await;
+    }
+
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -336,6 +376,8 @@ pub struct ClusterSpec<'a> {
     /// Give each edge a media UDP port picked free on 127.0.0.1 and known to the benchmark
     /// ([`Server::media_addr`]); otherwise an ephemeral one that nobody needs to know.
     pub media_ports: bool,
+    /// Variables every edge gets besides the cluster's own (limits a scenario lifts).
+    pub edge_env: &'a [(&'a str, &'a str)],
 }
 
 /// The locator's SQLite file in its data directory when no database URL is given.
@@ -355,6 +397,8 @@ pub struct Cluster {
     server_cpus: String,
     /// [`ClusterSpec::media_ports`].
     media_ports: bool,
+    /// [`ClusterSpec::edge_env`].
+    edge_env: Vec<(String, String)>,
     /// Data directories and logs of every server.
     dir: TempDir,
 }
@@ -412,6 +456,7 @@ impl Cluster {
             edge_bin: spec.bins.edge.clone(),
             server_cpus: spec.pinning.server_cpus.clone(),
             media_ports: spec.media_ports,
+            edge_env: spec.edge_env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             dir,
         };
         let locator_url = cluster.locator_url();
@@ -476,6 +521,7 @@ impl Cluster {
         if let Some(listen) = &media_listen {
             env.push((ENV_MEDIA_LISTEN, listen.as_str()));
         }
+        env.extend(self.edge_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let log = self.dir.path().join(format!("edge-{k}.log"));
         let mut edge = Server::spawn(format!("edge {id}"), &self.edge_bin, &args, &env, &self.server_cpus, log, addr)?;
         edge.media_addr = media_addr;
