@@ -25,7 +25,7 @@ ci:
 bless:
     DUET_BLESS=1 cargo test -p duet-proto --test golden
 
-# Benchmarks (placement and outbox on SQLite and PostgreSQL, media forwarding, the echo floor against fastwebsockets); writes docs/benchmarks.md (`just bench echo`).
+# Benchmarks (placement and outbox on SQLite and PostgreSQL, media forwarding, the echo floor against fastwebsockets, idle scale); writes docs/benchmarks.md (`just bench echo`).
 bench *args:
     scripts/bench {{args}}
 

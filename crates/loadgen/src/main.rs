@@ -10,6 +10,8 @@
 //!   subscribers: packets per second, and CPU per packet and per megabit).
 //! - [`echo`]: the `echo` scenario (S1: duet relaying A → edge → B against fastwebsockets' own
 //!   echo server example, messages per second and latency).
+//! - [`idle`]: the `idle` scenario (S4: 50,000 idle participants joined to one edge, its memory
+//!   per connection and handshakes per second).
 //! - [`procs`]: CPU pinning, free ports, the locator and edge processes and their teardown.
 //! - [`database`]: the database each run gets (a SQLite file, or a fresh PostgreSQL database).
 //! - [`http`]: a minimal HTTP/1.1 keep-alive client on hyper's connection API.
@@ -26,6 +28,7 @@ mod database;
 mod drive;
 mod echo;
 mod http;
+mod idle;
 mod media;
 mod outbox;
 mod placement;
@@ -60,6 +63,9 @@ enum Scenario {
     /// Messages per second duet relays between the two participants of 100 sessions, against
     /// fastwebsockets' echo server example on the same core (S1, the echo floor).
     Echo(echo::Args),
+    /// Memory per idle participant of an edge holding 50,000 of them, and handshakes per second
+    /// (S4, idle scale).
+    Idle(idle::Args),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
         Scenario::Outbox(args) => args.pinning.clone(),
         Scenario::Media(args) => args.pinning.clone(),
         Scenario::Echo(args) => args.pinning.clone(),
+        Scenario::Idle(args) => args.pinning.clone(),
     };
     if let Err(e) = procs::pin_self(&pinning) {
         eprintln!("error: {e:#}");
@@ -88,6 +95,7 @@ fn main() -> ExitCode {
                 Scenario::Outbox(args) => outbox::run(args).await,
                 Scenario::Media(args) => media::run(args).await,
                 Scenario::Echo(args) => echo::run(args).await,
+                Scenario::Idle(args) => idle::run(args).await,
             }
         };
         tokio::select! {

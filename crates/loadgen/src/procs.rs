@@ -298,6 +298,11 @@ impl Server {
         }
     }
 
+    /// The process id, while the process runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// User+system CPU time so far, from `/proc/<pid>/stat`.
     pub fn cpu_time(&self) -> Option<Duration> {
         cpu_time_of(&format!("/proc/{}/stat", self.child.id()?))

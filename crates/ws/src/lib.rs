@@ -489,6 +489,34 @@ pub async fn connect_with(
     handshake(url, &parsed, &addr, headers, limits, stream).await
 }
 
+/// Like [`connect`] for a plain `ws://` URL whose host is an IP address, from a chosen local
+/// address (a load generator spreading its connections over several source addresses, since one
+/// source address reaches one server port from at most the ephemeral port range).
+pub async fn connect_from(
+    url: &str,
+    local: std::net::IpAddr,
+    headers: &[(&str, &str)],
+    limits: Limits,
+) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
+    let parsed = WsUrl::parse(url)?;
+    if parsed.tls {
+        return Err(ConnectError::InvalidUrl { url: url.to_owned(), reason: "connect_from speaks ws:// only" });
+    }
+    let addr = parsed.authority();
+    let host = parsed.host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().map_err(|_| ConnectError::InvalidUrl {
+        url: url.to_owned(),
+        reason: "connect_from needs an IP address host",
+    })?;
+    let tcp_err = |source| ConnectError::Tcp { addr: addr.clone(), source };
+    let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
+        .map_err(tcp_err)?;
+    socket.bind(std::net::SocketAddr::new(local, 0)).map_err(tcp_err)?;
+    let tcp = socket.connect(std::net::SocketAddr::new(ip, parsed.port)).await.map_err(tcp_err)?;
+    let _ = tcp.set_nodelay(true);
+    handshake(url, &parsed, &addr, headers, limits, tcp).await
+}
+
 async fn handshake<S>(
     url: &str,
     parsed: &WsUrl,
