@@ -163,7 +163,7 @@ fn close(writer: &Writer, code: CloseCode) {
     writer.close(code.code(), code.name());
 }
 
-async fn run<S>(state: Arc<EdgeState>, team: String, conn: &mut duet_ws::Reader<tokio::io::BufWriter<S>>)
+async fn run<S>(state: Arc<EdgeState>, team: String, conn: &mut duet_ws::Reader<duet_ws::WriteBuffered<S>>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {

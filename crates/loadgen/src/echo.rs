@@ -196,7 +196,7 @@ impl Wire {
     }
 }
 
-type Reader = duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>;
+type Reader = duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>;
 
 /// One sender and one receiver: two connections (duet) or one (echo).
 struct Pair {

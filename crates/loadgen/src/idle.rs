@@ -213,7 +213,7 @@ fn raise_fd_limit(want: u64) -> anyhow::Result<u64> {
     Ok(hard)
 }
 
-type Reader = duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>;
+type Reader = duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>;
 
 async fn measure_once(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Result<RunFigures> {
     let database =

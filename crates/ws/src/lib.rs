@@ -23,7 +23,7 @@ use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -34,7 +34,10 @@ use tokio_util::sync::CancellationToken;
 /// dropped without further ado.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
+pub mod buffer;
 pub mod tls;
+
+pub use buffer::WriteBuffered;
 
 /// An upgraded HTTP connection, the stream under every duet websocket.
 pub type UpgradedIo = TokioIo<Upgraded>;
@@ -338,8 +341,9 @@ async fn write_loop<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    // The stream under the write half is a `BufWriter` (see `rebuffer`): frames accumulate there
-    // and are flushed once the queue is empty, so a burst becomes few syscalls.
+    // The stream under the write half is a `WriteBuffered` (see `rebuffer`): frames accumulate
+    // there and are flushed once the queue is empty, so a burst becomes few syscalls, and an idle
+    // connection holds no write buffer.
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         while let Some(out) = next.take() {
@@ -457,7 +461,7 @@ pub async fn connect(
     url: &str,
     headers: &[(&str, &str)],
     limits: Limits,
-) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
+) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError> {
     connect_with(url, headers, limits, None).await
 }
 
@@ -467,7 +471,7 @@ pub async fn connect_with(
     headers: &[(&str, &str)],
     limits: Limits,
     tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
-) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
+) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError> {
     let parsed = WsUrl::parse(url)?;
     let addr = parsed.authority();
     let tcp = TcpStream::connect(&addr).await.map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
@@ -497,7 +501,7 @@ pub async fn connect_from(
     local: std::net::IpAddr,
     headers: &[(&str, &str)],
     limits: Limits,
-) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError> {
+) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError> {
     let parsed = WsUrl::parse(url)?;
     if parsed.tls {
         return Err(ConnectError::InvalidUrl { url: url.to_owned(), reason: "connect_from speaks ws:// only" });
@@ -524,7 +528,7 @@ async fn handshake<S>(
     headers: &[(&str, &str)],
     limits: Limits,
     stream: S,
-) -> Result<Reader<BufWriter<UpgradedIo>>, ConnectError>
+) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -547,9 +551,9 @@ where
     Ok(split(rebuffer(ws, Role::Client), limits))
 }
 
-/// Re-wraps an upgraded websocket's stream in a `BufWriter` (reads pass straight through).
-pub fn rebuffer<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocket<S>, role: Role) -> WebSocket<BufWriter<S>> {
-    WebSocket::after_handshake(BufWriter::new(ws.into_inner()), role)
+/// Re-wraps an upgraded websocket's stream in a [`WriteBuffered`] (reads pass straight through).
+pub fn rebuffer<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocket<S>, role: Role) -> WebSocket<WriteBuffered<S>> {
+    WebSocket::after_handshake(WriteBuffered::new(ws.into_inner()), role)
 }
 
 #[cfg(test)]

@@ -19,7 +19,6 @@ use duet_proto::session::{
 };
 use duet_ws::{Message, ReadError, Reader};
 use fastwebsockets::WebSocket;
-use tokio::io::BufWriter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +27,7 @@ use crate::media::Signal;
 use crate::EdgeState;
 use session::SessionCmd;
 
-type Conn<S> = Reader<BufWriter<S>>;
+type Conn<S> = Reader<duet_ws::WriteBuffered<S>>;
 
 /// `media_offer` and `media_answer` frames one connection may send per second (bursts of twice).
 const MAX_SDP_FRAMES_PER_SECOND: u32 = 10;
@@ -56,13 +55,13 @@ where
     state.connections.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn close<S: AsyncRead + AsyncWrite + Send + 'static>(conn: &Conn<S>, code: CloseCode, detail: &str) {
+fn close<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(conn: &Conn<S>, code: CloseCode, detail: &str) {
     tracing::debug!(code = code.code(), detail, "closing connection");
     conn.writer().close(code.code(), code.name());
 }
 
 /// Maps a read failure to the close code the client gets (none if the peer is already gone).
-fn read_failure<S: AsyncRead + AsyncWrite + Send + 'static>(conn: &Conn<S>, e: &ReadError) {
+fn read_failure<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(conn: &Conn<S>, e: &ReadError) {
     match e {
         ReadError::TooLarge { .. } => close(conn, CloseCode::MessageTooLarge, "declared size over the limit"),
         ReadError::Protocol(err) => close(conn, CloseCode::MalformedFrame, &err.to_string()),

@@ -250,7 +250,7 @@ async fn serve(state: Arc<LocatorState>, ws: fastwebsockets::WebSocket<duet_ws::
 async fn run(
     state: Arc<LocatorState>,
     hello: Hello,
-    reader: duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>,
+    reader: duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>,
     writer: Writer,
 ) -> Option<u64> {
     let now = now_ms();
@@ -281,7 +281,7 @@ async fn run(
 async fn serve_registered(
     state: Arc<LocatorState>,
     hello: Hello,
-    mut reader: duet_ws::Reader<tokio::io::BufWriter<duet_ws::UpgradedIo>>,
+    mut reader: duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>,
     writer: Writer,
     epoch: u64,
     was_unavailable: bool,
