@@ -52,9 +52,13 @@ pub const TARGET_RATIO: f64 = 0.97;
 const ECHO_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
 /// The variable naming the echo server binary, as `scripts/bench` sets it.
 const ENV_ECHO_SERVER: &str = "DUET_BENCH_FASTWEBSOCKETS_ECHO";
-/// The edge's per-connection message rate limit is lifted: the benchmark measures the relay, not
-/// the limiter (which would close a sender above 500 messages/s).
-const EDGE_ENV: &[(&str, &str)] = &[("DUET_MAX_MESSAGES_PER_SECOND", "0")];
+/// Limits lifted on the edge: the benchmark measures the relay, not the limiters (the message
+/// rate limit would close a sender above 500 messages/s, the per-address limit refuse more than
+/// 128 pairs from loopback, and B, which never sends, would be closed as idle after 90 s).
+const EDGE_ENV: &[(&str, &str)] =
+    &[("DUET_MAX_MESSAGES_PER_SECOND", "0"), ("DUET_MAX_CONNECTIONS_PER_ADDRESS", "0"), ("DUET_IDLE_TIMEOUT", "1h")];
+/// Open files each process needs beyond two per pair.
+const FD_HEADROOM: u64 = 1024;
 
 /// Kind bytes of the session protocol the driver reads without decoding whole frames.
 const KIND_WELCOME: u8 = 0x81;
@@ -238,6 +242,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
              (or set {ENV_ECHO_SERVER})",
             args.echo_server.display()
         );
+    }
+    let want = 2 * plan.pairs as u64 + FD_HEADROOM;
+    let fd_limit = procs::raise_fd_limit(want)?;
+    if fd_limit < want {
+        bail!("{} pairs need {want} open files and the limit is {fd_limit}: use fewer --pairs", plan.pairs);
     }
     let provenance = Provenance::collect();
     let mut results: Vec<(RunFigures, RunFigures)> = Vec::with_capacity(plan.repetitions);

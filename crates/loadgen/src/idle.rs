@@ -18,8 +18,10 @@
 //!
 //! User-space memory per connection = (after − before) / participants: what the edge's process
 //! holds for each idle participant (buffers, tasks, session state), not the kernel's socket
-//! buffers. The file descriptor limit of the load generator (and of the servers it starts, which
-//! inherit it) is raised for the run, to twice the participants plus headroom.
+//! buffers. The open-file limit of the load generator (and of the servers it starts, which
+//! inherit it) is raised for the run to the participants plus [`FD_HEADROOM`]: each process holds
+//! one end of every connection. Where the hard limit cannot be raised, the run takes the most
+//! whole sessions that fit and says so.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
@@ -153,7 +155,7 @@ impl RunFigures {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let plan = Plan::of(&args);
     let bins = Binaries::find(args.bin_dir.as_deref())?;
-    let fd_limit = raise_fd_limit(plan.participants as u64 + FD_HEADROOM)?;
+    let fd_limit = procs::raise_fd_limit(plan.participants as u64 + FD_HEADROOM)?;
     let plan = plan.capped(fd_limit);
     if let Some((asked, _)) = plan.capped_from {
         eprintln!(
@@ -192,25 +194,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         eprintln!("wrote the {SCENARIO} section of {}", path.display());
     }
     Ok(())
-}
-
-/// Raises this process's open-file limit towards `want` (the servers it starts inherit it) and
-/// answers the limit now in force: `want`, or the hard limit when that is lower and raising it is
-/// not permitted (raising a hard limit needs CAP_SYS_RESOURCE).
-fn raise_fd_limit(want: u64) -> anyhow::Result<u64> {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let now = getrlimit(Resource::Nofile);
-    if now.current.is_none_or(|c| c >= want) {
-        return Ok(now.current.unwrap_or(u64::MAX));
-    }
-    let raised = Rlimit { current: Some(want), maximum: now.maximum.map(|m| m.max(want)) };
-    if setrlimit(Resource::Nofile, raised).is_ok() {
-        return Ok(want);
-    }
-    let hard = now.maximum.unwrap_or(u64::MAX).min(want);
-    setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: now.maximum })
-        .with_context(|| format!("cannot raise the open-file limit to {hard} (now {:?})", now.current))?;
-    Ok(hard)
 }
 
 type Reader = duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>;

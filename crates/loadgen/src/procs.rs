@@ -98,6 +98,25 @@ pub fn pin_self(pinning: &Pinning) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises this process's open-file limit towards `want` (the servers it starts inherit it) and
+/// answers the limit now in force: `want`, or the hard limit when that is lower and raising it is
+/// not permitted (raising a hard limit needs CAP_SYS_RESOURCE).
+pub fn raise_fd_limit(want: u64) -> anyhow::Result<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let now = getrlimit(Resource::Nofile);
+    if now.current.is_none_or(|c| c >= want) {
+        return Ok(now.current.unwrap_or(u64::MAX));
+    }
+    let raised = Rlimit { current: Some(want), maximum: now.maximum.map(|m| m.max(want)) };
+    if setrlimit(Resource::Nofile, raised).is_ok() {
+        return Ok(want);
+    }
+    let hard = now.maximum.unwrap_or(u64::MAX).min(want);
+    setrlimit(Resource::Nofile, Rlimit { current: Some(hard), maximum: now.maximum })
+        .with_context(|| format!("cannot raise the open-file limit to {hard} (now {:?})", now.current))?;
+    Ok(hard)
+}
+
 /// Resolves on SIGINT or SIGTERM with the signal's name.
 pub async fn interrupted() -> &'static str {
     let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {

@@ -7,7 +7,8 @@
 //! flush and freed by the flush that empties it, so an idle connection holds none.
 //!
 //! Writes of at least [`CAPACITY`] bytes bypass the buffer (after what it holds), as they would
-//! with a `BufWriter`; reads pass straight through.
+//! with a `BufWriter`, vectored ones (a frame's header and payload) in one system call; reads pass
+//! straight through.
 
 use std::io;
 use std::pin::Pin;
@@ -74,6 +75,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteBuffered<S> {
         Poll::Ready(Ok(data.len()))
     }
 
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if this.buf.len() + total > CAPACITY {
+            ready!(this.poll_write_out(cx))?;
+        }
+        if total >= CAPACITY {
+            // A frame's header and large payload go out in one system call, as they came.
+            return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        }
+        if this.buf.capacity() == 0 {
+            this.buf.reserve_exact(CAPACITY);
+        }
+        for b in bufs {
+            this.buf.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_write_out(cx))?;
@@ -134,6 +162,32 @@ mod tests {
         assert_eq!(&got[..4], b"head");
         assert!(got[4..4 + big.len()].iter().all(|&b| b == 7));
         assert_eq!(&got[4 + big.len()..], b"tail");
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_are_gathered_or_passed_through_whole() {
+        use std::io::IoSlice;
+        let (near, mut far) = tokio::io::duplex(256 * 1024);
+        let mut w = WriteBuffered::new(near);
+        assert!(w.is_write_vectored());
+        let n = w.write_vectored(&[IoSlice::new(b"ab"), IoSlice::new(b"cd")]).await.unwrap();
+        assert_eq!(n, 4);
+        let big = vec![9u8; CAPACITY];
+        let mut sent = 4;
+        while sent < 4 + 2 + big.len() {
+            let done = sent - 4;
+            let slices = if done < 2 {
+                [IoSlice::new(&b"hd"[done..]), IoSlice::new(&big)]
+            } else {
+                [IoSlice::new(b""), IoSlice::new(&big[done - 2..])]
+            };
+            sent += w.write_vectored(&slices).await.unwrap();
+        }
+        w.flush().await.unwrap();
+        let mut got = vec![0u8; 4 + 2 + big.len()];
+        far.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..6], b"abcdhd");
+        assert!(got[6..].iter().all(|&b| b == 9));
     }
 
     #[tokio::test]

@@ -515,6 +515,9 @@ pub async fn connect_from(
     let tcp_err = |source| ConnectError::Tcp { addr: addr.clone(), source };
     let socket = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() }
         .map_err(tcp_err)?;
+    // Many connections from one source address: its ports in TIME_WAIT from an earlier run may be
+    // bound again (the 4-tuple decides at connect).
+    socket.set_reuseaddr(true).map_err(tcp_err)?;
     socket.bind(std::net::SocketAddr::new(local, 0)).map_err(tcp_err)?;
     let tcp = socket.connect(std::net::SocketAddr::new(ip, parsed.port)).await.map_err(tcp_err)?;
     let _ = tcp.set_nodelay(true);
