@@ -9,8 +9,10 @@
 //!    requests at a time. The edge has seen no websocket yet; its resident set size (`VmRSS`
 //!    from `/proc/<pid>/status`) is read: the *before* figure.
 //! 2. Every participant connects and joins ([`Args::concurrency`] handshakes at a time), from
-//!    [`Args::sources`] loopback source addresses in turn (127.0.0.2, 127.0.0.3, ...), since one
-//!    source address reaches the edge's one port from at most the ephemeral port range.
+//!    [`Args::sources`] loopback source addresses in turn (127.A.B.1, 127.A.B.2, ..., with A and B
+//!    drawn at random for each run), since one source address reaches the edge's one port from at
+//!    most the ephemeral port range. Fresh addresses each run keep the previous runs' client
+//!    ports, closed and waiting in TIME_WAIT for a minute, out of the kernel's port search.
 //!    Handshakes per second = participants / time from the first connect to the last `welcome`.
 //! 3. Every participant sends one `ping` and reads until its `pong` (past the `participant_joined`
 //!    frames of later joiners), so every connection has been read from and written to. The edge's
@@ -71,7 +73,7 @@ pub struct Args {
     /// Participants per session (a host and guests).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=50))]
     per_session: u32,
-    /// Loopback source addresses the connections come from: 127.0.0.2 and on.
+    /// Loopback source addresses the connections come from, in 127.0.0.0/8 (fresh ones each run).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=200))]
     sources: u8,
     /// Handshakes (connect, upgrade, join, welcome) in flight at once.
@@ -221,7 +223,8 @@ async fn measure_once(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Resul
     let edge_pid = cluster.edges[0].pid().context("the edge has exited")?;
     let rss_before = rss_of(edge_pid)?;
 
-    let sources: Vec<IpAddr> = (0..args.sources).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2 + i))).collect();
+    let (a, b) = (rand::random_range(1..=254u8), rand::random_range(0..=255u8));
+    let sources: Vec<IpAddr> = (0..args.sources).map(|i| IpAddr::V4(Ipv4Addr::new(127, a, b, 1 + i))).collect();
     let started = Instant::now();
     let mut readers = connect_all(places, &sources, args.concurrency as usize).await?;
     let handshakes_per_sec = readers.len() as f64 / started.elapsed().as_secs_f64();
@@ -402,8 +405,8 @@ fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures]) -> Strin
     out.push_str(&format!("- Pinning: {}.\n", args.pinning.describe(1)));
     out.push_str(&format!(
         "- Each run: a fresh locator and edge; {} places taken through the locator in sessions of {}; then every \
-         participant connects and joins ({} handshakes at a time, from {} loopback source address{} from \
-         127.0.0.2), and sends one `ping` answered by `pong`. Memory per connection = (edge RSS after − before) / \
+         participant connects and joins ({} handshakes at a time, from {} loopback source address{} in \
+         127.0.0.0/8, fresh ones each run), and sends one `ping` answered by `pong`. Memory per connection = (edge RSS after − before) / \
          participants; handshakes/s = participants / time from the first connect to the last `welcome`.\n",
         fmt_count(plan.participants as f64),
         plan.per_session,
