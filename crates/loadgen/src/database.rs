@@ -163,3 +163,27 @@ mod tests {
         assert_eq!(redact_url("postgres://h/db"), "postgres://h/db");
     }
 }
+
+/// The database of a scenario whose locator only places sessions (echo, idle, media): what it
+/// measures never touches it. `--db` takes a list, like the database scenarios', so that
+/// `scripts/bench --db ...` can pass it to every scenario; the first one named is used.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LocatorDb {
+    /// The locator's database (the first one named; what this scenario measures never touches it).
+    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sqlite"])]
+    db: Vec<DbKind>,
+    /// PostgreSQL admin URL, for `--db postgres`; each run creates and drops a database through it.
+    #[arg(long, env = ENV_POSTGRES_URL, hide_env_values = true, value_name = "URL", default_value = DEFAULT_POSTGRES_URL)]
+    postgres_url: String,
+}
+
+impl LocatorDb {
+    pub fn kind(&self) -> DbKind {
+        self.db.first().copied().unwrap_or(DbKind::Sqlite)
+    }
+
+    /// A fresh database for one run.
+    pub async fn create(&self) -> anyhow::Result<BenchDatabase> {
+        BenchDatabase::create(self.kind(), &self.postgres_url).await
+    }
+}

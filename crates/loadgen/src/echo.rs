@@ -39,7 +39,7 @@ use duet_proto::session::{ClientFrame, SESSION_PROTOCOL_VERSION};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use crate::database::{BenchDatabase, DbKind, DEFAULT_POSTGRES_URL, ENV_POSTGRES_URL};
+use crate::database::LocatorDb;
 use crate::procs::{self, user, Binaries, Cluster, ClusterSpec, Pinning, Server, STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE};
 use crate::report::{self, Provenance};
 use crate::stats::{self, fmt_count, fmt_duration, fmt_millis, fmt_ms, parse_duration, Latency, Spread};
@@ -106,13 +106,8 @@ pub struct Args {
     /// Rewrite this scenario's section of this Markdown file (docs/benchmarks.md).
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
-    /// The locator's database, the first one named (relaying never touches it; accepted so that
-    /// `scripts/bench --db ...` can pass it to every scenario).
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sqlite"])]
-    db: Vec<DbKind>,
-    /// PostgreSQL admin URL, for `--db postgres`.
-    #[arg(long, env = ENV_POSTGRES_URL, hide_env_values = true, value_name = "URL", default_value = DEFAULT_POSTGRES_URL)]
-    postgres_url: String,
+    #[command(flatten)]
+    database: LocatorDb,
     /// Directory of duet-locator and duet-edge [default: this executable's directory].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
@@ -277,8 +272,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 async fn measure_duet(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Result<RunFigures> {
     // Declared before the cluster, so on an early return the servers die before it is dropped.
-    let database =
-        BenchDatabase::create(args.db.first().copied().unwrap_or(DbKind::Sqlite), &args.postgres_url).await?;
+    let database = args.database.create().await?;
     let mut cluster = Cluster::start(ClusterSpec {
         bins,
         pinning: &args.pinning,
@@ -320,8 +314,8 @@ async fn measure_echo(args: &Args, plan: Plan) -> anyhow::Result<RunFigures> {
     })?);
     let dir =
         tempfile::Builder::new().prefix("duet-bench-echo-").tempdir().context("creating a temporary directory")?;
-    let mut server = Server::spawn_peer(
-        "fastwebsockets echo_server",
+    let mut server = Server::spawn(
+        "fastwebsockets echo_server".to_owned(),
         &args.echo_server,
         &[],
         &[],

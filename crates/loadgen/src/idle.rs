@@ -37,7 +37,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::database::{BenchDatabase, DbKind, DEFAULT_POSTGRES_URL, ENV_POSTGRES_URL};
+use crate::database::LocatorDb;
 use crate::procs::{self, user, Binaries, Cluster, ClusterSpec, Pinning, STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE};
 use crate::report::{self, Provenance};
 use crate::stats::{fmt_count, Spread};
@@ -88,13 +88,8 @@ pub struct Args {
     /// Rewrite this scenario's section of this Markdown file (docs/benchmarks.md).
     #[arg(long, value_name = "FILE")]
     markdown: Option<PathBuf>,
-    /// The locator's database, the first one named (accepted so that `scripts/bench --db ...`
-    /// can pass it to every scenario).
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sqlite"])]
-    db: Vec<DbKind>,
-    /// PostgreSQL admin URL, for `--db postgres`.
-    #[arg(long, env = ENV_POSTGRES_URL, hide_env_values = true, value_name = "URL", default_value = DEFAULT_POSTGRES_URL)]
-    postgres_url: String,
+    #[command(flatten)]
+    database: LocatorDb,
     /// Directory of duet-locator and duet-edge [default: this executable's directory].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
@@ -201,8 +196,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 type Reader = duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>;
 
 async fn measure_once(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Result<RunFigures> {
-    let database =
-        BenchDatabase::create(args.db.first().copied().unwrap_or(DbKind::Sqlite), &args.postgres_url).await?;
+    let database = args.database.create().await?;
     let mut cluster = Cluster::start(ClusterSpec {
         bins,
         pinning: &args.pinning,

@@ -32,7 +32,7 @@ use duet_testkit::media::{LoadPeer, Options, Publish};
 use hyper::StatusCode;
 use tokio::time::Instant;
 
-use crate::database::{BenchDatabase, DbKind, DEFAULT_POSTGRES_URL, ENV_POSTGRES_URL};
+use crate::database::LocatorDb;
 use crate::http;
 use crate::procs::{
     self, user, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning, FIRST_PLACEMENT_TIMEOUT, STARTUP_TIMEOUT,
@@ -116,13 +116,8 @@ pub struct Args {
     /// Directory of duet-locator and duet-edge [default: this executable's directory].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
-    /// The locator's database. Media never touches it; the first one given is used (accepted so
-    /// that `scripts/bench --db ...` can pass it to every scenario).
-    #[arg(long, value_enum, value_delimiter = ',', default_values = ["sqlite"])]
-    db: Vec<DbKind>,
-    /// PostgreSQL admin URL, for `--db postgres`.
-    #[arg(long, env = ENV_POSTGRES_URL, hide_env_values = true, value_name = "URL", default_value = DEFAULT_POSTGRES_URL)]
-    postgres_url: String,
+    #[command(flatten)]
+    database: LocatorDb,
     #[command(flatten)]
     pub pinning: Pinning,
 }
@@ -136,7 +131,6 @@ struct Plan {
     window: Duration,
     repetitions: usize,
     video: Publish,
-    db: DbKind,
 }
 
 impl Plan {
@@ -162,7 +156,6 @@ impl Plan {
             window: if args.smoke { SMOKE_WINDOW } else { args.window },
             repetitions: if args.smoke { 1 } else { args.repetitions },
             video,
-            db: args.db.first().copied().unwrap_or(DbKind::Sqlite),
         })
     }
 
@@ -378,7 +371,7 @@ async fn measure_all(args: &Args, bins: &Binaries, plan: &Plan) -> anyhow::Resul
 
 async fn measure_once(args: &Args, bins: &Binaries, plan: &Plan) -> anyhow::Result<Vec<StepFigures>> {
     // Declared before the cluster, so on an early return the servers die before it is dropped.
-    let database = BenchDatabase::create(plan.db, &args.postgres_url).await?;
+    let database = args.database.create().await?;
     let mut cluster = Cluster::start(ClusterSpec {
         bins,
         pinning: &args.pinning,

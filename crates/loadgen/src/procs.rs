@@ -202,8 +202,9 @@ pub struct Server {
 impl Server {
     /// Starts `bin` under `taskset -c cpus`, with no `DUET_*` or `RUST_LOG` variable inherited
     /// from this environment besides those in `env`, and media on an ephemeral port unless `env`
-    /// sets `DUET_MEDIA_LISTEN`.
-    fn spawn(
+    /// sets `DUET_MEDIA_LISTEN`. Also starts a benchmark's peer that is not duet's (its readiness:
+    /// [`Server::wait_listening`]).
+    pub fn spawn(
         name: String,
         bin: &Path,
         args: &[String],
@@ -228,20 +229,6 @@ impl Server {
         cmd.envs(env.iter().copied()).stdin(Stdio::null()).stdout(out).stderr(err).kill_on_drop(true);
         let child = cmd.spawn().with_context(|| format!("starting {name} ({})", bin.display()))?;
         Ok(Server { name, child, log, addr, media_addr: None })
-    }
-
-    /// Starts a server that is not duet's (a benchmark's peer) under `taskset -c cpus`, logging to
-    /// `log`; [`Server::wait_listening`] waits until it accepts connections on `addr`.
-    pub fn spawn_peer(
-        name: &str,
-        bin: &Path,
-        args: &[String],
-        env: &[(&str, &str)],
-        cpus: &str,
-        log: PathBuf,
-        addr: SocketAddr,
-    ) -> anyhow::Result<Server> {
-        Server::spawn(name.to_owned(), bin, args, env, cpus, log, addr)
     }
 
     /// Polls a TCP connection to [`Server::addr`] until one is accepted, the process exits or
