@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use crate::database::LocatorDb;
 use crate::procs::{self, user, Binaries, Cluster, ClusterSpec, Pinning, Server, STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE};
 use crate::report::{self, Provenance};
-use crate::stats::{self, fmt_count, fmt_duration, fmt_millis, fmt_ms, parse_duration, Latency, Spread};
+use crate::stats::{self, fmt_count, fmt_duration, fmt_millis, fmt_ms, fmt_share, parse_duration, Latency, Spread};
 
 /// Name of this scenario's section in the benchmarks document.
 const SCENARIO: &str = "echo";
@@ -195,7 +195,7 @@ impl Wire {
     }
 }
 
-type Reader = duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>;
+type Reader = duet_ws::ClientReader;
 
 /// One sender and one receiver: two connections (duet) or one (echo).
 struct Pair {
@@ -332,7 +332,7 @@ async fn measure_echo(args: &Args, plan: Plan) -> anyhow::Result<RunFigures> {
     }
     let figures = drive(pairs, plan, || (server.cpu_time(), None)).await;
     server.check_alive()?;
-    server.kill().await;
+    server.stop().await;
     figures
 }
 
@@ -458,10 +458,6 @@ async fn pair_loop(
         }
     }
     Ok(tally)
-}
-
-fn fmt_share(share: Option<f64>) -> String {
-    share.map_or_else(|| "n/a".to_owned(), |s| format!("{:.0}%", s * 100.0))
 }
 
 fn print_run(wire: Wire, n: usize, of: usize, f: &RunFigures) {

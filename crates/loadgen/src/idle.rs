@@ -193,7 +193,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Reader = duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>;
+type Reader = duet_ws::ClientReader;
 
 async fn measure_once(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Result<RunFigures> {
     let database = args.database.create().await?;

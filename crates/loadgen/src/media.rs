@@ -39,7 +39,7 @@ use crate::procs::{
     TEARDOWN_ALLOWANCE,
 };
 use crate::report::{self, Provenance};
-use crate::stats::{fmt_count, fmt_duration, parse_duration, Spread};
+use crate::stats::{fmt_count, fmt_duration, fmt_share, parse_duration, Spread};
 
 /// Name of this scenario's section in the benchmarks document.
 const SCENARIO: &str = "media";
@@ -480,10 +480,6 @@ fn describe_video(video: Publish) -> String {
         Publish::Audio => "audio".to_owned(),
         Publish::Nothing => "nothing".to_owned(),
     }
-}
-
-fn fmt_share(share: Option<f64>) -> String {
-    share.map_or_else(|| "?".to_owned(), |s| format!("{:.0}%", s * 100.0))
 }
 
 fn fmt_percent(share: f64) -> String {

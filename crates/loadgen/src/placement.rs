@@ -31,7 +31,7 @@ use crate::procs::{
     STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE,
 };
 use crate::report::{self, Provenance};
-use crate::stats::{fmt_count, fmt_duration, fmt_millis, fmt_ms, parse_duration, Latency, Spread};
+use crate::stats::{fmt_count, fmt_duration, fmt_millis, fmt_ms, fmt_share, parse_duration, Latency, Spread};
 
 /// The endpoint measured, and the body sent: the smallest valid placement request.
 const PLACEMENT_PATH: &str = "/api/v1/sessions";
@@ -380,10 +380,6 @@ async fn first_placement(cluster: &mut Cluster, spec: &RequestSpec) -> anyhow::R
         }
         tokio::time::sleep(FIRST_PLACEMENT_RETRY).await;
     }
-}
-
-fn fmt_share(share: Option<f64>) -> String {
-    share.map_or_else(|| "?".to_owned(), |s| format!("{:.0}%", s * 100.0))
 }
 
 fn print_run(db: DbKind, n: usize, of: usize, f: &RunFigures) {

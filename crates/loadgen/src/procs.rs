@@ -252,11 +252,6 @@ impl Server {
         }
     }
 
-    /// Kills the process and waits until it is gone.
-    pub async fn kill(self) {
-        self.stop().await;
-    }
-
     fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -314,7 +309,8 @@ impl Server {
         cpu_time_of(&format!("/proc/{}/stat", self.child.id()?))
     }
 
-    async fn stop(mut self) {
+    /// Kills the process and waits until it is gone.
+    pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(STOP_TIMEOUT, self.child.wait()).await;
     }

@@ -104,6 +104,11 @@ pub fn fmt_ms(micros: f64) -> String {
     format!("{} ms", fmt_millis(micros))
 }
 
+/// A share of one core (or of anything) as a percentage, `?` where it could not be read.
+pub fn fmt_share(share: Option<f64>) -> String {
+    share.map_or_else(|| "?".to_owned(), |s| format!("{:.0}%", s * 100.0))
+}
+
 /// A phase's duration: `2 s`, `1.5 s`, `500 ms`.
 pub fn fmt_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {

@@ -42,6 +42,10 @@ pub use buffer::WriteBuffered;
 /// An upgraded HTTP connection, the stream under every duet websocket.
 pub type UpgradedIo = TokioIo<Upgraded>;
 
+/// What [`connect`] and its variants answer: a client connection's reader (its writer is
+/// [`Reader::writer`]).
+pub type ClientReader = Reader<WriteBuffered<UpgradedIo>>;
+
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -457,11 +461,7 @@ impl WsUrl {
 
 /// Opens a client websocket to `url`, with extra request headers (e.g. authorization). `wss://`
 /// URLs are verified against the system's trusted roots.
-pub async fn connect(
-    url: &str,
-    headers: &[(&str, &str)],
-    limits: Limits,
-) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError> {
+pub async fn connect(url: &str, headers: &[(&str, &str)], limits: Limits) -> Result<ClientReader, ConnectError> {
     connect_with(url, headers, limits, None).await
 }
 
@@ -471,7 +471,7 @@ pub async fn connect_with(
     headers: &[(&str, &str)],
     limits: Limits,
     tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
-) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError> {
+) -> Result<ClientReader, ConnectError> {
     let parsed = WsUrl::parse(url)?;
     let addr = parsed.authority();
     let tcp = TcpStream::connect(&addr).await.map_err(|source| ConnectError::Tcp { addr: addr.clone(), source })?;
@@ -501,7 +501,7 @@ pub async fn connect_from(
     local: std::net::IpAddr,
     headers: &[(&str, &str)],
     limits: Limits,
-) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError> {
+) -> Result<ClientReader, ConnectError> {
     let parsed = WsUrl::parse(url)?;
     if parsed.tls {
         return Err(ConnectError::InvalidUrl { url: url.to_owned(), reason: "connect_from speaks ws:// only" });
@@ -531,7 +531,7 @@ async fn handshake<S>(
     headers: &[(&str, &str)],
     limits: Limits,
     stream: S,
-) -> Result<Reader<WriteBuffered<UpgradedIo>>, ConnectError>
+) -> Result<ClientReader, ConnectError>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {

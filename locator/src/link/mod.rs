@@ -247,12 +247,7 @@ async fn serve(state: Arc<LocatorState>, ws: fastwebsockets::WebSocket<duet_ws::
 }
 
 /// Serves a registered link until it ends; answers its epoch once the edge was recorded.
-async fn run(
-    state: Arc<LocatorState>,
-    hello: Hello,
-    reader: duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>,
-    writer: Writer,
-) -> Option<u64> {
+async fn run(state: Arc<LocatorState>, hello: Hello, reader: duet_ws::ClientReader, writer: Writer) -> Option<u64> {
     let now = now_ms();
     let registration = EdgeRegistration {
         id: hello.edge_id.clone(),
@@ -281,7 +276,7 @@ async fn run(
 async fn serve_registered(
     state: Arc<LocatorState>,
     hello: Hello,
-    mut reader: duet_ws::Reader<duet_ws::WriteBuffered<duet_ws::UpgradedIo>>,
+    mut reader: duet_ws::ClientReader,
     writer: Writer,
     epoch: u64,
     was_unavailable: bool,
