@@ -273,7 +273,7 @@ pub async fn open_loop(addr: SocketAddr, spec: &RequestSpec, params: OpenLoop) -
 /// PostgreSQL server the benchmark does not pin), which raised PostgreSQL latencies several-fold.
 /// How late each send still is gets recorded as the phase's send lag. The channel is unbounded
 /// but holds at most `count` instants, and only if the runtime stalls.
-fn ticker(start: Instant, rate: f64, count: u64) -> anyhow::Result<UnboundedReceiver<Instant>> {
+pub fn ticker(start: Instant, rate: f64, count: u64) -> anyhow::Result<UnboundedReceiver<Instant>> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let start = start.into_std();
     std::thread::Builder::new()

@@ -215,7 +215,7 @@ async fn measure_once(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Resul
     let placements_per_sec = places.len() as f64 / started.elapsed().as_secs_f64();
     cluster.check_alive()?;
     let edge_pid = cluster.edges[0].pid().context("the edge has exited")?;
-    let rss_before = rss_of(edge_pid)?;
+    let rss_before = procs::rss_of(edge_pid)?;
 
     let (a, b) = (rand::random_range(1..=254u8), rand::random_range(0..=255u8));
     let sources: Vec<IpAddr> = (0..args.sources).map(|i| IpAddr::V4(Ipv4Addr::new(127, a, b, 1 + i))).collect();
@@ -225,7 +225,7 @@ async fn measure_once(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Resul
     cluster.check_alive()?;
     ping_all(&mut readers, args.concurrency as usize).await?;
     cluster.check_alive()?;
-    let rss_after = rss_of(edge_pid)?;
+    let rss_after = procs::rss_of(edge_pid)?;
     let participants = readers.len();
     drop(readers);
     cluster.stop().await;
@@ -334,18 +334,6 @@ async fn ping_all(readers: &mut Vec<Reader>, concurrency: usize) -> anyhow::Resu
     Ok(())
 }
 
-/// Resident set size of process `pid`, in bytes.
-fn rss_of(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading the edge's status")?;
-    parse_rss(&status).context("no VmRSS line in the edge's /proc status")
-}
-
-fn parse_rss(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn fmt_kib(bytes: f64) -> String {
     format!("{:.1}", bytes / 1024.0)
 }
@@ -414,13 +402,6 @@ fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures]) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reads_the_resident_set_from_proc_status() {
-        let status = "Name:\tduet-edge\nVmPeak:\t  100 kB\nVmRSS:\t   2048 kB\nRssAnon:\t 1000 kB\n";
-        assert_eq!(parse_rss(status), Some(2048 * 1024));
-        assert_eq!(parse_rss("Name:\tx\n"), None);
-    }
 
     #[test]
     fn participants_are_capped_to_whole_sessions_within_the_file_limit() {

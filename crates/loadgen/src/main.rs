@@ -10,6 +10,9 @@
 //!   subscribers: packets per second, and CPU per packet and per megabit).
 //! - [`echo`]: the `echo` scenario (S1: duet relaying A → edge → B against fastwebsockets' own
 //!   echo server example, messages per second and latency).
+//! - [`fanout`]: the `fanout` and `sessions` scenarios (S2 with S5, and S3: messages relayed to
+//!   everyone else in a session, duet against nats-server's websocket listener, open-loop ramp to
+//!   the capacity, then 25/50/80% of it; slow consumers).
 //! - [`idle`]: the `idle` scenario (S4: 50,000 idle participants joined to one edge, its memory
 //!   per connection and handshakes per second).
 //! - [`procs`]: CPU pinning, free ports, the locator and edge processes and their teardown.
@@ -27,6 +30,7 @@
 mod database;
 mod drive;
 mod echo;
+mod fanout;
 mod http;
 mod idle;
 mod media;
@@ -63,6 +67,13 @@ enum Scenario {
     /// Messages per second duet relays between the two participants of 100 sessions, against
     /// fastwebsockets' echo server example on the same core (S1, the echo floor).
     Echo(echo::Args),
+    /// One host's messages relayed to 50 guests, against nats-server over websockets: open-loop
+    /// ramp to the capacity, then 25/50/80% of it, then 5 slow guests (S2 fan-out, S5 slow
+    /// consumers).
+    Fanout(fanout::Args),
+    /// 200 sessions of 5, everyone sending 256-byte messages, against nats-server over websockets
+    /// (S3, many small sessions).
+    Sessions(fanout::Args),
     /// Memory per idle participant of an edge holding 50,000 of them, and handshakes per second
     /// (S4, idle scale).
     Idle(idle::Args),
@@ -75,6 +86,7 @@ fn main() -> ExitCode {
         Scenario::Outbox(args) => args.pinning.clone(),
         Scenario::Media(args) => args.pinning.clone(),
         Scenario::Echo(args) => args.pinning.clone(),
+        Scenario::Fanout(args) | Scenario::Sessions(args) => args.pinning.clone(),
         Scenario::Idle(args) => args.pinning.clone(),
     };
     if let Err(e) = procs::pin_self(&pinning) {
@@ -95,6 +107,8 @@ fn main() -> ExitCode {
                 Scenario::Outbox(args) => outbox::run(args).await,
                 Scenario::Media(args) => media::run(args).await,
                 Scenario::Echo(args) => echo::run(args).await,
+                Scenario::Fanout(args) => fanout::run(fanout::Scenario::Fanout, args).await,
+                Scenario::Sessions(args) => fanout::run(fanout::Scenario::Sessions, args).await,
                 Scenario::Idle(args) => idle::run(args).await,
             }
         };

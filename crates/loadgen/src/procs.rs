@@ -316,6 +316,18 @@ impl Server {
     }
 }
 
+/// Resident set size of process `pid`, in bytes.
+pub fn rss_of(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).context("reading a server's /proc status")?;
+    parse_rss(&status).context("no VmRSS line in a server's /proc status")
+}
+
+fn parse_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_ascii_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// User+system CPU time of this process so far.
 pub fn own_cpu_time() -> Option<Duration> {
     cpu_time_of("/proc/self/stat")
@@ -584,5 +596,17 @@ pub async fn first_session(
             }
             Err(_) => tokio::time::sleep(FIRST_PLACEMENT_RETRY).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_resident_set_from_proc_status() {
+        let status = "Name:\tduet-edge\nVmPeak:\t  100 kB\nVmRSS:\t   2048 kB\nRssAnon:\t 1000 kB\n";
+        assert_eq!(parse_rss(status), Some(2048 * 1024));
+        assert_eq!(parse_rss("Name:\tx\n"), None);
     }
 }
