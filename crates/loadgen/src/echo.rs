@@ -35,7 +35,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use duet_client::LocatorClient;
-use duet_proto::session::{ClientFrame, SESSION_PROTOCOL_VERSION};
+use duet_proto::session::ClientFrame;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
@@ -61,7 +61,6 @@ const EDGE_ENV: &[(&str, &str)] =
 const FD_HEADROOM: u64 = 1024;
 
 /// Kind bytes of the session protocol the driver reads without decoding whole frames.
-const KIND_WELCOME: u8 = 0x81;
 const KIND_MESSAGE: u8 = 0x84;
 const KIND_ERROR: u8 = 0x86;
 /// A relayed `message` frame's header: kind, seq (u64), from and to (u32), payload length (u32).
@@ -294,8 +293,8 @@ async fn measure_duet(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Resul
         };
         let guest =
             client.join_session(&host.session_id, &user(&format!("b{i}"))).await.context("joining a session")?;
-        let a = join(&host).await.context("the host's join")?;
-        let b = join(&guest).await.context("the guest's join")?;
+        let a = procs::join_placed(&host, CLIENT_LIMITS, STALL_TIMEOUT).await.context("the host's join")?;
+        let b = procs::join_placed(&guest, CLIENT_LIMITS, STALL_TIMEOUT).await.context("the guest's join")?;
         pairs.push(Pair { wire: Wire::Duet, sender: a.writer().clone(), receiver: b, _sender_reader: Some(a) });
     }
     cluster.check_alive()?;
@@ -334,22 +333,6 @@ async fn measure_echo(args: &Args, plan: Plan) -> anyhow::Result<RunFigures> {
     server.check_alive()?;
     server.stop().await;
     figures
-}
-
-/// Connects a placed participant to its edge and waits for `welcome`.
-async fn join(placed: &duet_client::Placement) -> anyhow::Result<Reader> {
-    let mut reader = duet_ws::connect(&placed.edge.url, &[], CLIENT_LIMITS).await?;
-    let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: placed.token.clone() };
-    reader.writer().send(join.encode()?)?;
-    loop {
-        match tokio::time::timeout(STALL_TIMEOUT, reader.next()).await {
-            Err(_) => bail!("no welcome within {STALL_TIMEOUT:?}"),
-            Ok(Ok(duet_ws::Message::Binary(frame))) if frame.first() == Some(&KIND_WELCOME) => return Ok(reader),
-            Ok(Ok(duet_ws::Message::Binary(_))) => {}
-            Ok(Ok(other)) => bail!("the edge answered the join with {other:?}"),
-            Ok(Err(e)) => bail!("the connection failed before welcome: {e}"),
-        }
-    }
 }
 
 /// What one pair counted in the window.

@@ -50,7 +50,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use duet_client::{LocatorClient, PlacementRequest, SessionOptions};
-use duet_proto::session::{ClientFrame, EVERYONE, SESSION_PROTOCOL_VERSION};
+use duet_proto::session::{ClientFrame, EVERYONE};
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -69,6 +69,12 @@ pub const TARGET_P99_AT_HALF: u64 = 1_000;
 pub const TARGET_FAST_SHARE: f64 = 0.9;
 /// The load levels measured after the ramp, as shares of the capacity.
 const LEVELS: [f64; 3] = [0.25, 0.5, 0.8];
+/// A load generator at this share of its core or more may be what limits a step.
+const LOADGEN_SATURATED: f64 = 0.9;
+/// What slow consumers may add to duet's edge: the edge's default `max_queued_bytes` (8 MiB)
+/// for each, plus this for the allocator and the rest of the process.
+const SLOW_RSS_SLACK: u64 = 16 << 20;
+const EDGE_MAX_QUEUED_BYTES: u64 = 8 << 20;
 /// The level the slow-consumer phase runs at (and compares with).
 const SLOW_LEVEL: f64 = 0.8;
 /// After the last send of a phase, how long the arrivals may take before the rest counts as lost.
@@ -94,7 +100,6 @@ const FD_HEADROOM: u64 = 1024;
 /// nanoseconds from the run's base).
 const PAYLOAD_HEADER: usize = 24;
 /// Kind bytes of the session protocol read without decoding whole frames.
-const KIND_WELCOME: u8 = 0x81;
 const KIND_MESSAGE: u8 = 0x84;
 const KIND_ERROR: u8 = 0x86;
 /// A relayed `message` frame's header: kind, seq (u64), from and to (u32), payload length (u32).
@@ -311,7 +316,12 @@ struct Inbox {
     /// The phase being counted: arrivals carrying another tag (a warm-up's, 0, or a previous
     /// phase's stragglers) are only checked for order.
     tag: u32,
+    /// Arrivals of the phase, each counted once (a duplicate is not).
     received: u64,
+    /// Those of them that arrived before the phase's last scheduled send.
+    on_time: u64,
+    /// The phase's last scheduled send instant.
+    window_end: Option<Instant>,
     latency: Histogram<u64>,
     /// Arrivals with a sequence number at or below one already seen from the same sender.
     reordered: u64,
@@ -321,8 +331,9 @@ struct Inbox {
     next_seq: Vec<(u32, u64)>,
     /// Why the connection ended, once it has.
     closed: Option<String>,
-    /// While set, the receiver reads one message per this interval (a slow consumer).
-    slow_interval: Option<Duration>,
+    /// While set, the receiver is a slow consumer: from this instant on it reads at most one
+    /// message per this interval (a token bucket: what it has read, against what the time allows).
+    slow: Option<(Instant, Duration)>,
 }
 
 impl Inbox {
@@ -330,12 +341,14 @@ impl Inbox {
         Inbox {
             tag: 0,
             received: 0,
+            on_time: 0,
+            window_end: None,
             latency: stats::histogram(),
             reordered: 0,
             malformed: 0,
             next_seq: Vec::new(),
             closed: None,
-            slow_interval: None,
+            slow: None,
         }
     }
 
@@ -348,20 +361,29 @@ impl Inbox {
         let u64_at = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().expect("8 bytes"));
         let (tag, sender, seq, stamp) = (u32_at(0), u32_at(4), u64_at(8), u64_at(16));
         match self.next_seq.iter_mut().find(|(s, _)| *s == sender) {
-            Some((_, next)) if seq < *next => self.reordered += 1,
+            Some((_, next)) if seq < *next => {
+                // Out of order, or a duplicate: counted as such, not as a delivery.
+                self.reordered += 1;
+                return;
+            }
             Some((_, next)) => *next = seq + 1,
             None => self.next_seq.push((sender, seq + 1)),
         }
-        if tag != 0 && tag == self.tag {
+        if tag == self.tag {
             self.received += 1;
+            if self.window_end.is_none_or(|end| now <= end) {
+                self.on_time += 1;
+            }
             stats::record(&mut self.latency, now.saturating_duration_since(base + Duration::from_nanos(stamp)));
         }
     }
 
-    /// Starts counting phase `tag` from zero.
-    fn reset(&mut self, tag: u32) {
+    /// Starts counting phase `tag` (0: a warm-up) from zero.
+    fn reset(&mut self, tag: u32, window_end: Instant) {
         self.tag = tag;
+        self.window_end = Some(window_end);
         self.received = 0;
+        self.on_time = 0;
         self.reordered = 0;
         self.malformed = 0;
         self.latency.reset();
@@ -440,6 +462,10 @@ struct NatsStream {
 }
 
 impl NatsStream {
+    fn new() -> NatsStream {
+        NatsStream { pending: Vec::new() }
+    }
+
     /// Feeds one websocket message and calls `each` on every whole operation now available.
     fn feed(&mut self, data: &[u8], mut each: impl FnMut(NatsOp<'_>) -> Result<(), String>) -> Result<(), String> {
         let mut owned = std::mem::take(&mut self.pending);
@@ -538,7 +564,7 @@ impl World {
             base,
             next_tag: 1,
         };
-        for (i, (session, reader)) in readers.into_iter().enumerate() {
+        for (i, (session, reader, stream)) in readers.into_iter().enumerate() {
             let index_in_session = world.session_of.iter().filter(|s| **s == session).count();
             if index_in_session < plan.senders_per_session() {
                 world.senders.push(i);
@@ -552,7 +578,7 @@ impl World {
             world.writers.push(reader.writer().clone());
             let inbox = Arc::new(Mutex::new(Inbox::new()));
             world.inboxes.push(inbox.clone());
-            world.readers.spawn(read_loop(broker, reader, inbox, plan.message_bytes, base));
+            world.readers.spawn(read_loop(broker, reader, stream, inbox, plan.message_bytes, base));
         }
         // Round-robin over sessions first, so that consecutive ticks go to different sessions.
         let per = plan.senders_per_session();
@@ -576,8 +602,8 @@ impl World {
         servers.stop().await;
     }
 
-    /// Sends at `rate` messages/s for `duration`, then waits for the arrivals; counts them when
-    /// `measured`, else only lets the connections and servers warm up.
+    /// Sends at `rate` messages/s for `duration`, then waits (bounded) for the arrivals; a phase
+    /// not `measured` is a warm-up, whose figures nobody reads.
     async fn phase(&mut self, plan: &Plan, rate: f64, duration: Duration, measured: bool) -> anyhow::Result<Phase> {
         let tag = if measured {
             self.next_tag += 1;
@@ -585,30 +611,34 @@ impl World {
         } else {
             0
         };
+        let count = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
+        let start = Instant::now();
+        let window_end = start + Duration::from_secs_f64((count - 1) as f64 / rate);
+        let closed_before: Vec<bool> = self.inboxes.iter().map(|i| lock(i).closed.is_some()).collect();
+        let slow_now: Vec<bool> = self.inboxes.iter().map(|i| lock(i).slow.is_some()).collect();
         for inbox in &self.inboxes {
-            lock(inbox).reset(tag);
+            lock(inbox).reset(tag, window_end);
         }
+        let mut ticks = drive::ticker(start, rate, count)?;
         let relay_pid = self.servers.relay().pid();
         let rss_start = relay_pid.and_then(|pid| procs::rss_of(pid).ok());
         let rss_peak = Arc::new(AtomicU64::new(rss_start.unwrap_or(0)));
-        let sampler = relay_pid.map(|pid| {
+        let _sampler = relay_pid.map(|pid| {
             let peak = rss_peak.clone();
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     if let Ok(rss) = procs::rss_of(pid) {
                         peak.fetch_max(rss, Ordering::Relaxed);
                     }
                     tokio::time::sleep(RSS_INTERVAL).await;
                 }
-            })
+            }))
         });
         let cpu_before = (self.servers.relay().cpu_time(), procs::own_cpu_time());
-        let count = (rate * duration.as_secs_f64()).round().max(1.0) as u64;
         let mut sent_by = vec![0u64; self.senders.len()];
         let mut send_lag = stats::histogram();
         let mut refused = 0u64;
-        let start = Instant::now();
-        let mut ticks = drive::ticker(start, rate, count)?;
+        let mut unsendable = 0u64;
         let mut i = 0usize;
         while let Some(at) = ticks.recv().await {
             stats::record(&mut send_lag, at.elapsed());
@@ -623,13 +653,14 @@ impl World {
                 Broker::Duet => ClientFrame::Send { message_id: 0, to: EVERYONE, payload: body.freeze() }.encode()?,
                 Broker::Nats => nats_pub(self.session_of[sender], &body),
             };
-            if self.writers[sender].send(frame).is_err() {
-                refused += 1;
-            } else {
-                sent_by[k] += 1;
+            match self.writers[sender].send(frame) {
+                Ok(()) => sent_by[k] += 1,
+                Err(duet_ws::SendError::Full) => refused += 1,
+                Err(duet_ws::SendError::Closed) => unsendable += 1,
             }
         }
         let sent_at = Instant::now();
+        let cpu_sent = (self.servers.relay().cpu_time(), procs::own_cpu_time());
         // What each receiver should hold: every message of the other senders of its session.
         let mut expected = vec![0u64; self.writers.len()];
         for (k, &sender) in self.senders.iter().enumerate() {
@@ -640,68 +671,87 @@ impl World {
                 }
             }
         }
-        let slow_now = |r: usize, inbox: &Inbox| inbox.slow_interval.is_some() && self.slow.contains(&r);
+        // Warm-ups drain too, so that no backlog of theirs reaches the next phase.
         let deadline = sent_at + DRAIN_TIMEOUT;
-        if measured {
-            loop {
-                let done = self.inboxes.iter().enumerate().all(|(r, inbox)| {
-                    let inbox = lock(inbox);
-                    inbox.closed.is_some() || slow_now(r, &inbox) || inbox.received >= expected[r]
-                });
-                if done || Instant::now() >= deadline {
-                    break;
-                }
-                tokio::time::sleep(POLL_INTERVAL).await;
+        loop {
+            let done = self.inboxes.iter().enumerate().all(|(r, inbox)| {
+                let inbox = lock(inbox);
+                inbox.closed.is_some() || slow_now[r] || inbox.received >= expected[r]
+            });
+            if done || Instant::now() >= deadline {
+                break;
             }
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
-        let elapsed = start.elapsed();
-        let cpu_after = (self.servers.relay().cpu_time(), procs::own_cpu_time());
-        if let Some(sampler) = sampler {
-            sampler.abort();
-        }
+        let cpu_after = self.servers.relay().cpu_time();
         self.servers.check_alive()?;
+        let window = sent_at - start;
         let mut phase = Phase {
             rate,
             duration,
-            elapsed,
+            window,
             expected: 0,
             received: 0,
+            lost: 0,
             fast_expected: 0,
             fast_received: 0,
+            fast_on_time: 0,
+            fast_lost: 0,
             latency: stats::histogram(),
             reordered: 0,
             malformed: 0,
             closed: Vec::new(),
+            slow_closed: 0,
             refused,
+            unsendable,
             send_lag: Latency::of(&send_lag),
-            server_cpu: cpu_before.0.zip(cpu_after.0).map(|(b, a)| a.saturating_sub(b)),
-            loadgen_cpu: cpu_before.1.zip(cpu_after.1).map(|(b, a)| a.saturating_sub(b)),
+            server_cpu: cpu_before.0.zip(cpu_after).map(|(b, a)| a.saturating_sub(b)),
+            server_cpu_sending: cpu_before.0.zip(cpu_sent.0).map(|(b, a)| a.saturating_sub(b)),
+            loadgen_cpu_sending: cpu_before.1.zip(cpu_sent.1).map(|(b, a)| a.saturating_sub(b)),
             rss_start,
             rss_peak: rss_start.map(|_| rss_peak.load(Ordering::Relaxed)),
         };
         for (r, inbox) in self.inboxes.iter().enumerate() {
             let inbox = lock(inbox);
+            let lost = expected[r].saturating_sub(inbox.received);
             phase.expected += expected[r];
             phase.received += inbox.received;
-            if !self.slow.contains(&r) {
+            phase.lost += lost;
+            if !slow_now[r] {
                 phase.fast_expected += expected[r];
                 phase.fast_received += inbox.received;
+                phase.fast_on_time += inbox.on_time;
+                phase.fast_lost += lost;
                 phase.latency.add(&inbox.latency).context("merging latency histograms")?;
             }
             phase.reordered += inbox.reordered;
             phase.malformed += inbox.malformed;
-            if let Some(why) = &inbox.closed {
-                phase.closed.push((r, why.clone()));
+            match &inbox.closed {
+                Some(why) if !closed_before[r] => {
+                    phase.closed.push((r, why.clone()));
+                    phase.slow_closed += usize::from(slow_now[r]);
+                }
+                _ => {}
             }
         }
         Ok(phase)
     }
 
-    /// Makes the slow guests read at `interval` per message (`None`: at full speed).
+    /// Makes the slow guests read one message per `interval` from now on (`None`: at full speed).
     fn set_slow(&self, interval: Option<Duration>) {
+        let since = Instant::now();
         for &r in &self.slow {
-            lock(&self.inboxes[r]).slow_interval = interval;
+            lock(&self.inboxes[r]).slow = interval.map(|every| (since, every));
         }
+    }
+}
+
+/// Aborts a background task when dropped (however the function holding it returns).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -720,18 +770,29 @@ fn nats_pub(session: usize, body: &[u8]) -> Bytes {
 }
 
 /// Reads one participant's connection until it ends, counting arrivals into its inbox.
-async fn read_loop(broker: Broker, mut reader: duet_ws::ClientReader, inbox: SharedInbox, size: usize, base: Instant) {
-    let mut nats = NatsStream { pending: Vec::new() };
-    let mut next_read: Option<Instant> = None;
+async fn read_loop(
+    broker: Broker,
+    mut reader: duet_ws::ClientReader,
+    mut nats: NatsStream,
+    inbox: SharedInbox,
+    size: usize,
+    base: Instant,
+) {
+    // A slow consumer's bucket: since when it is slow, and how many messages it read since.
+    let mut paced: Option<(Instant, u64)> = None;
     let why = loop {
-        let interval = lock(&inbox).slow_interval;
-        match interval {
-            Some(every) => {
-                let at = next_read.map_or_else(Instant::now, |t| t.max(Instant::now() - every));
-                tokio::time::sleep_until(at).await;
-                next_read = Some(at + every);
+        let slow = lock(&inbox).slow;
+        match slow {
+            Some((since, every)) => {
+                let read = match paced {
+                    Some((s, read)) if s == since => read,
+                    _ => 0,
+                };
+                paced = Some((since, read));
+                // The next message may be read once the time allows one more than were read.
+                tokio::time::sleep_until(since + every.mul_f64(read as f64)).await;
             }
-            None => next_read = None,
+            None => paced = None,
         }
         let data = match reader.next().await {
             Ok(duet_ws::Message::Binary(data) | duet_ws::Message::Text(data)) => data,
@@ -747,16 +808,24 @@ async fn read_loop(broker: Broker, mut reader: duet_ws::ClientReader, inbox: Sha
         match broker {
             Broker::Duet => match data.first() {
                 Some(&KIND_MESSAGE) if data.len() >= MESSAGE_HEADER => {
-                    lock(&inbox).arrive(&data[MESSAGE_HEADER..], size, base, now)
+                    lock(&inbox).arrive(&data[MESSAGE_HEADER..], size, base, now);
+                    if let Some((_, read)) = &mut paced {
+                        *read += 1;
+                    }
                 }
                 Some(&KIND_ERROR) => break format!("error frame from the edge: {data:?}"),
                 _ => {}
             },
             Broker::Nats => {
                 let writer = reader.writer().clone();
+                // nats-server packs what is pending into one websocket message: a slow consumer
+                // is paced by the messages in it, not by websocket messages.
                 let fed = nats.feed(&data, |op| match op {
                     NatsOp::Msg(body) => {
                         lock(&inbox).arrive(body, size, base, now);
+                        if let Some((_, read)) = &mut paced {
+                            *read += 1;
+                        }
                         Ok(())
                     }
                     NatsOp::Ping => writer.send(Bytes::from_static(b"PONG\r\n")).map_err(|e| e.to_string()),
@@ -782,7 +851,8 @@ fn duet_edge_env(plan: &Plan) -> Vec<(&'static str, String)> {
     ]
 }
 
-type Connected = Vec<(usize, duet_ws::ClientReader)>;
+/// Every participant: its session, its connection, and (NATS) what of its stream is unparsed.
+type Connected = Vec<(usize, duet_ws::ClientReader, NatsStream)>;
 
 async fn start_duet(args: &Args, bins: &Binaries, plan: &Plan) -> anyhow::Result<(Servers, Connected)> {
     let database = args.database.create().await?;
@@ -810,39 +880,26 @@ async fn start_duet(args: &Args, bins: &Binaries, plan: &Plan) -> anyhow::Result
         } else {
             client.create_session(&host_req).await.context("placing a session")?
         };
-        readers.push((s, duet_join(&host).await.context("the host's join")?));
+        let joined = procs::join_placed(&host, CLIENT_LIMITS, SETUP_TIMEOUT).await.context("the host's join")?;
+        readers.push((s, joined, NatsStream::new()));
         for g in 1..plan.participants {
             let guest = client
                 .join_session(&host.session_id, &user(&format!("g{s}-{g}")))
                 .await
                 .context("joining a session")?;
-            readers.push((s, duet_join(&guest).await.context("a guest's join")?));
+            let guest = procs::join_placed(&guest, CLIENT_LIMITS, SETUP_TIMEOUT).await.context("a guest's join")?;
+            readers.push((s, guest, NatsStream::new()));
         }
     }
     cluster.check_alive()?;
     Ok((Servers::Duet { cluster, _database: database }, readers))
 }
 
-/// Connects a placed participant to its edge and waits for `welcome`.
-async fn duet_join(placed: &duet_client::Placement) -> anyhow::Result<duet_ws::ClientReader> {
-    let mut reader = duet_ws::connect(&placed.edge.url, &[], CLIENT_LIMITS).await?;
-    let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: placed.token.clone() };
-    reader.writer().send(join.encode()?)?;
-    loop {
-        match tokio::time::timeout(SETUP_TIMEOUT, reader.next()).await {
-            Err(_) => bail!("no welcome within {SETUP_TIMEOUT:?}"),
-            Ok(Ok(duet_ws::Message::Binary(frame))) if frame.first() == Some(&KIND_WELCOME) => return Ok(reader),
-            Ok(Ok(duet_ws::Message::Binary(_))) => {}
-            Ok(Ok(other)) => bail!("the edge answered the join with {other:?}"),
-            Ok(Err(e)) => bail!("the connection failed before welcome: {e}"),
-        }
-    }
-}
-
-/// nats-server's configuration: its client port and websocket listener on loopback.
-fn nats_config(client_port: u16, ws_addr: SocketAddr) -> String {
+/// nats-server's configuration: its websocket listener, and its client port (unused) on a random
+/// loopback port.
+fn nats_config(ws_addr: SocketAddr) -> String {
     format!(
-        "listen: \"127.0.0.1:{client_port}\"\n\
+        "listen: \"127.0.0.1:-1\"\n\
          websocket {{\n  listen: \"{ws_addr}\"\n  no_tls: true\n  compression: false\n}}\n"
     )
 }
@@ -856,29 +913,39 @@ async fn start_nats(args: &Args, plan: &Plan) -> anyhow::Result<(Servers, Connec
     }
     let dir =
         tempfile::Builder::new().prefix("duet-bench-nats-").tempdir().context("creating a temporary directory")?;
-    let ws_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
     let conf = dir.path().join("nats.conf");
-    std::fs::write(&conf, nats_config(procs::free_port()?, ws_addr)).context("writing nats.conf")?;
-    let mut server = Server::spawn(
-        "nats-server".to_owned(),
-        &args.nats_server,
-        &["-c".to_owned(), conf.to_string_lossy().into_owned()],
-        &[("GOMAXPROCS", "1")],
-        &args.pinning.server_cpus,
-        dir.path().join("nats.log"),
-        ws_addr,
-    )?;
-    server.wait_listening(Instant::now() + STARTUP_TIMEOUT).await?;
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let mut attempts = 1;
+    let (mut server, ws_addr) = loop {
+        // The websocket port is picked free and bound by the server a moment later: another
+        // process may take it meanwhile, and then the start is retried on a new one.
+        let ws_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, procs::free_port()?));
+        std::fs::write(&conf, nats_config(ws_addr)).context("writing nats.conf")?;
+        let mut server = Server::spawn(
+            "nats-server".to_owned(),
+            &args.nats_server,
+            &["-c".to_owned(), conf.to_string_lossy().into_owned()],
+            &[("GOMAXPROCS", "1")],
+            &args.pinning.server_cpus,
+            dir.path().join("nats.log"),
+            ws_addr,
+        )?;
+        match server.wait_listening(deadline).await {
+            Ok(()) => break (server, ws_addr),
+            Err(_) if server.lost_port_race() && attempts < 3 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    };
     let url = format!("ws://{ws_addr}/");
     let mut readers = Vec::with_capacity(plan.sessions * plan.participants);
     for s in 0..plan.sessions {
         for p in 0..plan.participants {
             // In `fanout` the host only sends: it does not subscribe.
             let subscribes = plan.everyone_sends || p > 0;
-            let reader = tokio::time::timeout(SETUP_TIMEOUT, nats_connect(&url, s, subscribes))
+            let (reader, stream) = tokio::time::timeout(SETUP_TIMEOUT, nats_connect(&url, s, subscribes))
                 .await
                 .map_err(|_| anyhow::anyhow!("NATS connection setup took over {SETUP_TIMEOUT:?}"))??;
-            readers.push((s, reader));
+            readers.push((s, reader, stream));
         }
     }
     server.check_alive()?;
@@ -887,17 +954,22 @@ async fn start_nats(args: &Args, plan: &Plan) -> anyhow::Result<(Servers, Connec
 
 /// Connects to NATS's websocket listener, sends `CONNECT` (and `SUB` to the session's subject),
 /// and waits for the `PONG` that follows them: the subscription is in place.
-async fn nats_connect(url: &str, session: usize, subscribes: bool) -> anyhow::Result<duet_ws::ClientReader> {
+async fn nats_connect(
+    url: &str,
+    session: usize,
+    subscribes: bool,
+) -> anyhow::Result<(duet_ws::ClientReader, NatsStream)> {
     let mut reader = duet_ws::connect(url, &[], CLIENT_LIMITS).await.context("connecting to NATS")?;
+    // No headers: messages come as `MSG`, never `HMSG` (which the parser does not take).
     let mut hello = String::from(
-        "CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"lang\":\"rust\",\"version\":\"duet-loadgen\",\"protocol\":1}\r\n",
+        "CONNECT {\"verbose\":false,\"pedantic\":false,\"echo\":false,\"headers\":false,\"lang\":\"rust\",\"version\":\"duet-loadgen\",\"protocol\":1}\r\n",
     );
     if subscribes {
         hello.push_str(&format!("SUB {} 1\r\n", nats_subject(session)));
     }
     hello.push_str("PING\r\n");
     reader.writer().send(Bytes::from(hello))?;
-    let mut stream = NatsStream { pending: Vec::new() };
+    let mut stream = NatsStream::new();
     loop {
         let data = match reader.next().await? {
             duet_ws::Message::Binary(d) | duet_ws::Message::Text(d) => d,
@@ -918,7 +990,7 @@ async fn nats_connect(url: &str, session: usize, subscribes: bool) -> anyhow::Re
             })
             .map_err(|e| anyhow::anyhow!(e))?;
         if ponged {
-            return Ok(reader);
+            return Ok((reader, stream));
         }
     }
 }
@@ -932,55 +1004,66 @@ struct Phase {
     /// Messages/s scheduled.
     rate: f64,
     duration: Duration,
-    /// From the first send until everything arrived (or the drain gave up).
-    elapsed: Duration,
-    /// Deliveries owed to every receiver, and those that arrived.
+    /// From the first send to the last one.
+    window: Duration,
+    /// Deliveries owed to every receiver, those that arrived (each once), and what is missing.
     expected: u64,
     received: u64,
-    /// The same, for the receivers that are not slow consumers.
+    lost: u64,
+    /// The same for the receivers that were not slow consumers in this phase, and those of their
+    /// deliveries that arrived before the last scheduled send.
     fast_expected: u64,
     fast_received: u64,
+    fast_on_time: u64,
+    fast_lost: u64,
     /// The fast receivers' latencies, from the scheduled send.
     latency: Histogram<u64>,
+    /// Arrivals out of order or duplicated, and arrivals not of the size or form sent.
     reordered: u64,
     malformed: u64,
-    /// Connections that ended, and why.
+    /// Connections that ended during this phase, and why; how many of them were slow consumers.
     closed: Vec<(usize, String)>,
-    /// Sends the load generator's own queue refused.
+    slow_closed: usize,
+    /// Sends refused because the connection's queue in the load generator was full, and because
+    /// the connection had already closed.
     refused: u64,
+    unsendable: u64,
     send_lag: Latency,
+    /// The relaying server's CPU time over the whole phase, and while the sends went out.
     server_cpu: Option<Duration>,
-    loadgen_cpu: Option<Duration>,
+    server_cpu_sending: Option<Duration>,
+    /// The load generator's CPU time while the sends went out.
+    loadgen_cpu_sending: Option<Duration>,
     rss_start: Option<u64>,
     rss_peak: Option<u64>,
 }
 
 impl Phase {
-    /// Deliveries per second of the phase's length.
+    /// Deliveries per second that arrived while the sends went on (at the fast receivers): a
+    /// server falling behind shows here, not only in its latency.
     fn deliveries_per_sec(&self) -> f64 {
-        self.received as f64 / self.duration.as_secs_f64()
+        self.fast_on_time as f64 / self.duration.as_secs_f64()
     }
 
-    fn fast_per_sec(&self) -> f64 {
-        self.fast_received as f64 / self.duration.as_secs_f64()
+    /// The share of what the fast receivers were owed that arrived while the sends went on.
+    fn fast_on_time_share(&self) -> Option<f64> {
+        (self.fast_expected > 0).then(|| self.fast_on_time as f64 / self.fast_expected as f64)
     }
 
-    fn lost(&self) -> u64 {
-        self.expected.saturating_sub(self.received)
-    }
-
-    fn fast_lost(&self) -> u64 {
-        self.fast_expected.saturating_sub(self.fast_received)
-    }
-
-    /// Server CPU time per delivery, microseconds.
+    /// The relaying server's CPU time per delivery over the whole phase, microseconds.
     fn cpu_per_delivery(&self) -> Option<f64> {
         let cpu = self.server_cpu?;
         (self.received > 0).then(|| cpu.as_secs_f64() * 1e6 / self.received as f64)
     }
 
+    /// A CPU time taken while the sends went out, as a share of one core.
     fn share(&self, cpu: Option<Duration>) -> Option<f64> {
-        cpu.map(|c| c.as_secs_f64() / self.elapsed.as_secs_f64())
+        cpu.map(|c| c.as_secs_f64() / self.window.as_secs_f64().max(f64::EPSILON))
+    }
+
+    /// The load generator used nearly all of its core: its own queueing may be what broke a step.
+    fn loadgen_saturated(&self) -> bool {
+        self.share(self.loadgen_cpu_sending).is_some_and(|c| c >= LOADGEN_SATURATED)
     }
 
     /// Why this phase counts as broken, if it does.
@@ -988,12 +1071,15 @@ impl Phase {
         let p99 = self.latency.value_at_quantile(0.99);
         if let Some((_, why)) = self.closed.first() {
             Some(format!("{} connection(s) ended ({why})", self.closed.len()))
-        } else if self.fast_lost() > 0 {
-            Some(format!("{} of {} deliveries missing", self.fast_lost(), self.fast_expected))
+        } else if self.fast_lost > 0 {
+            Some(format!("{} of {} deliveries missing", self.fast_lost, self.fast_expected))
         } else if self.reordered > 0 || self.malformed > 0 {
-            Some(format!("{} out of order, {} malformed", self.reordered, self.malformed))
-        } else if self.refused > 0 {
-            Some(format!("{} sends refused by the load generator's full queue", self.refused))
+            Some(format!("{} out of order or duplicated, {} malformed", self.reordered, self.malformed))
+        } else if self.refused > 0 || self.unsendable > 0 {
+            Some(format!(
+                "{} sends refused (the connection's queue in the load generator full), {} on closed connections",
+                self.refused, self.unsendable
+            ))
         } else if p99 > u64::try_from(limit.as_micros()).unwrap_or(u64::MAX) {
             Some(format!("p99 {} ms above {} ms", fmt_millis(p99 as f64), fmt_millis(limit.as_micros() as f64)))
         } else {
@@ -1013,11 +1099,11 @@ struct Step {
 #[derive(Debug, Clone)]
 struct RunFigures {
     steps: Vec<Step>,
-    /// The highest rate that held, messages/s; `None` if the ramp never broke (the figure is a
-    /// lower bound) is told by `capacity_bound`.
+    /// The highest rate that held, messages/s.
     capacity: f64,
-    /// The ramp ended without a break: the capacity is at least this.
-    capacity_bound: bool,
+    /// Why the capacity is only a lower bound, if it is: the ramp never broke, or the load
+    /// generator was saturated when it broke.
+    capacity_bound: Option<&'static str>,
     levels: Vec<Phase>,
     slow: Option<Phase>,
 }
@@ -1111,7 +1197,14 @@ async fn measure(broker: Broker, args: &Args, bins: &Binaries, plan: &Plan) -> a
             fmt_count(plan.start_rate)
         );
     };
-    let capacity_bound = bad.is_none();
+    let broke_saturated = steps.iter().any(|s| s.broke.is_some() && s.phase.loadgen_saturated());
+    let capacity_bound = if bad.is_none() {
+        Some("the ramp never broke")
+    } else if broke_saturated {
+        Some("the load generator's core was saturated when it broke")
+    } else {
+        None
+    };
     world.stop().await;
 
     let mut world = World::start(broker, args, bins, plan, base).await?;
@@ -1139,7 +1232,7 @@ async fn measure(broker: Broker, args: &Args, bins: &Binaries, plan: &Plan) -> a
 
 fn print_step(broker: Broker, p: &Phase, broke: Option<&str>, fanout: f64) {
     eprintln!(
-        "{} ramp {} msgs/s ({} deliveries/s): received {}, p50 {} ms, p99 {} ms, send lag p99 {} ms, server CPU {}, load generator CPU {}{}",
+        "{} ramp {} msgs/s ({} deliveries/s): {} deliveries/s on time, p50 {} ms, p99 {} ms, send lag p99 {} ms, server CPU {}, load generator CPU {}{}",
         broker.name(),
         fmt_count(p.rate),
         fmt_count(p.rate * fanout),
@@ -1147,8 +1240,8 @@ fn print_step(broker: Broker, p: &Phase, broke: Option<&str>, fanout: f64) {
         fmt_millis(p.latency.value_at_quantile(0.5) as f64),
         fmt_millis(p.latency.value_at_quantile(0.99) as f64),
         fmt_millis(p.send_lag.p99 as f64),
-        fmt_share(p.share(p.server_cpu)),
-        fmt_share(p.share(p.loadgen_cpu)),
+        fmt_share(p.share(p.server_cpu_sending)),
+        fmt_share(p.share(p.loadgen_cpu_sending)),
         broke.map(|b| format!(": broke, {b}")).unwrap_or_default(),
     );
 }
@@ -1163,19 +1256,19 @@ fn print_level(broker: Broker, share: f64, p: &Phase, fanout: f64) {
         p.cpu_per_delivery().map_or_else(|| "?".to_owned(), |c| format!("{c:.2}")),
         fmt_millis(p.latency.value_at_quantile(0.5) as f64),
         fmt_millis(p.latency.value_at_quantile(0.99) as f64),
-        p.lost(),
+        p.lost,
         p.reordered,
     );
 }
 
 fn print_slow(broker: Broker, p: &Phase) {
     eprintln!(
-        "{} with slow readers: fast guests {} deliveries/s, lost {}, p99 {} ms; {} connection(s) closed; RSS {} → peak {} MiB",
+        "{} with slow readers: fast guests {} deliveries/s, lost {}, p99 {} ms; {} slow reader(s) closed; RSS {} → peak {} MiB",
         broker.name(),
-        fmt_count(p.fast_per_sec()),
-        p.fast_lost(),
+        fmt_count(p.deliveries_per_sec()),
+        p.fast_lost,
         fmt_millis(p.latency.value_at_quantile(0.99) as f64),
-        p.closed.len(),
+        p.slow_closed,
         p.rss_start.map_or(0, |b| b >> 20),
         p.rss_peak.map_or(0, |b| b >> 20),
     );
@@ -1218,7 +1311,7 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, results: &[(RunFigures, RunF
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for broker in [Broker::Duet, Broker::Nats] {
         let runs = side(broker);
-        let bound = if runs.iter().any(|r| r.capacity_bound) { "≥ " } else { "" };
+        let bound = if runs.iter().any(|r| r.capacity_bound.is_some()) { "≥ " } else { "" };
         let capacity = format!("{bound}{}", fmt_spread(spread(runs.iter().map(|r| r.capacity * fanout)), fmt_count));
         for (i, share) in LEVELS.iter().enumerate() {
             let level: Vec<&Phase> = runs.iter().map(|r| &r.levels[i]).collect();
@@ -1234,7 +1327,7 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, results: &[(RunFigures, RunF
                 ),
                 fmt_spread(spread(level.iter().map(|p| p50(p))), fmt_millis),
                 fmt_spread(spread(level.iter().map(|p| p99(p))), fmt_millis),
-                level.iter().map(|p| p.lost()).sum::<u64>(),
+                level.iter().map(|p| p.lost).sum::<u64>(),
                 level.iter().map(|p| p.reordered).sum::<u64>(),
             ));
         }
@@ -1250,21 +1343,42 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, results: &[(RunFigures, RunF
         .and_then(Spread::of);
     let duet = side(Broker::Duet);
     let half_p99 = spread(duet.iter().map(|r| p99(&r.levels[1])));
-    let lost: u64 = duet.iter().flat_map(|r| &r.levels).map(Phase::lost).sum();
+    let lost: u64 = duet.iter().flat_map(|r| &r.levels).map(|p| p.lost).sum();
     let reordered: u64 = duet.iter().flat_map(|r| &r.levels).map(|p| p.reordered).sum();
+    let bounded = |broker: Broker| side(broker).iter().filter_map(|r| r.capacity_bound).next();
+    let (duet_bound, nats_bound) = (bounded(Broker::Duet), bounded(Broker::Nats));
+    let ratio_kind = match (duet_bound, nats_bound) {
+        (None, None) => "",
+        (Some(_), None) => "at least ",
+        (_, Some(_)) => "undetermined, NATS's capacity being a lower bound: ",
+    };
     out.push_str(&format!(
-        "\nduet/NATS capacity: **{}**; NATS's server CPU per delivery over duet's at 50%: {} (medians and min–max \
-         of the per-run ratios). Figures are the median and (min–max) over {n} run{} of each server, alternating.\n\n",
+        "\nduet/NATS capacity: **{ratio_kind}{}**; NATS's server CPU per delivery over duet's at 50%: {} (medians and \
+         min–max of the per-run ratios). Figures are the median and (min–max) over {n} run{} of each server, \
+         alternating. Deliveries/s count what arrived while the sends went on.\n\n",
         fmt_ratio(capacity_ratio),
         fmt_ratio(cpu_ratio),
         if n == 1 { "" } else { "s" },
     ));
+    for (broker, bound) in [(Broker::Duet, duet_bound), (Broker::Nats, nats_bound)] {
+        if let Some(why) = bound {
+            out.push_str(&format!(
+                "- {}'s capacity is a lower bound (marked ≥): {why}; the server was not shown to break.\n",
+                broker.name()
+            ));
+        }
+    }
+    if duet_bound.is_some() || nats_bound.is_some() {
+        out.push('\n');
+    }
     if plan.scenario == Scenario::Fanout {
         let targets = if args.smoke {
             "not checked (smoke run)".to_owned()
         } else {
             let mut misses = Vec::new();
-            if capacity_ratio.is_none_or(|r| r.median < TARGET_CAPACITY_RATIO) {
+            if nats_bound.is_some() {
+                misses.push("capacity ratio undetermined".to_owned());
+            } else if capacity_ratio.is_none_or(|r| r.median < TARGET_CAPACITY_RATIO) {
                 misses.push(format!("capacity below {TARGET_CAPACITY_RATIO:.1}x NATS's"));
             }
             if half_p99.is_none_or(|s| s.median > TARGET_P99_AT_HALF as f64) {
@@ -1291,7 +1405,8 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, results: &[(RunFigures, RunF
     out.push_str(&format!("- Command: `{}`\n", p.command));
     out.push_str(&format!(
         "- Pinning: the servers on CPU {} (`taskset -c {}`: duet's locator and edge, or nats-server with \
-         `GOMAXPROCS=1`), the load generator on CPU {}.\n",
+         `GOMAXPROCS=1`), the load generator on CPU {}. Server CPU is the edge's (duet's locator idles) or \
+         nats-server's.\n",
         args.pinning.server_cpus, args.pinning.server_cpus, args.pinning.loadgen_cpus
     ));
     let senders = if plan.everyone_sends { "every participant sends" } else { "the host sends, the guests receive" };
@@ -1305,7 +1420,7 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, results: &[(RunFigures, RunF
     ));
     out.push_str(&format!(
         "- Ramp (open loop, fresh processes, {} warm-up): {} steps from {} messages/s, ×{} each, until a step \
-         loses or reorders a message, ends a connection or has p99 above {} ms; {} bisection(s) on fresh \
+         loses, duplicates or reorders a message, ends a connection, cannot send, or has p99 above {} ms; {} bisection(s) on fresh \
          processes narrow the break. Capacity = the highest rate that held. Load levels: {} each at 25%, 50% \
          and 80% of it, after a {} warm-up on fresh processes. Latency runs from a message's scheduled send \
          to its arrival.\n",
@@ -1320,7 +1435,8 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, results: &[(RunFigures, RunF
     ));
     let loadgen = |broker: Broker| {
         fmt_share(
-            spread(side(broker).iter().filter_map(|r| r.levels[2].share(r.levels[2].loadgen_cpu))).map(|s| s.median),
+            spread(side(broker).iter().filter_map(|r| r.levels[2].share(r.levels[2].loadgen_cpu_sending)))
+                .map(|s| s.median),
         )
     };
     let break_reasons = |broker: Broker| {
@@ -1362,42 +1478,57 @@ fn render_slow(args: &Args, plan: &Plan, results: &[(RunFigures, RunFigures)]) -
     );
     out.push_str("|---|---|---|---|---|---|---|\n");
     let mut duet_share = None;
+    let mut duet_growth = None;
     for broker in [Broker::Duet, Broker::Nats] {
         let runs: Vec<&RunFigures> =
             results.iter().map(|(d, nats)| if broker == Broker::Duet { d } else { nats }).collect();
         let with: Vec<&Phase> = runs.iter().filter_map(|r| r.slow.as_ref()).collect();
-        let share =
-            spread(runs.iter().filter_map(|r| Some(r.slow.as_ref()?.fast_per_sec() / r.levels[2].fast_per_sec())));
+        let share = spread(
+            runs.iter()
+                .filter_map(|r| Some(r.slow.as_ref()?.fast_on_time_share()? / r.levels[2].fast_on_time_share()?)),
+        );
+        let growth = spread(with.iter().filter_map(|p| Some(p.rss_peak?.saturating_sub(p.rss_start?) as f64)));
         if broker == Broker::Duet {
             duet_share = share;
+            duet_growth = growth;
         }
         out.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} |\n",
             broker.name(),
-            fmt_spread(spread(with.iter().map(|p| p.fast_per_sec())), fmt_count),
+            fmt_spread(spread(with.iter().map(|p| p.deliveries_per_sec())), fmt_count),
             fmt_spread(share, |v| format!("{:.1}%", v * 100.0)),
-            with.iter().map(|p| p.fast_lost()).sum::<u64>(),
+            with.iter().map(|p| p.fast_lost).sum::<u64>(),
             fmt_spread(spread(with.iter().map(|p| p99(p))), fmt_millis),
-            fmt_spread(spread(with.iter().map(|p| p.closed.len() as f64)), |v| format!("{v:.0} of {}", plan.slow)),
-            fmt_spread(
-                spread(with.iter().filter_map(|p| Some(p.rss_peak?.saturating_sub(p.rss_start?) as f64))),
-                |v| format!("{:.1}", v / (1 << 20) as f64)
-            ),
+            fmt_spread(spread(with.iter().map(|p| p.slow_closed as f64)), |v| format!("{v:.0} of {}", plan.slow)),
+            fmt_spread(growth, |v| format!("{:.1}", v / (1 << 20) as f64)),
         ));
     }
+    let memory_bound = plan.slow as u64 * EDGE_MAX_QUEUED_BYTES + SLOW_RSS_SLACK;
     let target = if args.smoke {
         "not checked (smoke run)".to_owned()
     } else {
+        let mut misses = Vec::new();
         match duet_share {
-            Some(s) if s.median >= TARGET_FAST_SHARE => "met".to_owned(),
-            Some(_) => format!("not met: below {:.0}%", TARGET_FAST_SHARE * 100.0),
-            None => "not measured".to_owned(),
+            Some(s) if s.median >= TARGET_FAST_SHARE => {}
+            Some(_) => misses.push(format!("the fast guests kept less than {:.0}%", TARGET_FAST_SHARE * 100.0)),
+            None => misses.push("not measured".to_owned()),
+        }
+        match duet_growth {
+            Some(g) if g.max <= memory_bound as f64 => {}
+            Some(_) => misses.push(format!("the edge grew by more than {} MiB", memory_bound >> 20)),
+            None => misses.push("memory not measured".to_owned()),
+        }
+        if misses.is_empty() {
+            "met".to_owned()
+        } else {
+            format!("not met: {}", misses.join("; "))
         }
     };
     out.push_str(&format!(
         "\nSlow consumers (S5): {} of the guests read at {:.0}% of the send rate while the host sends at {:.0}% of \
-         the capacity, for {}; the fast guests' deliveries/s against the same level without slow readers. Target: \
-         at least {:.0}%, memory bounded: **{target}**. duet closes a reader with more than the edge's \
+         the capacity, for {}; the share of the fast guests' deliveries that arrived while the sends went on, \
+         against the same at that level without slow readers. Target: at least {:.0}%, and duet's edge growing by \
+         at most {} MiB (8 MiB of queue per slow reader, plus {} MiB) at any run's peak: **{target}**. duet closes a reader with more than the edge's \
          `max_queued_bytes` (8 MiB) queued (close code 4300); nats-server one whose pending data passes its \
          `max_pending` (64 MiB).\n\n",
         plan.slow,
@@ -1405,6 +1536,8 @@ fn render_slow(args: &Args, plan: &Plan, results: &[(RunFigures, RunFigures)]) -
         SLOW_LEVEL * 100.0,
         fmt_duration(plan.duration),
         TARGET_FAST_SHARE * 100.0,
+        memory_bound >> 20,
+        SLOW_RSS_SLACK >> 20,
     ));
     out
 }
@@ -1428,10 +1561,10 @@ mod tests {
     #[test]
     fn nats_operations_split_anywhere_across_messages_parse_the_same() {
         let wire = b"INFO {\"server_id\":\"x\"}\r\nMSG duet.bench.0 1 5\r\nhello\r\nPING\r\n+OK\r\nMSG a 1 r 2\r\n\r\n\r\nPONG\r\n";
-        let whole = ops(&mut NatsStream { pending: Vec::new() }, wire).unwrap();
+        let whole = ops(&mut NatsStream::new(), wire).unwrap();
         assert_eq!(whole, ["Info", "MSG hello", "Ping", "Ok", "MSG \r\n", "Pong"]);
         for cut in 0..wire.len() {
-            let mut stream = NatsStream { pending: Vec::new() };
+            let mut stream = NatsStream::new();
             let mut seen = ops(&mut stream, &wire[..cut]).unwrap();
             seen.extend(ops(&mut stream, &wire[cut..]).unwrap());
             assert_eq!(seen, whole, "cut at {cut}");
@@ -1441,13 +1574,13 @@ mod tests {
 
     #[test]
     fn nats_garbage_is_refused_with_what_was_wrong() {
-        let refuse = |data: &[u8]| ops(&mut NatsStream { pending: Vec::new() }, data).unwrap_err();
+        let refuse = |data: &[u8]| ops(&mut NatsStream::new(), data).unwrap_err();
         assert!(refuse(b"HELLO\r\n").contains("unknown protocol line"));
         assert!(refuse(b"MSG a 1 x\r\n").contains("without a size"));
         assert!(refuse(b"MSG a 1 2\r\nabcd").contains("not followed by CRLF"));
         assert!(refuse(b"MSG a 1 99999999\r\n").contains("99999999 bytes"));
         assert!(refuse(&[b'x'; NATS_MAX_LINE + 1]).contains("longer than"));
-        let err = ops(&mut NatsStream { pending: Vec::new() }, b"-ERR 'Slow Consumer'\r\n");
+        let err = ops(&mut NatsStream::new(), b"-ERR 'Slow Consumer'\r\n");
         assert_eq!(err.unwrap(), ["Err(\"-ERR 'Slow Consumer'\")"]);
     }
 
@@ -1455,17 +1588,19 @@ mod tests {
     fn an_inbox_counts_its_phase_and_notices_order() {
         let base = Instant::now();
         let mut inbox = Inbox::new();
-        inbox.reset(3);
+        inbox.reset(3, base);
         let at = |tag, sender, seq| payload(64, tag, sender, seq, 0);
-        inbox.arrive(&at(0, 1, 0), 64, base, base); // warm-up: checked, not counted
+        inbox.arrive(&at(0, 1, 0), 64, base, base); // a warm-up's straggler: checked, not counted
         inbox.arrive(&at(3, 1, 1), 64, base, base);
         inbox.arrive(&at(3, 2, 0), 64, base, base);
         inbox.arrive(&at(3, 1, 5), 64, base, base); // a gap is loss, told by the count, not order
         inbox.arrive(&at(3, 1, 4), 64, base, base); // behind the last seen: out of order
         inbox.arrive(&at(3, 2, 0), 64, base, base); // a duplicate
         inbox.arrive(&at(3, 2, 1)[..40], 64, base, base);
-        assert_eq!((inbox.received, inbox.reordered, inbox.malformed), (5, 2, 1));
-        inbox.reset(4);
+        inbox.arrive(&at(3, 2, 1), 64, base, base + Duration::from_millis(1)); // after the window
+                                                                               // Out-of-order and duplicated arrivals are not deliveries: they cannot hide a loss.
+        assert_eq!((inbox.received, inbox.on_time, inbox.reordered, inbox.malformed), (4, 3, 2, 1));
+        inbox.reset(4, base);
         assert_eq!((inbox.received, inbox.reordered, inbox.latency.len()), (0, 0, 0));
     }
 
@@ -1474,19 +1609,25 @@ mod tests {
         let mut phase = Phase {
             rate: 100.0,
             duration: Duration::from_secs(1),
-            elapsed: Duration::from_secs(1),
+            window: Duration::from_secs(1),
             expected: 100,
             received: 100,
+            lost: 0,
             fast_expected: 100,
             fast_received: 100,
+            fast_on_time: 100,
+            fast_lost: 0,
             latency: stats::histogram(),
             reordered: 0,
             malformed: 0,
             closed: Vec::new(),
+            slow_closed: 0,
             refused: 0,
+            unsendable: 0,
             send_lag: Latency { p50: 0, p99: 0, p999: 0, max: 0 },
             server_cpu: Some(Duration::from_millis(10)),
-            loadgen_cpu: None,
+            server_cpu_sending: None,
+            loadgen_cpu_sending: Some(Duration::from_millis(950)),
             rss_start: None,
             rss_peak: None,
         };
@@ -1494,10 +1635,12 @@ mod tests {
         let limit = Duration::from_millis(1);
         assert_eq!(phase.broken(limit), None);
         assert_eq!(phase.cpu_per_delivery(), Some(100.0));
+        assert!(phase.loadgen_saturated());
+        assert_eq!(phase.fast_on_time_share(), Some(1.0));
         phase.latency.record(5_000).unwrap();
         phase.latency.record(5_000).unwrap();
         assert!(phase.broken(limit).unwrap().starts_with("p99 5.00 ms"));
-        phase.fast_received = 99;
+        phase.fast_lost = 1;
         assert_eq!(phase.broken(limit).unwrap(), "1 of 100 deliveries missing");
         phase.closed.push((3, "closed by the server with 4300: slow".to_owned()));
         assert!(phase.broken(limit).unwrap().starts_with("1 connection(s) ended"));

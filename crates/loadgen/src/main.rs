@@ -15,6 +15,8 @@
 //!   the capacity, then 25/50/80% of it; slow consumers).
 //! - [`idle`]: the `idle` scenario (S4: 50,000 idle participants joined to one edge, its memory
 //!   per connection and handshakes per second).
+//! - [`instructions`]: the `instructions` scenario (the edge's instructions per relayed message,
+//!   counted by callgrind: a regression figure free of timing noise).
 //! - [`procs`]: CPU pinning, free ports, the locator and edge processes and their teardown.
 //! - [`database`]: the database each run gets (a SQLite file, or a fresh PostgreSQL database).
 //! - [`http`]: a minimal HTTP/1.1 keep-alive client on hyper's connection API.
@@ -33,6 +35,7 @@ mod echo;
 mod fanout;
 mod http;
 mod idle;
+mod instructions;
 mod media;
 mod outbox;
 mod placement;
@@ -77,6 +80,9 @@ enum Scenario {
     /// Memory per idle participant of an edge holding 50,000 of them, and handshakes per second
     /// (S4, idle scale).
     Idle(idle::Args),
+    /// The edge's instructions per relayed message, counted by callgrind (a regression figure
+    /// that does not depend on the machine's speed or load).
+    Instructions(instructions::Args),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +94,7 @@ fn main() -> ExitCode {
         Scenario::Echo(args) => args.pinning.clone(),
         Scenario::Fanout(args) | Scenario::Sessions(args) => args.pinning.clone(),
         Scenario::Idle(args) => args.pinning.clone(),
+        Scenario::Instructions(args) => args.pinning.clone(),
     };
     if let Err(e) = procs::pin_self(&pinning) {
         eprintln!("error: {e:#}");
@@ -110,6 +117,7 @@ fn main() -> ExitCode {
                 Scenario::Fanout(args) => fanout::run(fanout::Scenario::Fanout, args).await,
                 Scenario::Sessions(args) => fanout::run(fanout::Scenario::Sessions, args).await,
                 Scenario::Idle(args) => idle::run(args).await,
+                Scenario::Instructions(args) => instructions::run(args).await,
             }
         };
         tokio::select! {

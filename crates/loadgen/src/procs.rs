@@ -270,9 +270,10 @@ impl Server {
     /// True if the process exited because its port was taken: [`free_port`] frees a port before
     /// the server binds it, and another process (often an outgoing connection's ephemeral port)
     /// may take it meanwhile. Such a start is retried on a new port.
-    fn lost_port_race(&mut self) -> bool {
+    pub fn lost_port_race(&mut self) -> bool {
         self.exited().is_some()
-            && std::fs::read_to_string(&self.log).is_ok_and(|log| log.contains("Address already in use"))
+            && std::fs::read_to_string(&self.log)
+                .is_ok_and(|log| log.to_ascii_lowercase().contains("address already in use"))
     }
 
     /// An error if the process has exited.
@@ -574,6 +575,31 @@ pub fn user(name: &str) -> duet_client::PlacementRequest {
     duet_client::PlacementRequest {
         user: Some(duet_client::User { id: name.to_owned(), name: name.to_owned() }),
         ..Default::default()
+    }
+}
+
+/// Kind byte of the edge's `welcome` frame, read without decoding the frame.
+const KIND_WELCOME: u8 = 0x81;
+
+/// Connects a placed participant to its edge, sends `join` and reads until `welcome` (past any
+/// other frame), within `timeout` for each read.
+pub async fn join_placed(
+    placed: &duet_client::Placement,
+    limits: duet_ws::Limits,
+    timeout: Duration,
+) -> anyhow::Result<duet_ws::ClientReader> {
+    use duet_proto::session::{ClientFrame, SESSION_PROTOCOL_VERSION};
+    let mut reader = duet_ws::connect(&placed.edge.url, &[], limits).await?;
+    let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: placed.token.clone() };
+    reader.writer().send(join.encode()?)?;
+    loop {
+        match tokio::time::timeout(timeout, reader.next()).await {
+            Err(_) => bail!("no welcome within {timeout:?}"),
+            Ok(Ok(duet_ws::Message::Binary(frame))) if frame.first() == Some(&KIND_WELCOME) => return Ok(reader),
+            Ok(Ok(duet_ws::Message::Binary(_))) => {}
+            Ok(Ok(other)) => bail!("the edge answered the join with {other:?}"),
+            Ok(Err(e)) => bail!("the connection failed before welcome: {e}"),
+        }
     }
 }
 
