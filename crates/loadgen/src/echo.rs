@@ -41,11 +41,13 @@ use tokio::time::Instant;
 
 use crate::database::LocatorDb;
 use crate::procs::{self, user, Binaries, Cluster, ClusterSpec, Pinning, Server, STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE};
-use crate::report::{self, Provenance};
+use crate::report::{self, Provenance, SummaryRow};
 use crate::stats::{self, fmt_count, fmt_duration, fmt_millis, fmt_ms, fmt_share, parse_duration, Latency, Spread};
 
 /// Name of this scenario's section in the benchmarks document.
 const SCENARIO: &str = "echo";
+/// The anchor of its section.
+const SECTION: &str = "#echo-floor-s1";
 /// duet's messages/s against the bare echo server's, at least.
 pub const TARGET_RATIO: f64 = 0.97;
 /// Where fastwebsockets' `echo_server` example listens; it takes no arguments.
@@ -260,10 +262,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         print_run(Wire::Echo, n, plan.repetitions, &echo);
         results.push((duet, echo));
     }
-    let section = render(&args, plan, &provenance, &results);
+    let mut rows = Vec::new();
+    let section = render(&args, plan, &provenance, &results, &mut rows);
     println!("\n{section}");
     if let Some(path) = &args.markdown {
         report::write_section(path, SCENARIO, &section)?;
+        report::write_summary(path, &rows)?;
         eprintln!("wrote the {SCENARIO} section of {}", path.display());
     }
     Ok(())
@@ -493,7 +497,13 @@ fn verdict(ratio: Option<Spread>) -> String {
     }
 }
 
-fn render(args: &Args, plan: Plan, p: &Provenance, results: &[(RunFigures, RunFigures)]) -> String {
+fn render(
+    args: &Args,
+    plan: Plan,
+    p: &Provenance,
+    results: &[(RunFigures, RunFigures)],
+    rows: &mut Vec<SummaryRow>,
+) -> String {
     let mut out = String::new();
     out.push_str(&format!("Measured {} on {} ({} CPUs), revision {}.\n\n", p.date, p.cpu_model, p.cpus, p.revision));
     out.push_str(
@@ -526,6 +536,13 @@ fn render(args: &Args, plan: Plan, p: &Provenance, results: &[(RunFigures, RunFi
     let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(per_core) };
     let n = plan.repetitions;
     let fmt_ratio = |r: Option<Spread>| r.map_or_else(|| "n/a".to_owned(), |r| r.format(|v| format!("{v:.3}x")));
+    rows.push(summary_row(
+        p,
+        "S1 echo floor: duet/fastwebsockets echo, messages per server core".to_owned(),
+        format!("≥ {TARGET_RATIO:.2}x"),
+        fmt_ratio(per_core),
+        target.clone(),
+    ));
     out.push_str(&format!(
         "\nTarget: duet relays at least {TARGET_RATIO:.2}x the messages/s of fastwebsockets' own echo server \
          example, per core of server CPU: **{target}**, duet/echo = {} per server core, {} in raw messages/s \
@@ -576,6 +593,19 @@ fn render(args: &Args, plan: Plan, p: &Provenance, results: &[(RunFigures, RunFi
         median(&all, |f| f.steal),
     ));
     out
+}
+
+/// A row of the summary table for this scenario's section.
+fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
+    SummaryRow {
+        figure,
+        target,
+        measured,
+        met,
+        section: SECTION.to_owned(),
+        date: p.date.clone(),
+        revision: p.revision.clone(),
+    }
 }
 
 #[cfg(test)]

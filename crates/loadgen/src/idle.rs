@@ -39,11 +39,13 @@ use tokio::time::Instant;
 
 use crate::database::LocatorDb;
 use crate::procs::{self, user, Binaries, Cluster, ClusterSpec, Pinning, STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE};
-use crate::report::{self, Provenance};
+use crate::report::{self, Provenance, SummaryRow};
 use crate::stats::{fmt_count, Spread};
 
 /// Name of this scenario's section in the benchmarks document.
 const SCENARIO: &str = "idle";
+/// The anchor of its section.
+const SECTION: &str = "#idle-scale-s4";
 /// Target on the reference machine: user-space memory per idle participant, at most.
 const TARGET_BYTES_PER_CONNECTION: f64 = 12.0 * 1024.0;
 /// Limits lifted on the edge: every connection comes from loopback, and a participant that sends
@@ -184,10 +186,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         runs.push(figures);
     }
-    let section = render(&args, plan, &provenance, &runs);
+    let mut rows = Vec::new();
+    let section = render(&args, plan, &provenance, &runs, &mut rows);
     println!("\n{section}");
     if let Some(path) = &args.markdown {
         report::write_section(path, SCENARIO, &section)?;
+        report::write_summary(path, &rows)?;
         eprintln!("wrote the {SCENARIO} section of {}", path.display());
     }
     Ok(())
@@ -346,7 +350,7 @@ fn verdict(per_connection: Option<Spread>) -> String {
     }
 }
 
-fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures]) -> String {
+fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures], rows: &mut Vec<SummaryRow>) -> String {
     let spread = |pick: fn(&RunFigures) -> f64| Spread::of(runs.iter().map(pick));
     let per_connection = spread(RunFigures::bytes_per_connection);
     let fmt = |s: Option<Spread>, f: fn(f64) -> String| s.map_or_else(|| "n/a".to_owned(), |s| s.format(f));
@@ -367,6 +371,13 @@ fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures]) -> Strin
     ));
     let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(per_connection) };
     let n = plan.repetitions;
+    rows.push(summary_row(
+        p,
+        "S4 idle scale: edge memory per idle participant".to_owned(),
+        format!("≤ {} KiB", fmt_kib(TARGET_BYTES_PER_CONNECTION)),
+        format!("{} KiB at {} participants", fmt(per_connection, fmt_kib), fmt_count(plan.participants as f64)),
+        target.clone(),
+    ));
     out.push_str(&format!(
         "\nTarget: at most {} KiB of user-space memory per idle participant: **{target}**. Figures are the median \
          and (min–max) over {n} run{}.\n\n",
@@ -397,6 +408,19 @@ fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures]) -> Strin
         if args.sources == 1 { "" } else { "es" },
     ));
     out
+}
+
+/// A row of the summary table for this scenario's section.
+fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
+    SummaryRow {
+        figure,
+        target,
+        measured,
+        met,
+        section: SECTION.to_owned(),
+        date: p.date.clone(),
+        revision: p.revision.clone(),
+    }
 }
 
 #[cfg(test)]

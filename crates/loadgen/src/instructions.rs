@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::database::LocatorDb;
 use crate::procs::{self, user, Binaries, Cluster, ClusterSpec, Pinning};
-use crate::report::{self, Provenance};
+use crate::report::{self, Provenance, SummaryRow};
 use crate::stats::{fmt_count, Spread};
 
 /// Name of this scenario's section in the benchmarks document.
@@ -64,6 +64,9 @@ pub struct Args {
     /// Directory of duet-locator and duet-edge [default: this executable's directory].
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+    /// Copy callgrind's output files here (`edge-<messages>.callgrind`, for `callgrind_annotate`).
+    #[arg(long, value_name = "DIR")]
+    keep_output: Option<PathBuf>,
     /// valgrind, with its callgrind tool (Debian's valgrind package).
     #[arg(long, env = "DUET_BENCH_VALGRIND", value_name = "PATH", default_value = "valgrind")]
     valgrind: PathBuf,
@@ -115,6 +118,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("\n{out}");
     if let Some(path) = &args.markdown {
         report::write_section(path, SCENARIO, &out)?;
+        report::write_summary(
+            path,
+            &[SummaryRow {
+                figure: "Edge instructions per relayed 1 KiB message (callgrind)".to_owned(),
+                target: "regression figure".to_owned(),
+                measured: each.format(fmt_count),
+                met: "no target".to_owned(),
+                section: "#instructions-per-relayed-message-callgrind".to_owned(),
+                date: provenance.date.clone(),
+                revision: provenance.revision.clone(),
+            }],
+        )?;
         eprintln!("wrote the {SCENARIO} section of {}", path.display());
     }
     Ok(())
@@ -178,6 +193,11 @@ async fn count(args: &Args, bins: &Binaries, n: u64) -> anyhow::Result<u64> {
     drop(database);
     let text = std::fs::read_to_string(&out_file)
         .with_context(|| format!("callgrind wrote no {} when the edge exited", out_file.display()))?;
+    if let Some(keep) = &args.keep_output {
+        std::fs::create_dir_all(keep).with_context(|| format!("creating {}", keep.display()))?;
+        let to = keep.join(format!("edge-{n}.callgrind"));
+        std::fs::write(&to, &text).with_context(|| format!("writing {}", to.display()))?;
+    }
     callgrind_total(&text).context("no `totals:` or `summary:` line in callgrind's output")
 }
 

@@ -10,6 +10,8 @@
 //!   subscribers: packets per second, and CPU per packet and per megabit).
 //! - [`echo`]: the `echo` scenario (S1: duet relaying A → edge → B against fastwebsockets' own
 //!   echo server example, messages per second and latency).
+//! - [`failover`]: the `failover` scenario (an edge killed with `kill -9`: how soon the locator
+//!   judges it unavailable, and that the other edge's sessions notice nothing).
 //! - [`fanout`]: the `fanout` and `sessions` scenarios (S2 with S5, and S3: messages relayed to
 //!   everyone else in a session, duet against nats-server's websocket listener, open-loop ramp to
 //!   the capacity, then 25/50/80% of it; slow consumers).
@@ -32,6 +34,7 @@
 mod database;
 mod drive;
 mod echo;
+mod failover;
 mod fanout;
 mod http;
 mod idle;
@@ -70,6 +73,9 @@ enum Scenario {
     /// Messages per second duet relays between the two participants of 100 sessions, against
     /// fastwebsockets' echo server example on the same core (S1, the echo floor).
     Echo(echo::Args),
+    /// How soon the locator judges an edge killed with `kill -9` unavailable (and sends no more
+    /// sessions there), while the other edge's sessions go on.
+    Failover(failover::Args),
     /// One host's messages relayed to 50 guests, against nats-server over websockets: open-loop
     /// ramp to the capacity, then 25/50/80% of it, then 5 slow guests (S2 fan-out, S5 slow
     /// consumers).
@@ -92,6 +98,7 @@ fn main() -> ExitCode {
         Scenario::Outbox(args) => args.pinning.clone(),
         Scenario::Media(args) => args.pinning.clone(),
         Scenario::Echo(args) => args.pinning.clone(),
+        Scenario::Failover(args) => args.pinning.clone(),
         Scenario::Fanout(args) | Scenario::Sessions(args) => args.pinning.clone(),
         Scenario::Idle(args) => args.pinning.clone(),
         Scenario::Instructions(args) => args.pinning.clone(),
@@ -114,6 +121,7 @@ fn main() -> ExitCode {
                 Scenario::Outbox(args) => outbox::run(args).await,
                 Scenario::Media(args) => media::run(args).await,
                 Scenario::Echo(args) => echo::run(args).await,
+                Scenario::Failover(args) => failover::run(args).await,
                 Scenario::Fanout(args) => fanout::run(fanout::Scenario::Fanout, args).await,
                 Scenario::Sessions(args) => fanout::run(fanout::Scenario::Sessions, args).await,
                 Scenario::Idle(args) => idle::run(args).await,

@@ -38,11 +38,13 @@ use crate::procs::{
     self, user, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning, FIRST_PLACEMENT_TIMEOUT, STARTUP_TIMEOUT,
     TEARDOWN_ALLOWANCE,
 };
-use crate::report::{self, Provenance};
+use crate::report::{self, Provenance, SummaryRow};
 use crate::stats::{fmt_count, fmt_duration, fmt_share, parse_duration, Spread};
 
 /// Name of this scenario's section in the benchmarks document.
 const SCENARIO: &str = "media";
+/// The anchor of its section.
+const SECTION: &str = "#media-forwarding";
 
 /// Target on the reference machine: forwarded video packets per second per core of the edge.
 const TARGET_PACKETS_PER_CORE: f64 = 30_000.0;
@@ -344,13 +346,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("the benchmark did not finish within its deadline of {overall:?}"))??;
 
-    let body = render(&args, &plan, &provenance, &runs);
+    let mut rows = Vec::new();
+    let body = render(&args, &plan, &provenance, &runs, &mut rows);
     println!("\n{body}");
     if args.smoke {
         println!("smoke run: finished without errors; target not checked");
     }
     if let Some(path) = &args.markdown {
         report::write_section(path, SCENARIO, &body)?;
+        report::write_summary(path, &rows)?;
         println!("wrote the {SCENARIO} section of {}", path.display());
     }
     Ok(())
@@ -551,7 +555,7 @@ fn verdict(per_core: Option<Spread>) -> String {
 
 /// The summary: a row per subscriber count and how it was measured. Printed, and written between
 /// the markers of the benchmarks document.
-fn render(args: &Args, plan: &Plan, p: &Provenance, runs: &[Vec<StepFigures>]) -> String {
+fn render(args: &Args, plan: &Plan, p: &Provenance, runs: &[Vec<StepFigures>], rows: &mut Vec<SummaryRow>) -> String {
     let mut out = String::new();
     out.push_str(&format!("Measured {} on {} ({} CPUs), revision {}.\n\n", p.date, p.cpu_model, p.cpus, p.revision));
     out.push_str(
@@ -590,6 +594,13 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, runs: &[Vec<StepFigures>]) -
     let per_core = spread_opt(&step_runs(runs, last), StepFigures::per_core);
     let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(per_core) };
     let runs_n = plan.repetitions;
+    rows.push(summary_row(
+        p,
+        format!("Media: video packets forwarded per edge core, SRTP on, {top} subscribers"),
+        format!("≥ {}/s", fmt_count(TARGET_PACKETS_PER_CORE)),
+        format!("{}/s", fmt_spread(per_core, fmt_count)),
+        target.clone(),
+    ));
     out.push_str(&format!(
         "\nTarget: at least {} forwarded video packets/s per core of the edge's CPU, SRTP on, judged at the \
          largest subscriber count ({top}): **{target}**, {} packets/s per core there. Figures are the median \
@@ -615,6 +626,19 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, runs: &[Vec<StepFigures>]) -
         notes.join("; ")
     ));
     out
+}
+
+/// A row of the summary table for this scenario's section.
+fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
+    SummaryRow {
+        figure,
+        target,
+        measured,
+        met,
+        section: SECTION.to_owned(),
+        date: p.date.clone(),
+        revision: p.revision.clone(),
+    }
 }
 
 #[cfg(test)]

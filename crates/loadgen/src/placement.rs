@@ -30,7 +30,7 @@ use crate::procs::{
     self, Binaries, Cluster, ClusterSpec, MachineCpu, Pinning, FIRST_PLACEMENT_RETRY, FIRST_PLACEMENT_TIMEOUT,
     STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE,
 };
-use crate::report::{self, Provenance};
+use crate::report::{self, Provenance, SummaryRow};
 use crate::stats::{fmt_count, fmt_duration, fmt_millis, fmt_ms, fmt_share, parse_duration, Latency, Spread};
 
 /// The endpoint measured, and the body sent: the smallest valid placement request.
@@ -40,6 +40,8 @@ const PLACEMENT_BODY: &str = "{}";
 const POSTGRES_COMMAND: &str = "postgres";
 /// Name of this scenario's section in the benchmarks document.
 const SCENARIO: &str = "placement";
+/// The anchor of its section.
+const SECTION: &str = "#placement";
 
 /// Target throughput on the reference machine, placements per second, for each database.
 const TARGET_PLACEMENTS_PER_SEC: f64 = 5_000.0;
@@ -267,13 +269,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("the benchmark did not finish within its deadline of {overall:?}"))??;
 
-    let body = render(&args, phases, &provenance, &results);
+    let mut rows = Vec::new();
+    let body = render(&args, phases, &provenance, &results, &mut rows);
     println!("\n{body}");
     if args.smoke {
         println!("smoke run: finished without errors; targets not checked");
     }
     if let Some(path) = &args.markdown {
         report::write_section(path, SCENARIO, &body)?;
+        report::write_summary(path, &rows)?;
         println!("wrote the {SCENARIO} section of {}", path.display());
     }
     Ok(())
@@ -453,7 +457,13 @@ fn verdict(throughput: &Spread, p99: &Spread) -> String {
 
 /// The summary: a table per database and how it was measured. Printed, and written between the
 /// markers of the benchmarks document.
-fn render(args: &Args, phases: Phases, p: &Provenance, results: &[(DbKind, Vec<RunFigures>)]) -> String {
+fn render(
+    args: &Args,
+    phases: Phases,
+    p: &Provenance,
+    results: &[(DbKind, Vec<RunFigures>)],
+    rows: &mut Vec<SummaryRow>,
+) -> String {
     let mut out = String::new();
     out.push_str(&format!("Measured {} on {} ({} CPUs), revision {}.\n\n", p.date, p.cpu_model, p.cpus, p.revision));
     out.push_str(
@@ -473,6 +483,13 @@ fn render(args: &Args, phases: Phases, p: &Provenance, results: &[(DbKind, Vec<R
         let t50 = spread(runs, |r| r.latency_at_target().p50 as f64);
         let t99 = spread(runs, |r| r.latency_at_target().p99 as f64);
         let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(&throughput, &t99) };
+        rows.push(summary_row(
+            p,
+            format!("Placement on {db}: placements/s, p99 at {}/s", fmt_count(TARGET_OPEN_RATE)),
+            format!("≥ {}/s, ≤ {}", fmt_count(TARGET_PLACEMENTS_PER_SEC), fmt_duration(TARGET_P99)),
+            format!("{}/s, {} ms", throughput.format(fmt_count), t99.format(fmt_millis)),
+            target.clone(),
+        ));
         out.push_str(&format!(
             "| {db} | {} | {} | {} | {} | {} | {} | {} | {} | {target} |\n",
             throughput.format(fmt_count),
@@ -524,6 +541,19 @@ fn render(args: &Args, phases: Phases, p: &Provenance, results: &[(DbKind, Vec<R
         lag_notes.join("; ")
     ));
     out
+}
+
+/// A row of the summary table for this scenario's section.
+fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
+    SummaryRow {
+        figure,
+        target,
+        measured,
+        met,
+        section: SECTION.to_owned(),
+        date: p.date.clone(),
+        revision: p.revision.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -329,6 +329,15 @@ fn parse_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Aborts a background task when dropped (however the function holding it returns).
+pub struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// User+system CPU time of this process so far.
 pub fn own_cpu_time() -> Option<Duration> {
     cpu_time_of("/proc/self/stat")

@@ -115,6 +115,84 @@ pub fn write_section(path: &Path, scenario: &str, body: &str) -> anyhow::Result<
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
 }
 
+/// One line of the summary table at the top of the benchmarks document, which collects every
+/// scenario's headline figures with their targets. A scenario rewrites its own rows (matched by
+/// `figure`) and leaves the others as they are.
+pub struct SummaryRow {
+    /// What is measured; also the row's key.
+    pub figure: String,
+    pub target: String,
+    pub measured: String,
+    /// `yes`, `no: ...`, or why it was not checked.
+    pub met: String,
+    /// The anchor of the scenario's section (`#echo-floor-s1`).
+    pub section: String,
+    pub date: String,
+    pub revision: String,
+}
+
+/// The summary section's name, and its table's head.
+const SUMMARY: &str = "summary";
+const SUMMARY_HEAD: &str =
+    "| figure | target | measured (median, min–max) | met? | measured |\n|---|---|---|---|---|\n";
+
+impl SummaryRow {
+    fn key(&self) -> String {
+        format!("| [{}]({}) |", cell(&self.figure), self.section)
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{} {} | {} | {} | {}, {} |",
+            self.key(),
+            cell(&self.target),
+            cell(&self.measured),
+            cell(&self.met),
+            self.date.split(' ').next().unwrap_or_default(),
+            self.revision
+        )
+    }
+}
+
+/// Text for a table cell: a `|` would end it.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+/// `document` with `rows` in its summary table: each replaces the row with its key, or is added.
+fn replace_summary_rows(document: &str, rows: &[SummaryRow]) -> anyhow::Result<String> {
+    let begin = format!("<!-- bench:{SUMMARY}:begin -->");
+    let end = format!("<!-- bench:{SUMMARY}:end -->");
+    let mut lines: Vec<String> = match (document.find(&begin), document.find(&end)) {
+        (Some(b), Some(e)) if b < e => document[b + begin.len()..e]
+            .lines()
+            .filter(|l| l.starts_with("| [") && l.ends_with(" |"))
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    };
+    for row in rows {
+        let key = row.key();
+        match lines.iter_mut().find(|l| l.starts_with(&key)) {
+            Some(line) => *line = row.line(),
+            None => lines.push(row.line()),
+        }
+    }
+    let body = format!("{SUMMARY_HEAD}{}\n", lines.join("\n"));
+    replace_section(document, SUMMARY, &body)
+}
+
+/// Rewrites `rows` in the summary table of the Markdown file at `path`.
+pub fn write_summary(path: &Path, rows: &[SummaryRow]) -> anyhow::Result<()> {
+    let document = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let updated = replace_summary_rows(&document, rows).with_context(|| format!("in {}", path.display()))?;
+    std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +209,28 @@ mod tests {
         let out = replace_section("# B\n", "placement", "new").unwrap();
         assert_eq!(out, "# B\n\n<!-- bench:placement:begin -->\nnew\n<!-- bench:placement:end -->\n");
         assert!(replace_section("<!-- bench:placement:end -->", "placement", "x").is_err());
+    }
+
+    #[test]
+    fn summary_rows_replace_their_own_and_keep_the_others() {
+        let row = |figure: &str, measured: &str| SummaryRow {
+            figure: figure.to_owned(),
+            target: "≥ 1x".to_owned(),
+            measured: measured.to_owned(),
+            met: "yes".to_owned(),
+            section: "#s".to_owned(),
+            date: "2026-12-04 21:00 UTC".to_owned(),
+            revision: "abc1234".to_owned(),
+        };
+        let doc = "# B\n\n<!-- bench:summary:begin -->\n<!-- bench:summary:end -->\n\ntext\n";
+        let once = replace_summary_rows(doc, &[row("A", "1"), row("B | b", "2")]).unwrap();
+        assert!(once.contains("| [A](#s) | ≥ 1x | 1 | yes | 2026-12-04, abc1234 |\n"), "{once}");
+        assert!(once.contains("| [B \\| b](#s) | ≥ 1x | 2 |"), "{once}");
+        let twice = replace_summary_rows(&once, &[row("A", "3")]).unwrap();
+        assert!(twice.contains("| [A](#s) | ≥ 1x | 3 |") && !twice.contains("| [A](#s) | ≥ 1x | 1 |"), "{twice}");
+        assert!(twice.contains("| [B \\| b](#s) | ≥ 1x | 2 |"), "{twice}");
+        assert!(twice.find("[A]").unwrap() < twice.find("[B").unwrap(), "order kept");
+        assert!(twice.ends_with("<!-- bench:summary:end -->\n\ntext\n"));
     }
 
     #[test]

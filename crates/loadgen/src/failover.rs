@@ -1,0 +1,343 @@
+//! The `failover` scenario: how soon the locator stops sending sessions to an edge killed with
+//! `kill -9`, and that the sessions on the surviving edge never notice.
+//!
+//! Each run starts a fresh locator (its defaults: heartbeats every second, an edge silent for
+//! 3 s is probed and judged) and two edges, A and B. Sessions are placed until each edge holds
+//! one; on B's, a host and a guest join and the host sends a message every
+//! [`BYSTANDER_INTERVAL`] for the whole run, each checked on arrival. Then A is killed with
+//! SIGKILL and the locator's `GET /metrics` is polled every [`POLL_INTERVAL`] for its count of
+//! edges by health (`duet_locator_edges{health="..."}`, what placement reads): the times from
+//! the kill to A's `link_lost` and to its `unavailable` are the figures. After that, new sessions
+//! must all go to B, and the bystander session must have lost nothing.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use duet_client::LocatorClient;
+use duet_proto::session::{ClientFrame, EVERYONE};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::database::LocatorDb;
+use crate::http;
+use crate::procs::{self, user, AbortOnDrop, Binaries, Cluster, ClusterSpec, Pinning, STARTUP_TIMEOUT};
+use crate::report::{self, Provenance, SummaryRow};
+use crate::stats::{fmt_millis, Spread};
+
+/// Name of this scenario's section in the benchmarks document.
+const SCENARIO: &str = "failover";
+/// The dead edge is `unavailable` within this at the locator's defaults.
+const TARGET_DETECTION: Duration = Duration::from_secs(3);
+/// How often the locator's metrics are read.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+/// A detection slower than this fails the run.
+const DETECTION_TIMEOUT: Duration = Duration::from_secs(20);
+/// The bystander host's send interval.
+const BYSTANDER_INTERVAL: Duration = Duration::from_millis(20);
+/// Sessions placed after the detection, each of which must go to the surviving edge.
+const PLACEMENTS_AFTER: usize = 20;
+/// Sessions tried before giving up on finding one on each edge.
+const MAX_PLACEMENT_TRIES: usize = 50;
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+const CLIENT_LIMITS: duet_ws::Limits = duet_ws::Limits { max_message_bytes: 1 << 20, max_queued_bytes: 1 << 20 };
+const KIND_MESSAGE: u8 = 0x84;
+/// A relayed `message` frame's header: kind, seq (u64), from and to (u32), payload length (u32).
+const MESSAGE_HEADER: usize = 21;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Runs, each on fresh processes.
+    #[arg(long, short = 'r', default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=50))]
+    repetitions: u32,
+    /// One run: checks that it works, not the target.
+    #[arg(long, conflicts_with = "markdown")]
+    smoke: bool,
+    /// Rewrite this scenario's section of this Markdown file (docs/benchmarks.md).
+    #[arg(long, value_name = "FILE")]
+    markdown: Option<PathBuf>,
+    #[command(flatten)]
+    database: LocatorDb,
+    /// Directory of duet-locator and duet-edge [default: this executable's directory].
+    #[arg(long, value_name = "DIR")]
+    bin_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub pinning: Pinning,
+}
+
+/// What one run measured.
+struct RunFigures {
+    link_lost: Option<Duration>,
+    unavailable: Duration,
+    /// Sessions placed after the detection that went to the dead edge.
+    misplaced: usize,
+    /// The bystander's messages sent, and those that did not arrive in order.
+    bystander_sent: u64,
+    bystander_missing: u64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let repetitions = if args.smoke { 1 } else { args.repetitions as usize };
+    let bins = Binaries::find(args.bin_dir.as_deref())?;
+    let provenance = Provenance::collect();
+    let mut runs = Vec::with_capacity(repetitions);
+    for n in 1..=repetitions {
+        let budget = STARTUP_TIMEOUT + DETECTION_TIMEOUT + STEP_TIMEOUT * 4;
+        let figures = tokio::time::timeout(budget, measure(&args, &bins))
+            .await
+            .map_err(|_| anyhow::anyhow!("run {n} overran its {budget:?} budget"))?
+            .with_context(|| format!("run {n}"))?;
+        eprintln!(
+            "run {n}/{repetitions}: link_lost after {}, unavailable after {} ms; {} of {PLACEMENTS_AFTER} later sessions \
+             on the dead edge; bystander: {} sent, {} missing",
+            figures.link_lost.map_or_else(|| "(not seen)".to_owned(), |d| format!("{} ms", d.as_millis())),
+            figures.unavailable.as_millis(),
+            figures.misplaced,
+            figures.bystander_sent,
+            figures.bystander_missing,
+        );
+        runs.push(figures);
+    }
+    let (section, rows) = render(&args, &provenance, &runs);
+    println!("\n{section}");
+    if let Some(path) = &args.markdown {
+        report::write_section(path, SCENARIO, &section)?;
+        report::write_summary(path, &rows)?;
+        eprintln!("wrote the {SCENARIO} section of {}", path.display());
+    }
+    Ok(())
+}
+
+async fn measure(args: &Args, bins: &Binaries) -> anyhow::Result<RunFigures> {
+    let database = args.database.create().await?;
+    let mut cluster = Cluster::start(ClusterSpec {
+        bins,
+        pinning: &args.pinning,
+        database_url: database.url(),
+        edges: 2,
+        startup_timeout: STARTUP_TIMEOUT,
+        media_ports: false,
+        edge_env: &[],
+    })
+    .await?;
+    let client = LocatorClient::new(&cluster.locator_url());
+    let ids: Vec<String> = (1..=2).map(procs::edge_id).collect();
+    // One session on each edge: the victim's, and the bystander's on the survivor.
+    let mut on_edge: [Option<duet_client::Placement>; 2] = [None, None];
+    for i in 0..MAX_PLACEMENT_TRIES {
+        let req = user(&format!("h{i}"));
+        let placed = if i == 0 {
+            procs::first_session(&mut cluster, &client, &req).await?
+        } else {
+            client.create_session(&req).await.context("placing a session")?
+        };
+        if let Some(k) = ids.iter().position(|id| *id == placed.edge.id) {
+            on_edge[k].get_or_insert(placed);
+        }
+        if on_edge.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    let [Some(_victim), Some(survivor)] = on_edge else {
+        bail!("{MAX_PLACEMENT_TRIES} sessions were not placed on both edges");
+    };
+    let guest = client.join_session(&survivor.session_id, &user("bystander")).await.context("joining")?;
+    let host = procs::join_placed(&survivor, CLIENT_LIMITS, STEP_TIMEOUT).await.context("the host's join")?;
+    let guest = procs::join_placed(&guest, CLIENT_LIMITS, STEP_TIMEOUT).await.context("the guest's join")?;
+    let (stop_bystander, stop) = oneshot::channel();
+    let bystander = tokio::spawn(bystander(host, guest, stop));
+
+    let locator = cluster.locator.addr;
+    let victim = cluster.edges.remove(0);
+    let killed_at = Instant::now();
+    victim.stop().await;
+    let mut link_lost = None;
+    let unavailable = loop {
+        let counts = edge_health(locator).await?;
+        let elapsed = killed_at.elapsed();
+        if counts.link_lost > 0 && link_lost.is_none() {
+            link_lost = Some(elapsed);
+        }
+        if counts.unavailable > 0 {
+            break elapsed;
+        }
+        if elapsed > DETECTION_TIMEOUT {
+            bail!("the killed edge was not unavailable within {DETECTION_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    };
+    let mut misplaced = 0;
+    for i in 0..PLACEMENTS_AFTER {
+        let placed = client.create_session(&user(&format!("late{i}"))).await.context("placing after the kill")?;
+        misplaced += usize::from(placed.edge.id != ids[1]);
+    }
+    let _ = stop_bystander.send(());
+    let (sent, missing) = bystander.await.context("the bystander task panicked")??;
+    cluster.check_alive()?;
+    cluster.stop().await;
+    drop(database);
+    Ok(RunFigures { link_lost, unavailable, misplaced, bystander_sent: sent, bystander_missing: missing })
+}
+
+/// Edges by health, as the locator's metrics count them.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct HealthCounts {
+    link_lost: u64,
+    unavailable: u64,
+}
+
+async fn edge_health(locator: SocketAddr) -> anyhow::Result<HealthCounts> {
+    let (status, body) = http::get(locator, "/metrics").await.context("reading the locator's metrics")?;
+    if !status.is_success() {
+        bail!("GET /metrics answered {status}");
+    }
+    parse_health(&String::from_utf8_lossy(&body)).context("no duet_locator_edges gauge in the locator's metrics")
+}
+
+fn parse_health(text: &str) -> Option<HealthCounts> {
+    let value = |health: &str| -> Option<u64> {
+        let prefix = format!("duet_locator_edges{{health=\"{health}\"}}");
+        let line = text.lines().find(|l| l.starts_with(&prefix))?;
+        line[prefix.len()..].trim().parse::<f64>().ok().map(|v| v as u64)
+    };
+    Some(HealthCounts { link_lost: value("link_lost")?, unavailable: value("unavailable")? })
+}
+
+/// The bystander session: the host sends a numbered message every [`BYSTANDER_INTERVAL`] until
+/// `stop`, and the guest checks that each arrives, in order. Returns the messages sent and those
+/// that had not arrived [`STEP_TIMEOUT`] after the stop.
+async fn bystander(
+    host: duet_ws::ClientReader,
+    mut guest: duet_ws::ClientReader,
+    mut stop: oneshot::Receiver<()>,
+) -> anyhow::Result<(u64, u64)> {
+    // The guest reads in a task of its own: a read is not cancel-safe, a channel is.
+    let (arrivals, mut arrived) = mpsc::unbounded_channel::<anyhow::Result<u64>>();
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        loop {
+            let result = match guest.next().await {
+                Ok(duet_ws::Message::Binary(f))
+                    if f.first() == Some(&KIND_MESSAGE) && f.len() == MESSAGE_HEADER + 8 =>
+                {
+                    Ok(u64::from_be_bytes(f[MESSAGE_HEADER..].try_into().expect("8 bytes")))
+                }
+                Ok(duet_ws::Message::Binary(_)) => continue,
+                Ok(other) => Err(anyhow::anyhow!("the bystander guest received {other:?}")),
+                Err(e) => Err(anyhow::anyhow!("the bystander guest's connection failed: {e}")),
+            };
+            let failed = result.is_err();
+            if arrivals.send(result).is_err() || failed {
+                return;
+            }
+        }
+    }));
+    let mut tick = tokio::time::interval(BYSTANDER_INTERVAL);
+    let (mut sent, mut next) = (0u64, 0u64);
+    let mut stopped: Option<Instant> = None;
+    loop {
+        if stopped.is_some() && next == sent {
+            break;
+        }
+        let give_up = stopped.map_or_else(|| Instant::now() + STEP_TIMEOUT, |at| at + STEP_TIMEOUT);
+        tokio::select! {
+            _ = tick.tick(), if stopped.is_none() => {
+                let frame = ClientFrame::Send { message_id: 0, to: EVERYONE, payload: Bytes::copy_from_slice(&sent.to_be_bytes()) };
+                host.writer().send(frame.encode()?).context("the bystander host could not send")?;
+                sent += 1;
+            }
+            _ = &mut stop, if stopped.is_none() => stopped = Some(Instant::now()),
+            arrival = arrived.recv() => {
+                let n = arrival.context("the bystander guest's reader ended")??;
+                if n != next {
+                    bail!("the bystander guest received message {n}, expected {next} (of {sent} sent)");
+                }
+                next += 1;
+            }
+            _ = tokio::time::sleep_until(give_up) => {
+                if stopped.is_none() {
+                    bail!("the bystander guest received nothing for {STEP_TIMEOUT:?}");
+                }
+                break;
+            }
+        }
+    }
+    Ok((sent, sent - next))
+}
+
+fn render(args: &Args, p: &Provenance, runs: &[RunFigures]) -> (String, Vec<SummaryRow>) {
+    let unavailable = Spread::of(runs.iter().map(|r| r.unavailable.as_micros() as f64)).expect("at least one run");
+    let link_lost = Spread::of(runs.iter().filter_map(|r| r.link_lost).map(|d| d.as_micros() as f64));
+    let misplaced: usize = runs.iter().map(|r| r.misplaced).sum();
+    let slow = runs.iter().filter(|r| r.unavailable > TARGET_DETECTION).count();
+    let lost: u64 = runs.iter().map(|r| r.bystander_missing).sum();
+    let verdict = if args.smoke {
+        "not checked (smoke run)".to_owned()
+    } else if slow == 0 && misplaced == 0 && lost == 0 {
+        "yes".to_owned()
+    } else {
+        let mut misses = Vec::new();
+        if slow > 0 {
+            misses.push(format!("{slow} of {} runs slower than {} s", runs.len(), TARGET_DETECTION.as_secs()));
+        }
+        if misplaced > 0 {
+            misses.push(format!("{misplaced} later sessions placed on the dead edge"));
+        }
+        if lost > 0 {
+            misses.push(format!("{lost} bystander messages lost"));
+        }
+        format!("no: {}", misses.join("; "))
+    };
+    let mut out = format!("Measured {} on {} ({} CPUs), revision {}.\n\n", p.date, p.cpu_model, p.cpus, p.revision);
+    out.push_str("| kill -9 to `link_lost` (ms) | kill -9 to `unavailable` (ms) | later sessions on the dead edge | bystander messages lost | target met? |\n");
+    out.push_str("|---|---|---|---|---|\n");
+    out.push_str(&format!(
+        "| {} | {} | {misplaced} of {} | {} of {} | {verdict} |\n\n",
+        link_lost.map_or_else(|| "not seen".to_owned(), |s| s.format(fmt_millis)),
+        unavailable.format(fmt_millis),
+        PLACEMENTS_AFTER * runs.len(),
+        runs.iter().map(|r| r.bystander_missing).sum::<u64>(),
+        runs.iter().map(|r| r.bystander_sent).sum::<u64>(),
+    ));
+    out.push_str(&format!(
+        "Target: an edge killed with `kill -9` is `unavailable` within {} s at the locator's defaults, and gets no \
+         session after that; the sessions of the surviving edge notice nothing. Figures are the median and \
+         (min–max) over {} run{}, each on fresh processes.\n\n",
+        TARGET_DETECTION.as_secs(),
+        runs.len(),
+        if runs.len() == 1 { "" } else { "s" },
+    ));
+    out.push_str(&format!("- Command: `{}`\n", p.command));
+    out.push_str(&format!(
+        "- Pinning: locator and 2 edges on CPU {}, load generator on CPU {}. Detection is read from the locator's \
+         `GET /metrics` every {} ms (the edges by health, as placement sees them).\n",
+        args.pinning.server_cpus,
+        args.pinning.loadgen_cpus,
+        POLL_INTERVAL.as_millis(),
+    ));
+    let rows = vec![SummaryRow {
+        figure: "Failover: kill -9 of an edge until `unavailable`".to_owned(),
+        target: format!("≤ {} s", TARGET_DETECTION.as_secs()),
+        measured: format!("{} ms", unavailable.format(fmt_millis)),
+        met: verdict.clone(),
+        section: "#failover-detection".to_owned(),
+        date: p.date.clone(),
+        revision: p.revision.clone(),
+    }];
+    (out, rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_edges_by_health_from_the_metrics() {
+        let text = "# HELP duet_locator_edges Registered edges by health\n# TYPE duet_locator_edges gauge\n\
+                    duet_locator_edges{health=\"up\"} 1\nduet_locator_edges{health=\"link_lost\"} 0\n\
+                    duet_locator_edges{health=\"unavailable\"} 1\n";
+        assert_eq!(parse_health(text), Some(HealthCounts { link_lost: 0, unavailable: 1 }));
+        assert_eq!(parse_health("duet_locator_links 2\n"), None);
+    }
+}
