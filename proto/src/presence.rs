@@ -83,7 +83,7 @@ impl PresenceClientFrame {
 
     pub fn decode(frame: &[u8]) -> Result<PresenceClientFrame, DecodeError> {
         let (&k, rest) = frame.split_first().ok_or(DecodeError::Empty)?;
-        let mut r = Reader { kind: k, buf: rest, shared: None };
+        let mut r = Reader { kind: k, buf: rest };
         let decoded = match k {
             kind::HELLO => PresenceClientFrame::Hello { version: r.u8("version")?, token: r.str16("token")? },
             kind::PING => PresenceClientFrame::Ping { nonce: r.u64("nonce")? },
@@ -122,7 +122,7 @@ impl PresenceFrame {
 
     pub fn decode(frame: &[u8]) -> Result<PresenceFrame, DecodeError> {
         let (&k, rest) = frame.split_first().ok_or(DecodeError::Empty)?;
-        let mut r = Reader { kind: k, buf: rest, shared: None };
+        let mut r = Reader { kind: k, buf: rest };
         let decoded = match k {
             kind::SNAPSHOT => {
                 let seq = r.u64("seq")?;

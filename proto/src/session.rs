@@ -452,9 +452,6 @@ impl DecodeError {
 pub(crate) struct Reader<'a> {
     pub(crate) kind: u8,
     pub(crate) buf: &'a [u8],
-    /// The frame `buf` lies in, when the caller holds it as [`Bytes`]: byte fields then share
-    /// its memory instead of being copied.
-    pub(crate) shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
@@ -519,22 +516,12 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn bytes8(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u8(field)? as usize;
-        let slice = self.take(len, field)?;
-        Ok(self.to_bytes(slice))
+        Ok(Bytes::copy_from_slice(self.take(len, field)?))
     }
 
     pub(crate) fn bytes32(&mut self, field: &'static str) -> Result<Bytes, DecodeError> {
         let len = self.u32(field)? as usize;
-        let slice = self.take(len, field)?;
-        Ok(self.to_bytes(slice))
-    }
-
-    /// `slice` (taken from this reader) as [`Bytes`]: a view of the shared frame, else a copy.
-    fn to_bytes(&self, slice: &'a [u8]) -> Bytes {
-        match self.shared {
-            Some(frame) if !slice.is_empty() => frame.slice_ref(slice),
-            _ => Bytes::copy_from_slice(slice),
-        }
+        Ok(Bytes::copy_from_slice(self.take(len, field)?))
     }
 
     fn participant(&mut self) -> Result<Participant, DecodeError> {
@@ -659,18 +646,8 @@ impl ClientFrame {
     }
 
     pub fn decode(frame: &[u8]) -> Result<ClientFrame, DecodeError> {
-        Self::decode_from(frame, None)
-    }
-
-    /// [`ClientFrame::decode`] of a frame held as [`Bytes`]: a `send`'s payload (and any other
-    /// byte field) shares the frame's memory rather than being copied out of it.
-    pub fn decode_shared(frame: &Bytes) -> Result<ClientFrame, DecodeError> {
-        Self::decode_from(frame, Some(frame))
-    }
-
-    fn decode_from(frame: &[u8], shared: Option<&Bytes>) -> Result<ClientFrame, DecodeError> {
         let (&k, rest) = frame.split_first().ok_or(DecodeError::Empty)?;
-        let mut r = Reader { kind: k, buf: rest, shared };
+        let mut r = Reader { kind: k, buf: rest };
         let decoded = match k {
             kind::JOIN => ClientFrame::Join { version: r.u8("version")?, token: r.str16("token")? },
             kind::SEND => {
@@ -839,7 +816,7 @@ impl EdgeFrame {
 
     pub fn decode(frame: &[u8]) -> Result<EdgeFrame, DecodeError> {
         let (&k, rest) = frame.split_first().ok_or(DecodeError::Empty)?;
-        let mut r = Reader { kind: k, buf: rest, shared: None };
+        let mut r = Reader { kind: k, buf: rest };
         let decoded = match k {
             kind::WELCOME => {
                 let version = r.u8("version")?;
@@ -949,26 +926,8 @@ mod tests {
             ClientFrame::MediaLeave,
         ];
         for f in frames {
-            let bytes = f.encode().unwrap();
-            assert_eq!(ClientFrame::decode(&bytes).unwrap(), f);
-            assert_eq!(ClientFrame::decode_shared(&bytes).unwrap(), f);
+            assert_eq!(ClientFrame::decode(&f.encode().unwrap()).unwrap(), f);
         }
-    }
-
-    #[test]
-    fn a_shared_decode_keeps_the_payload_in_the_frame() {
-        let frame =
-            ClientFrame::Send { message_id: 7, to: EVERYONE, payload: Bytes::from(vec![5u8; 100]) }.encode().unwrap();
-        let ClientFrame::Send { payload, .. } = ClientFrame::decode_shared(&frame).unwrap() else {
-            panic!("not a send");
-        };
-        assert_eq!(payload, Bytes::from(vec![5u8; 100]));
-        assert_eq!(payload.as_ptr(), frame[frame.len() - 100..].as_ptr(), "a view, not a copy");
-        let copied = ClientFrame::decode(&frame).unwrap();
-        let ClientFrame::Send { payload: copy, .. } = copied else { panic!("not a send") };
-        assert_ne!(copy.as_ptr(), frame[frame.len() - 100..].as_ptr());
-        // Truncated frames are refused the same way.
-        assert!(ClientFrame::decode_shared(&frame.slice(..frame.len() - 1)).is_err());
     }
 
     #[test]

@@ -124,7 +124,7 @@ where
         Ok(Err(e)) => return read_failure(&conn, &e),
         Ok(Ok(Message::Close { .. })) => return,
         Ok(Ok(Message::Text(_))) => return close(&conn, CloseCode::TextFrame, "text frame"),
-        Ok(Ok(Message::Binary(bytes))) => match ClientFrame::decode_shared(&bytes) {
+        Ok(Ok(Message::Binary(bytes))) => match ClientFrame::decode(&bytes) {
             Err(e) => return close(&conn, e.close_code(), &e.to_string()),
             Ok(f) => f,
         },
@@ -196,7 +196,7 @@ where
             }
         };
         let frame = match next {
-            Ok(Message::Binary(bytes)) => match ClientFrame::decode_shared(&bytes) {
+            Ok(Message::Binary(bytes)) => match ClientFrame::decode(&bytes) {
                 Ok(f) => f,
                 Err(e) => {
                     close(&conn, e.close_code(), &e.to_string());
