@@ -25,7 +25,7 @@ ci:
 bless:
     DUET_BLESS=1 cargo test -p duet-proto --test golden
 
-# Benchmarks (placement and outbox on SQLite and PostgreSQL, media forwarding, the echo floor against fastwebsockets, idle scale, fan-out, slow consumers and many small sessions against NATS); writes docs/benchmarks.md (`just bench fanout`).
+# Benchmarks (placement and outbox on SQLite and PostgreSQL, failover detection, media forwarding, the echo floor against fastwebsockets, idle scale, fan-out, slow consumers and many small sessions against NATS, instructions per message under callgrind); writes docs/benchmarks.md (`just bench fanout`).
 bench *args:
     scripts/bench {{args}}
 
