@@ -536,8 +536,9 @@ fn render(
     let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(per_core) };
     let n = plan.repetitions;
     let fmt_ratio = |r: Option<Spread>| r.map_or_else(|| "n/a".to_owned(), |r| r.format(|v| format!("{v:.3}x")));
-    rows.push(summary_row(
+    rows.push(SummaryRow::new(
         p,
+        SECTION,
         "S1 echo floor: duet/fastwebsockets echo, messages per server core".to_owned(),
         format!("≥ {TARGET_RATIO:.2}x"),
         fmt_ratio(per_core),
@@ -593,19 +594,6 @@ fn render(
         median(&all, |f| f.steal),
     ));
     out
-}
-
-/// A row of the summary table for this scenario's section.
-fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
-    SummaryRow {
-        figure,
-        target,
-        measured,
-        met,
-        section: SECTION.to_owned(),
-        date: p.date.clone(),
-        revision: p.revision.clone(),
-    }
 }
 
 #[cfg(test)]

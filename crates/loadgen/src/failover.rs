@@ -351,15 +351,14 @@ fn render(args: &Args, p: &Provenance, runs: &[RunFigures]) -> (String, Vec<Summ
         args.pinning.loadgen_cpus,
         POLL_INTERVAL.as_millis(),
     ));
-    let rows = vec![SummaryRow {
-        figure: "Failover: kill -9 of an edge until `unavailable`".to_owned(),
-        target: format!("≤ {} s (median), no session placed there once its link is lost", TARGET_DETECTION.as_secs()),
-        measured: format!("{} ms, {misplaced} of {placed} placed there", unavailable.format(fmt_millis)),
-        met: verdict.clone(),
-        section: "#failover-detection".to_owned(),
-        date: p.date.clone(),
-        revision: p.revision.clone(),
-    }];
+    let rows = vec![SummaryRow::new(
+        p,
+        "#failover-detection",
+        "Failover: kill -9 of an edge until `unavailable`",
+        format!("≤ {} s (median), no session placed there once its link is lost", TARGET_DETECTION.as_secs()),
+        format!("{} ms, {misplaced} of {placed} placed there", unavailable.format(fmt_millis)),
+        verdict.clone(),
+    )];
     (out, rows)
 }
 

@@ -371,8 +371,9 @@ fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures], rows: &m
     ));
     let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(per_connection) };
     let n = plan.repetitions;
-    rows.push(summary_row(
+    rows.push(SummaryRow::new(
         p,
+        SECTION,
         "S4 idle scale: edge memory per idle participant".to_owned(),
         format!("≤ {} KiB", fmt_kib(TARGET_BYTES_PER_CONNECTION)),
         format!("{} KiB at {} participants", fmt(per_connection, fmt_kib), fmt_count(plan.participants as f64)),
@@ -408,19 +409,6 @@ fn render(args: &Args, plan: Plan, p: &Provenance, runs: &[RunFigures], rows: &m
         if args.sources == 1 { "" } else { "es" },
     ));
     out
-}
-
-/// A row of the summary table for this scenario's section.
-fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
-    SummaryRow {
-        figure,
-        target,
-        measured,
-        met,
-        section: SECTION.to_owned(),
-        date: p.date.clone(),
-        revision: p.revision.clone(),
-    }
 }
 
 #[cfg(test)]

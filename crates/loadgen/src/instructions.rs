@@ -126,15 +126,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(path) = args.markdown.as_ref().filter(|_| args.message_bytes == DEFAULT_MESSAGE_BYTES) {
         report::write_summary(
             path,
-            &[SummaryRow {
-                figure: "Edge instructions per relayed 1 KiB message (callgrind)".to_owned(),
-                target: "regression figure".to_owned(),
-                measured: each.format(fmt_count),
-                met: "no target".to_owned(),
-                section: "#instructions-per-relayed-message-callgrind".to_owned(),
-                date: provenance.date.clone(),
-                revision: provenance.revision.clone(),
-            }],
+            &[SummaryRow::new(
+                &provenance,
+                "#instructions-per-relayed-message-callgrind",
+                "Edge instructions per relayed 1 KiB message (callgrind)",
+                "regression figure",
+                each.format(fmt_count),
+                "no target",
+            )],
         )?;
     }
     if let Some(path) = &args.markdown {

@@ -594,8 +594,9 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, runs: &[Vec<StepFigures>], r
     let per_core = spread_opt(&step_runs(runs, last), StepFigures::per_core);
     let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(per_core) };
     let runs_n = plan.repetitions;
-    rows.push(summary_row(
+    rows.push(SummaryRow::new(
         p,
+        SECTION,
         "Media: video packets forwarded per edge core, SRTP on, at the largest subscriber count".to_owned(),
         format!("≥ {}/s", fmt_count(TARGET_PACKETS_PER_CORE)),
         format!("{}/s at {top} subscribers", fmt_spread(per_core, fmt_count)),
@@ -626,19 +627,6 @@ fn render(args: &Args, plan: &Plan, p: &Provenance, runs: &[Vec<StepFigures>], r
         notes.join("; ")
     ));
     out
-}
-
-/// A row of the summary table for this scenario's section.
-fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
-    SummaryRow {
-        figure,
-        target,
-        measured,
-        met,
-        section: SECTION.to_owned(),
-        date: p.date.clone(),
-        revision: p.revision.clone(),
-    }
 }
 
 #[cfg(test)]

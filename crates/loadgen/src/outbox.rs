@@ -680,8 +680,9 @@ fn render(
             delivery.push_str(&format!("; {unfinished} run(s) not done in {} s", DELIVERY_TIMEOUT.as_secs()));
         }
         let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(runs) };
-        rows.push(summary_row(
+        rows.push(SummaryRow::new(
             p,
+            SECTION,
             format!("Outbox on {db}: entries buffered during an outage, all stored after the link's return"),
             format!("≥ 100,000 in ≤ {} s, none lost or duplicated", TARGET_DELIVERY.as_secs()),
             format!("{} in {delivery} s, {lost} lost, {duplicated} duplicated", fmt_spread(buffered, fmt_count)),
@@ -742,19 +743,6 @@ fn render(
         cpu_notes.join(". ")
     ));
     out
-}
-
-/// A row of the summary table for this scenario's section.
-fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
-    SummaryRow {
-        figure,
-        target,
-        measured,
-        met,
-        section: SECTION.to_owned(),
-        date: p.date.clone(),
-        revision: p.revision.clone(),
-    }
 }
 
 #[cfg(test)]

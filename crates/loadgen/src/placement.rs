@@ -483,8 +483,9 @@ fn render(
         let t50 = spread(runs, |r| r.latency_at_target().p50 as f64);
         let t99 = spread(runs, |r| r.latency_at_target().p99 as f64);
         let target = if args.smoke { "not checked (smoke run)".to_owned() } else { verdict(&throughput, &t99) };
-        rows.push(summary_row(
+        rows.push(SummaryRow::new(
             p,
+            SECTION,
             format!("Placement on {db}: placements/s, p99 at {}/s", fmt_count(TARGET_OPEN_RATE)),
             format!("≥ {}/s, ≤ {}", fmt_count(TARGET_PLACEMENTS_PER_SEC), fmt_duration(TARGET_P99)),
             format!("{}/s, {} ms", throughput.format(fmt_count), t99.format(fmt_millis)),
@@ -541,19 +542,6 @@ fn render(
         lag_notes.join("; ")
     ));
     out
-}
-
-/// A row of the summary table for this scenario's section.
-fn summary_row(p: &Provenance, figure: String, target: String, measured: String, met: String) -> SummaryRow {
-    SummaryRow {
-        figure,
-        target,
-        measured,
-        met,
-        section: SECTION.to_owned(),
-        date: p.date.clone(),
-        revision: p.revision.clone(),
-    }
 }
 
 #[cfg(test)]

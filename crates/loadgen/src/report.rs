@@ -137,6 +137,26 @@ const SUMMARY_HEAD: &str =
     "| figure | target | measured (median, min–max) | met? | measured |\n|---|---|---|---|---|\n";
 
 impl SummaryRow {
+    /// A row measured by the run `p` describes, for the section at the anchor `section`.
+    pub fn new(
+        p: &Provenance,
+        section: &str,
+        figure: impl Into<String>,
+        target: impl Into<String>,
+        measured: impl Into<String>,
+        met: impl Into<String>,
+    ) -> SummaryRow {
+        SummaryRow {
+            figure: figure.into(),
+            target: target.into(),
+            measured: measured.into(),
+            met: met.into(),
+            section: section.to_owned(),
+            date: p.date.clone(),
+            revision: p.revision.clone(),
+        }
+    }
+
     fn key(&self) -> String {
         format!("| [{}]({}) |", cell(&self.figure), self.section)
     }
