@@ -136,6 +136,16 @@ async fn measure(args: &Args, bins: &Binaries) -> anyhow::Result<RunFigures> {
     .await?;
     let client = LocatorClient::new(&cluster.locator_url());
     let ids: Vec<String> = (1..=2).map(procs::edge_id).collect();
+    // Placement sees an edge once the locator has taken its first heartbeat: until both are up,
+    // every session would go to the first.
+    let locator = cluster.locator.addr;
+    let deadline = Instant::now() + STEP_TIMEOUT;
+    while edge_health(locator).await?.up < 2 {
+        if Instant::now() >= deadline {
+            bail!("the locator did not see both edges up within {STEP_TIMEOUT:?}");
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
     // One session on each edge: the victim's, and the bystander's on the survivor.
     let mut on_edge: [Option<duet_client::Placement>; 2] = [None, None];
     for i in 0..MAX_PLACEMENT_TRIES {
@@ -161,7 +171,6 @@ async fn measure(args: &Args, bins: &Binaries) -> anyhow::Result<RunFigures> {
     let (stop_bystander, stop) = oneshot::channel();
     let bystander = tokio::spawn(bystander(host, guest, stop));
 
-    let locator = cluster.locator.addr;
     let victim = cluster.edges.remove(0);
     let killed_at = Instant::now();
     victim.stop().await;
@@ -208,6 +217,7 @@ async fn measure(args: &Args, bins: &Binaries) -> anyhow::Result<RunFigures> {
 /// Edges by health, as the locator's metrics count them.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct HealthCounts {
+    up: u64,
     link_lost: u64,
     unavailable: u64,
 }
@@ -226,7 +236,7 @@ fn parse_health(text: &str) -> Option<HealthCounts> {
         let line = text.lines().find(|l| l.starts_with(&prefix))?;
         line[prefix.len()..].trim().parse::<f64>().ok().map(|v| v as u64)
     };
-    Some(HealthCounts { link_lost: value("link_lost")?, unavailable: value("unavailable")? })
+    Some(HealthCounts { up: value("up")?, link_lost: value("link_lost")?, unavailable: value("unavailable")? })
 }
 
 /// The bystander session: the host sends a numbered message every [`BYSTANDER_INTERVAL`] until
@@ -371,7 +381,7 @@ mod tests {
         let text = "# HELP duet_locator_edges Registered edges by health\n# TYPE duet_locator_edges gauge\n\
                     duet_locator_edges{health=\"up\"} 1\nduet_locator_edges{health=\"link_lost\"} 0\n\
                     duet_locator_edges{health=\"unavailable\"} 1\n";
-        assert_eq!(parse_health(text), Some(HealthCounts { link_lost: 0, unavailable: 1 }));
+        assert_eq!(parse_health(text), Some(HealthCounts { up: 1, link_lost: 0, unavailable: 1 }));
         assert_eq!(parse_health("duet_locator_links 2\n"), None);
     }
 }
