@@ -290,7 +290,8 @@ impl Plan {
 
     /// An upper bound for one run of one server: every phase, setups and teardowns.
     fn run_budget(&self) -> Duration {
-        let phases = self.max_steps + self.refine + LEVELS.len() + 4;
+        // A step broken by its latency alone runs twice.
+        let phases = 2 * (self.max_steps + self.refine) + LEVELS.len() + 4;
         let setups = (self.refine + 3) as u32;
         (self.step.max(self.duration) + self.warmup + DRAIN_TIMEOUT * 2) * phases as u32
             + (STARTUP_TIMEOUT + SETUP_TIMEOUT * 4 + TEARDOWN_ALLOWANCE) * setups
