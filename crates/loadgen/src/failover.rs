@@ -3,8 +3,8 @@
 //!
 //! Each run starts a fresh locator (its defaults: heartbeats every second; an edge whose link is
 //! lost is probed at once, and judged `unavailable` 3 s after its last heartbeat if the probe
-//! fails) and two edges, A and B. Sessions are placed until each edge holds
-//! one; on B's, a host and a guest join and the host sends a message every
+//! fails) and two edges. Once the locator sees both up, one session is placed; the edge it goes
+//! to is B, the other A. On B's session a host and a guest join, and the host sends a message every
 //! [`BYSTANDER_INTERVAL`] for the whole run, each checked on arrival. Then A is killed with
 //! SIGKILL and the locator's `GET /metrics` is polled every [`POLL_INTERVAL`] for its count of
 //! edges by health (`duet_locator_edges{health="..."}`, what placement reads): the times from
@@ -46,8 +46,6 @@ const BYSTANDER_INTERVAL: Duration = Duration::from_millis(20);
 const PLACEMENTS_AFTER: usize = 20;
 /// While the dead edge is not yet `unavailable`, a session is placed this often.
 const PLACE_EVERY: Duration = Duration::from_millis(100);
-/// Sessions tried before giving up on finding one on each edge.
-const MAX_PLACEMENT_TRIES: usize = 50;
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_LIMITS: duet_ws::Limits = duet_ws::Limits { max_message_bytes: 1 << 20, max_queued_bytes: 1 << 20 };
 const KIND_MESSAGE: u8 = 0x84;
@@ -144,32 +142,20 @@ async fn measure(args: &Args, bins: &Binaries) -> anyhow::Result<RunFigures> {
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    // One session on each edge: the victim's, and the bystander's on the survivor.
-    let mut on_edge: [Option<duet_client::Placement>; 2] = [None, None];
-    for i in 0..MAX_PLACEMENT_TRIES {
-        let req = user(&format!("h{i}"));
-        let placed = if i == 0 {
-            procs::first_session(&mut cluster, &client, &req).await?
-        } else {
-            client.create_session(&req).await.context("placing a session")?
-        };
-        if let Some(k) = ids.iter().position(|id| *id == placed.edge.id) {
-            on_edge[k].get_or_insert(placed);
-        }
-        if on_edge.iter().all(Option::is_some) {
-            break;
-        }
-    }
-    let [Some(_victim), Some(survivor)] = on_edge else {
-        bail!("{MAX_PLACEMENT_TRIES} sessions were not placed on both edges");
+    // The bystander's session decides which edge survives: wherever placement puts it (which
+    // edge that is depends on the edges' reported load); the other one is killed.
+    let survivor = procs::first_session(&mut cluster, &client, &user("bystander-host")).await?;
+    let Some(survivor_index) = ids.iter().position(|id| *id == survivor.edge.id) else {
+        bail!("the bystander session went to {}, not a benchmark edge", survivor.edge.id);
     };
+    let victim_index = 1 - survivor_index;
     let guest = client.join_session(&survivor.session_id, &user("bystander")).await.context("joining")?;
     let host = procs::join_placed(&survivor, CLIENT_LIMITS, STEP_TIMEOUT).await.context("the host's join")?;
     let guest = procs::join_placed(&guest, CLIENT_LIMITS, STEP_TIMEOUT).await.context("the guest's join")?;
     let (stop_bystander, stop) = oneshot::channel();
     let bystander = tokio::spawn(bystander(host, guest, stop));
 
-    let victim = cluster.edges.remove(0);
+    let victim = cluster.edges.remove(victim_index);
     let killed_at = Instant::now();
     victim.stop().await;
     let mut link_lost = None;
@@ -182,7 +168,7 @@ async fn measure(args: &Args, bins: &Binaries) -> anyhow::Result<RunFigures> {
             let late =
                 client.create_session(&user(&format!("during{placed}"))).await.context("placing after the kill")?;
             placed += 1;
-            misplaced += usize::from(late.edge.id != ids[1]);
+            misplaced += usize::from(late.edge.id == ids[victim_index]);
             next_placement = Some(at + PLACE_EVERY);
         }
         let counts = edge_health(locator).await?;
@@ -202,7 +188,7 @@ async fn measure(args: &Args, bins: &Binaries) -> anyhow::Result<RunFigures> {
     for i in 0..PLACEMENTS_AFTER {
         let late = client.create_session(&user(&format!("late{i}"))).await.context("placing after the kill")?;
         placed += 1;
-        misplaced += usize::from(late.edge.id != ids[1]);
+        misplaced += usize::from(late.edge.id == ids[victim_index]);
     }
     let _ = stop_bystander.send(());
     let (sent, missing) = bystander.await.context("the bystander task panicked")??;
