@@ -35,7 +35,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::{Bytes, BytesMut};
 use duet_client::LocatorClient;
-use duet_proto::session::ClientFrame;
+use duet_proto::session::{kind, ClientFrame};
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
@@ -62,11 +62,6 @@ const EDGE_ENV: &[(&str, &str)] =
 /// Open files each process needs beyond two per pair.
 const FD_HEADROOM: u64 = 1024;
 
-/// Kind bytes of the session protocol the driver reads without decoding whole frames.
-const KIND_MESSAGE: u8 = 0x84;
-const KIND_ERROR: u8 = 0x86;
-/// A relayed `message` frame's header: kind, seq (u64), from and to (u32), payload length (u32).
-const MESSAGE_HEADER: usize = 21;
 /// Every payload starts with the nanoseconds from the run's base instant to its send.
 const STAMP_BYTES: usize = 8;
 
@@ -187,8 +182,10 @@ impl Wire {
         match self {
             Wire::Echo => Ok(Some(frame)),
             Wire::Duet => match frame.first() {
-                Some(&KIND_MESSAGE) if frame.len() >= MESSAGE_HEADER => Ok(Some(&frame[MESSAGE_HEADER..])),
-                Some(&KIND_ERROR) => bail!("the edge answered with an error frame: {frame:?}"),
+                Some(&kind::MESSAGE) if frame.len() >= procs::MESSAGE_HEADER => {
+                    Ok(Some(&frame[procs::MESSAGE_HEADER..]))
+                }
+                Some(&kind::ERROR) => bail!("the edge answered with an error frame: {frame:?}"),
                 Some(_) => Ok(None),
                 None => bail!("an empty message from the edge"),
             },
@@ -605,12 +602,12 @@ mod tests {
         let frame = Wire::Duet.frame(&[7; 16]);
         assert_eq!(frame.len(), 17 + 16);
         assert_eq!(frame[0], 0x02);
-        let mut relayed = vec![KIND_MESSAGE];
-        relayed.extend_from_slice(&[0; MESSAGE_HEADER - 1]);
+        let mut relayed = vec![kind::MESSAGE];
+        relayed.extend_from_slice(&[0; procs::MESSAGE_HEADER - 1]);
         relayed.extend_from_slice(&[7; 16]);
         assert_eq!(Wire::Duet.payload(&relayed).unwrap(), Some(&[7u8; 16][..]));
         assert_eq!(Wire::Duet.payload(&[0x82, 0, 0]).unwrap(), None);
-        assert!(Wire::Duet.payload(&[KIND_ERROR, 0, 1]).is_err());
+        assert!(Wire::Duet.payload(&[kind::ERROR, 0, 1]).is_err());
         assert!(Wire::Duet.payload(&[]).is_err());
     }
 

@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use duet_client::LocatorClient;
-use duet_proto::session::{ClientFrame, EVERYONE};
+use duet_proto::session::{kind, ClientFrame, EVERYONE};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -50,9 +50,6 @@ const PLACEMENTS_AFTER: usize = 20;
 const PLACE_EVERY: Duration = Duration::from_millis(100);
 const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_LIMITS: duet_ws::Limits = duet_ws::Limits { max_message_bytes: 1 << 20, max_queued_bytes: 1 << 20 };
-const KIND_MESSAGE: u8 = 0x84;
-/// A relayed `message` frame's header: kind, seq (u64), from and to (u32), payload length (u32).
-const MESSAGE_HEADER: usize = 21;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -240,9 +237,9 @@ async fn bystander(
         loop {
             let result = match guest.next().await {
                 Ok(duet_ws::Message::Binary(f))
-                    if f.first() == Some(&KIND_MESSAGE) && f.len() == MESSAGE_HEADER + 8 =>
+                    if f.first() == Some(&kind::MESSAGE) && f.len() == procs::MESSAGE_HEADER + 8 =>
                 {
-                    Ok(u64::from_be_bytes(f[MESSAGE_HEADER..].try_into().expect("8 bytes")))
+                    Ok(u64::from_be_bytes(f[procs::MESSAGE_HEADER..].try_into().expect("8 bytes")))
                 }
                 Ok(duet_ws::Message::Binary(_)) => continue,
                 Ok(other) => Err(anyhow::anyhow!("the bystander guest received {other:?}")),

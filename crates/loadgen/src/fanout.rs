@@ -55,7 +55,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::{BufMut, Bytes, BytesMut};
 use duet_client::{LocatorClient, PlacementRequest, SessionOptions};
-use duet_proto::session::{ClientFrame, EVERYONE};
+use duet_proto::session::{kind, ClientFrame, EVERYONE};
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -106,11 +106,6 @@ const FD_HEADROOM: u64 = 1024;
 /// Payload header: phase tag (u32), sender (u32), sequence number (u64), scheduled instant (u64,
 /// nanoseconds from the run's base).
 const PAYLOAD_HEADER: usize = 24;
-/// Kind bytes of the session protocol read without decoding whole frames.
-const KIND_MESSAGE: u8 = 0x84;
-const KIND_ERROR: u8 = 0x86;
-/// A relayed `message` frame's header: kind, seq (u64), from and to (u32), payload length (u32).
-const MESSAGE_HEADER: usize = 21;
 /// Longest NATS protocol line the parser holds before refusing the stream.
 const NATS_MAX_LINE: usize = 4096;
 
@@ -815,13 +810,13 @@ async fn read_loop(
         let now = Instant::now();
         match broker {
             Broker::Duet => match data.first() {
-                Some(&KIND_MESSAGE) if data.len() >= MESSAGE_HEADER => {
-                    lock(&inbox).arrive(&data[MESSAGE_HEADER..], size, base, now);
+                Some(&kind::MESSAGE) if data.len() >= procs::MESSAGE_HEADER => {
+                    lock(&inbox).arrive(&data[procs::MESSAGE_HEADER..], size, base, now);
                     if let Some((_, read)) = &mut paced {
                         *read += 1;
                     }
                 }
-                Some(&KIND_ERROR) => break format!("error frame from the edge: {data:?}"),
+                Some(&kind::ERROR) => break format!("error frame from the edge: {data:?}"),
                 _ => {}
             },
             Broker::Nats => {

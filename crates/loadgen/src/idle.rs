@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use duet_client::LocatorClient;
-use duet_proto::session::{ClientFrame, SESSION_PROTOCOL_VERSION};
+use duet_proto::session::{kind, ClientFrame, SESSION_PROTOCOL_VERSION};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -60,9 +60,6 @@ const FD_HEADROOM: u64 = 1024;
 const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Client-side websocket limits: small, since the load generator holds every connection too.
 const CLIENT_LIMITS: duet_ws::Limits = duet_ws::Limits { max_message_bytes: 1 << 20, max_queued_bytes: 1 << 20 };
-
-const KIND_WELCOME: u8 = 0x81;
-const KIND_PONG: u8 = 0x87;
 
 /// `--smoke`: one small run.
 const SMOKE_PARTICIPANTS: u32 = 500;
@@ -301,7 +298,7 @@ async fn join(url: &str, token: &str, source: IpAddr) -> anyhow::Result<Reader> 
     let mut reader = duet_ws::connect_from(url, source, &[], CLIENT_LIMITS).await?;
     let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: token.to_owned() };
     reader.writer().send(join.encode()?)?;
-    read_until(&mut reader, KIND_WELCOME).await?;
+    read_until(&mut reader, kind::WELCOME).await?;
     Ok(reader)
 }
 
@@ -326,7 +323,7 @@ async fn ping_all(readers: &mut Vec<Reader>, concurrency: usize) -> anyhow::Resu
         tasks.spawn(async move {
             let _permit = permit;
             reader.writer().send(ClientFrame::Ping { nonce: i as u64 }.encode()?)?;
-            tokio::time::timeout(STEP_TIMEOUT, read_until(&mut reader, KIND_PONG))
+            tokio::time::timeout(STEP_TIMEOUT, read_until(&mut reader, kind::PONG))
                 .await
                 .map_err(|_| anyhow::anyhow!("no pong within {STEP_TIMEOUT:?}"))??;
             anyhow::Ok(reader)

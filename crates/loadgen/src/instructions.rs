@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use duet_client::LocatorClient;
-use duet_proto::session::{ClientFrame, EVERYONE};
+use duet_proto::session::{kind, ClientFrame, EVERYONE};
 use tokio::time::Instant;
 
 use crate::database::LocatorDb;
@@ -35,7 +35,6 @@ use crate::stats::{fmt_count, Spread};
 const SCENARIO: &str = "instructions";
 /// The message size the summary table's row describes.
 const DEFAULT_MESSAGE_BYTES: u32 = 1024;
-const KIND_MESSAGE: u8 = 0x84;
 /// Under valgrind the edge runs some 50 times slower than natively: its readiness, a message's
 /// relay and its exit get this long.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
@@ -182,7 +181,7 @@ async fn count(args: &Args, bins: &Binaries, n: u64) -> anyhow::Result<u64> {
         loop {
             match tokio::time::timeout(STEP_TIMEOUT, b.next()).await {
                 Err(_) => bail!("message {i} not relayed within {STEP_TIMEOUT:?}"),
-                Ok(Ok(duet_ws::Message::Binary(f))) if f.first() == Some(&KIND_MESSAGE) => break,
+                Ok(Ok(duet_ws::Message::Binary(f))) if f.first() == Some(&kind::MESSAGE) => break,
                 Ok(Ok(duet_ws::Message::Binary(_))) => {}
                 Ok(Ok(other)) => bail!("B received {other:?}"),
                 Ok(Err(e)) => bail!("B's connection failed: {e}"),

@@ -587,8 +587,8 @@ pub fn user(name: &str) -> duet_client::PlacementRequest {
     }
 }
 
-/// Kind byte of the edge's `welcome` frame, read without decoding the frame.
-const KIND_WELCOME: u8 = 0x81;
+/// A relayed `message` frame's header: kind, seq (u64), from and to (u32), payload length (u32).
+pub const MESSAGE_HEADER: usize = 21;
 
 /// Connects a placed participant to its edge, sends `join` and reads until `welcome` (past any
 /// other frame), within `timeout` for each read.
@@ -597,14 +597,14 @@ pub async fn join_placed(
     limits: duet_ws::Limits,
     timeout: Duration,
 ) -> anyhow::Result<duet_ws::ClientReader> {
-    use duet_proto::session::{ClientFrame, SESSION_PROTOCOL_VERSION};
+    use duet_proto::session::{kind, ClientFrame, SESSION_PROTOCOL_VERSION};
     let mut reader = duet_ws::connect(&placed.edge.url, &[], limits).await?;
     let join = ClientFrame::Join { version: SESSION_PROTOCOL_VERSION, token: placed.token.clone() };
     reader.writer().send(join.encode()?)?;
     loop {
         match tokio::time::timeout(timeout, reader.next()).await {
             Err(_) => bail!("no welcome within {timeout:?}"),
-            Ok(Ok(duet_ws::Message::Binary(frame))) if frame.first() == Some(&KIND_WELCOME) => return Ok(reader),
+            Ok(Ok(duet_ws::Message::Binary(frame))) if frame.first() == Some(&kind::WELCOME) => return Ok(reader),
             Ok(Ok(duet_ws::Message::Binary(_))) => {}
             Ok(Ok(other)) => bail!("the edge answered the join with {other:?}"),
             Ok(Err(e)) => bail!("the connection failed before welcome: {e}"),
