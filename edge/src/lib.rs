@@ -2,7 +2,7 @@
 //!
 //! Layout:
 //! - [`config`]: options, layering and validation.
-//! - [`relay`]: session websockets, one task per connection, one actor task per session.
+//! - [`relay`]: session websockets, one task per connection; each session's state behind one lock.
 //! - [`link`]: the websocket to the locator (hello, heartbeats, commands), reconnecting with backoff.
 //! - [`keys`]: token verification with the locator's public keys, cached on disk.
 //! - [`load`]: CPU and event-loop lag sampling for heartbeats.
@@ -81,7 +81,7 @@ pub struct EdgeState {
     pub keys: keys::KeyStore,
     /// TLS settings for a `https://`/`wss://` locator URL (`None`: the system roots).
     link_tls: Option<Arc<rustls::ClientConfig>>,
-    /// Running sessions by id; each value reaches the session's actor.
+    /// Running sessions by id.
     sessions: DashMap<String, SessionHandle>,
     /// Team presence hubs by team name.
     presence: DashMap<String, Arc<std::sync::Mutex<presence::Hub>>>,
@@ -139,7 +139,7 @@ impl EdgeState {
             return Err(CloseCode::SessionEnded);
         }
         if let Some(h) = self.sessions.get(session_id) {
-            if !h.tx.is_closed() {
+            if !h.is_ended() {
                 return Ok(h.clone());
             }
         }
@@ -150,7 +150,7 @@ impl EdgeState {
         let entry = self.sessions.entry(session_id.to_owned());
         let handle = match entry {
             dashmap::mapref::entry::Entry::Occupied(mut o) => {
-                if o.get().tx.is_closed() {
+                if o.get().is_ended() {
                     let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
                     o.insert(session::spawn(self.clone(), session_id.to_owned(), generation));
                 }
@@ -170,12 +170,12 @@ impl EdgeState {
             return Err(CloseCode::SessionEnded);
         }
         match self.sessions.get(session_id) {
-            Some(h) if !h.tx.is_closed() => Ok(h.clone()),
+            Some(h) if !h.is_ended() => Ok(h.clone()),
             _ => Err(CloseCode::ResumeRefused),
         }
     }
 
-    /// Called by a session actor as it ends.
+    /// Called by a session as it ends.
     fn session_ended(&self, session_id: &str, generation: u64, reason: SessionEndReason) {
         let now = now_ms();
         // Pruning walks the whole map, so it runs once per 1024 ended sessions, not every time.
@@ -201,18 +201,18 @@ impl EdgeState {
     }
 
     /// Ends a session on a locator command.
-    pub async fn end_session(&self, session_id: &str, reason: SessionEndReason) {
+    pub fn end_session(&self, session_id: &str, reason: SessionEndReason) {
         let handle = self.sessions.get(session_id).map(|h| h.clone());
         if let Some(h) = handle {
-            let _ = h.tx.send(session::SessionCmd::End { reason, code: CloseCode::SessionEnded }).await;
+            let _ = h.apply(session::SessionCmd::End { reason, code: CloseCode::SessionEnded });
         }
     }
 
     /// Ends every session (shutdown): participants are closed with `code`.
-    pub async fn end_all_sessions(&self, reason: SessionEndReason, code: CloseCode) {
+    pub fn end_all_sessions(&self, reason: SessionEndReason, code: CloseCode) {
         let handles: Vec<SessionHandle> = self.sessions.iter().map(|e| e.value().clone()).collect();
         for h in handles {
-            let _ = h.tx.send(session::SessionCmd::End { reason, code }).await;
+            let _ = h.apply(session::SessionCmd::End { reason, code });
         }
     }
 
@@ -486,7 +486,7 @@ pub async fn start(config: EdgeConfig, listener: TcpListener, shutdown: Cancella
         if !ending.is_draining() {
             ending.audit(AuditEvent::EdgeStopping, None, None, String::new());
         }
-        ending.end_all_sessions(SessionEndReason::EdgeShutdown, CloseCode::EdgeShuttingDown).await;
+        ending.end_all_sessions(SessionEndReason::EdgeShutdown, CloseCode::EdgeShuttingDown);
         let deadline = tokio::time::Instant::now() + ending.config.shutdown_timeout / 2;
         while !ending.sessions.is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -330,10 +330,10 @@ async fn handle(state: &Arc<EdgeState>, writer: &Writer, msg: LocatorMessage) ->
                         tracing::warn!(error = %e, "could not cache verification keys on disk");
                     }
                 }
-                Command::EndSession { session_id, reason } => state.end_session(&session_id, reason).await,
+                Command::EndSession { session_id, reason } => state.end_session(&session_id, reason),
                 Command::EndAllSessions { reason } => {
                     tracing::info!(reason = reason.as_str(), "the locator ends every session here");
-                    state.end_all_sessions(reason, duet_proto::close::CloseCode::EdgeShuttingDown).await
+                    state.end_all_sessions(reason, duet_proto::close::CloseCode::EdgeShuttingDown)
                 }
                 Command::TeamSessions { team, sessions } => state.set_team_sessions(&team, sessions),
             }

@@ -5,7 +5,7 @@
 //! connection (no transcoding), passes their keyframe requests back to the publisher, and maps
 //! payload types and SSRCs per subscriber (str0m does both when a frame is written on the
 //! subscriber's own transceiver). Signalling rides on the session websocket (`media_*` and
-//! `track_*` frames, protocol version 3); the session actor checks membership and passes them here.
+//! `track_*` frames, protocol version 3); the session checks membership and passes them here.
 //!
 //! One task ([`engine`]) owns the UDP socket, the ICE-TCP connections' write halves and every
 //! peer's sans-IO state (a `str0m::Rtc`): all peers share the port, which is what containers and
@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 /// Bytes of signalling queued for the media task at most (each frame counts its SDP plus
 /// [`SIGNAL_OVERHEAD`]). 8 MiB holds a burst of offers from every participant of a full edge;
 /// beyond it a frame is refused with `error` 7 (the client may send it again), so a session
-/// actor never waits for the media task and a flood cannot grow the queue.
+/// never waits for the media task and a flood cannot grow the queue.
 const MAX_QUEUED_SIGNAL_BYTES: usize = 8 << 20;
 /// What one queued signal costs besides its SDP.
 const SIGNAL_OVERHEAD: usize = 512;

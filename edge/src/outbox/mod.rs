@@ -4,7 +4,7 @@
 //!
 //! # Flow
 //!
-//! Session actors call [`Outbox::push`], which never waits: it encodes the entry, assigns the next
+//! Sessions call [`Outbox::push`], which never waits: it encodes the entry, assigns the next
 //! sequence number and appends it to an in-memory queue (metrics entries up to
 //! [`QUEUE_CAPACITY`] queued, audit entries up to [`AUDIT_QUEUE_CAPACITY`]).
 //! One writer task ([`OutboxWriter::run`]) takes everything queued, inserts it in one transaction

@@ -1,7 +1,7 @@
 //! Session websockets: one task per client connection.
 //!
-//! The connection task reads frames and forwards them to its session's actor
-//! ([`session`]); everything it sends goes through the connection's byte-bounded writer. The first
+//! The connection task reads frames and applies them to its session ([`session`]) itself, under
+//! the session's lock; everything it sends goes through the connection's byte-bounded writer. The first
 //! frame must be `join` (its token is verified locally, here, and never again for this
 //! connection) or `resume` (checked by the session against the participant's secret) within the
 //! handshake timeout. After that the connection is held to the idle timeout and the
@@ -20,7 +20,6 @@ use duet_proto::session::{
 use duet_ws::{Message, ReadError, Reader};
 use fastwebsockets::WebSocket;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::media::Signal;
@@ -169,11 +168,11 @@ where
     };
     tracing::Span::current().record("participant.id", pid);
 
-    // ---- enter the session (its actor sends our welcome, or `resumed` and the replay) ----
+    // ---- enter the session (it queues our welcome, or `resumed` and the replay) ----
     let conn_id = state.next_conn_id();
     let kick = CancellationToken::new();
     let link = session::Link { id: conn_id, writer: conn.writer().clone(), kick: kick.clone(), version };
-    let handle = match enter_session(&state, &session_id, entry, link).await {
+    let handle = match enter_session(&state, &session_id, entry, link) {
         Ok(h) => h,
         Err(code) => return close(&conn, code, "refused"),
     };
@@ -185,7 +184,7 @@ where
     // Offers and answers cost the media task a parse each (milliseconds for a big one): a
     // connection gets 10 a second, in bursts of 20, whatever `max_messages_per_second` says.
     let mut sdp_rate = RateLimit::new(MAX_SDP_FRAMES_PER_SECOND).expect("non-zero");
-    let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason, done: None };
+    let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason };
     loop {
         let next = tokio::select! {
             next = conn.next() => next,
@@ -200,17 +199,17 @@ where
                 Ok(f) => f,
                 Err(e) => {
                     close(&conn, e.close_code(), &e.to_string());
-                    let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+                    let _ = handle.apply(leave(LeaveReason::Removed));
                     return;
                 }
             },
             Ok(Message::Text(_)) => {
                 close(&conn, CloseCode::TextFrame, "text frame");
-                let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+                let _ = handle.apply(leave(LeaveReason::Removed));
                 return;
             }
             Ok(Message::Close { .. }) => {
-                let _ = handle.tx.send(leave(LeaveReason::Disconnected)).await;
+                let _ = handle.apply(leave(LeaveReason::Disconnected));
                 return;
             }
             Err(e) => {
@@ -220,18 +219,18 @@ where
                 } else {
                     LeaveReason::Removed
                 };
-                let _ = handle.tx.send(leave(reason)).await;
+                let _ = handle.apply(leave(reason));
                 return;
             }
         };
         if frame.since_version() > version {
             close(&conn, CloseCode::UnknownKind, "kind not in the joined protocol version");
-            let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+            let _ = handle.apply(leave(LeaveReason::Removed));
             return;
         }
         if rate.as_mut().is_some_and(|r| !r.take()) {
             close(&conn, CloseCode::TooManyMessages, "rate limit");
-            let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+            let _ = handle.apply(leave(LeaveReason::Removed));
             return;
         }
         if matches!(frame, ClientFrame::MediaOffer { .. } | ClientFrame::MediaAnswer { .. }) && !sdp_rate.take() {
@@ -261,14 +260,7 @@ where
             ClientFrame::Leave => {
                 // The close that answers `leave` follows its audit entry onto disk, so a client
                 // that saw it knows the record is kept (a group commit: a few milliseconds).
-                let (done, applied) = oneshot::channel();
-                let cmd = SessionCmd::Leave {
-                    participant_id: pid,
-                    conn: conn_id,
-                    reason: LeaveReason::Left,
-                    done: Some(done),
-                };
-                if handle.tx.send(cmd).await.is_ok() && applied.await.is_ok() {
+                if handle.apply(leave(LeaveReason::Left)).is_ok() {
                     if let Err(e) = tokio::time::timeout(LEAVE_FLUSH_TIMEOUT, state.outbox.flush()).await {
                         tracing::warn!(error = %e, "leave not yet on disk; closing anyway");
                     }
@@ -284,11 +276,11 @@ where
             ClientFrame::MediaLeave => media(pid, conn_id, Signal::Leave),
             ClientFrame::Join { .. } | ClientFrame::Resume { .. } => {
                 close(&conn, CloseCode::UnexpectedFrame, "second join");
-                let _ = handle.tx.send(leave(LeaveReason::Removed)).await;
+                let _ = handle.apply(leave(LeaveReason::Removed));
                 return;
             }
         };
-        if handle.tx.send(cmd).await.is_err() {
+        if handle.apply(cmd).is_err() {
             return close(&conn, CloseCode::SessionEnded, "session ended");
         }
     }
@@ -298,9 +290,9 @@ fn media(from: ParticipantId, conn: session::ConnId, signal: Signal) -> SessionC
     SessionCmd::Media { from, conn, signal }
 }
 
-/// Finds (or, for a join, starts) the session's actor and enters it. A join retries once if the
-/// actor it found ended between lookup and join.
-async fn enter_session(
+/// Finds (or, for a join, starts) the session and enters it. A join retries once if the session
+/// it found ended between lookup and join.
+fn enter_session(
     state: &Arc<EdgeState>,
     session_id: &str,
     entry: Entry,
@@ -309,35 +301,25 @@ async fn enter_session(
     match entry {
         Entry::Resume { participant_id, secret, last_seq } => {
             let handle = state.existing_session(session_id)?;
-            let (reply, answer) = oneshot::channel();
-            let cmd = SessionCmd::Resume { participant_id, secret, last_seq, link, reply };
-            if handle.tx.send(cmd).await.is_err() {
-                return Err(CloseCode::SessionEnded);
-            }
-            match answer.await {
+            match handle.resume(participant_id, &secret, last_seq, link) {
                 Ok(Ok(())) => Ok(handle),
                 Ok(Err(code)) => Err(code),
-                Err(_) => Err(CloseCode::SessionEnded),
+                Err(session::Ended) => Err(CloseCode::SessionEnded),
             }
         }
         Entry::Join { participant, settings } => {
             for _ in 0..2 {
                 let handle = state.session_handle(session_id)?;
-                let (reply, answer) = oneshot::channel();
                 let link = session::Link {
                     id: link.id,
                     writer: link.writer.clone(),
                     kick: link.kick.clone(),
                     version: link.version,
                 };
-                let cmd = SessionCmd::Join { participant: participant.clone(), settings, link, reply };
-                if handle.tx.send(cmd).await.is_err() {
-                    continue;
-                }
-                match answer.await {
+                match handle.join(participant.clone(), settings, link) {
                     Ok(Ok(())) => return Ok(handle),
                     Ok(Err(code)) => return Err(code),
-                    Err(_) => continue,
+                    Err(session::Ended) => continue,
                 }
             }
             Err(CloseCode::SessionEnded)

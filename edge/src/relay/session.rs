@@ -1,23 +1,27 @@
-//! One session: an actor task that owns the participant list, the session's sequence number and
-//! its replay window.
+//! One session: the participant list, the session's sequence number and its replay window, behind
+//! one lock.
 //!
-//! Every connection reaches its session through a [`SessionHandle`] (a bounded command sender).
-//! Because one task assigns sequence numbers and writes into each participant's queue, every
-//! participant sees events in sequence order. Frames are encoded once and shared by every
-//! recipient and by the replay window. Nothing here awaits a participant: delivery is
-//! `Writer::send`, which fails fast when a reader is too far behind; that reader is closed with
-//! 4300 and becomes *away*, like one whose connection dropped.
+//! Every connection reaches its session through a [`SessionHandle`] and applies its commands
+//! itself, under the session's lock: the connection that read a `send` numbers it and writes it
+//! into each recipient's queue in the same step, with no task in between. Because numbers are
+//! assigned and queues written under one lock, every participant sees events in sequence order.
+//! Frames are encoded once and shared by every recipient and by the replay window. Nothing here
+//! awaits anything, so the lock is held for microseconds: delivery is `Writer::send`, which fails
+//! fast when a reader is too far behind; that reader is closed with 4300 and becomes *away*, like
+//! one whose connection dropped.
 //!
 //! A participant holds its place while away: the host for `host_grace`, a guest for
 //! `replay_window_age`. It comes back with `resume` (its secret and the last sequence number it
 //! received) and gets the events it missed from the [`window`](Window), or `resync needed` when
-//! the window no longer reaches back that far.
+//! the window no longer reaches back that far. The session's timers are one deadline, slept on by
+//! a small timer task that takes the lock only when it fires.
 //!
-//! The actor also records the session's audit entries and its summary metrics entry in the
-//! edge's outbox; pushing never waits.
+//! The session also records its audit entries and its summary metrics entry in the edge's outbox;
+//! pushing never waits.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,15 +31,11 @@ use duet_proto::outbox::{AuditEvent, MetricsEntry, OutboxEntry, SessionSummary};
 use duet_proto::session::{error_code, EdgeFrame, LeaveReason, Participant, ParticipantId, Role, EVERYONE};
 use duet_ws::{SendError, Writer};
 use subtle::ConstantTimeEq;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::EdgeState;
-
-/// Commands queued per session. 1024 lets every participant of a busy session have several
-/// messages in flight before senders wait (which is the backpressure on senders).
-pub const SESSION_QUEUE: usize = 1024;
 
 /// Identifies one websocket connection, so a stale connection of a replaced participant cannot
 /// act for the new one.
@@ -67,20 +67,9 @@ pub struct Settings {
     pub max_participants: Option<u32>,
 }
 
+/// What a connected participant (or the edge) asks of its session; see [`SessionHandle::apply`].
+/// Entering a session is [`SessionHandle::join`] or [`SessionHandle::resume`].
 pub enum SessionCmd {
-    Join {
-        participant: Participant,
-        settings: Settings,
-        link: Link,
-        reply: oneshot::Sender<Result<(), CloseCode>>,
-    },
-    Resume {
-        participant_id: ParticipantId,
-        secret: Bytes,
-        last_seq: u64,
-        link: Link,
-        reply: oneshot::Sender<Result<(), CloseCode>>,
-    },
     Send {
         from: ParticipantId,
         conn: ConnId,
@@ -89,13 +78,12 @@ pub enum SessionCmd {
         payload: Bytes,
     },
     /// The connection ended: `Left` releases the place, `Disconnected` makes the participant
-    /// away, `Removed` (a protocol violation) releases it too.
+    /// away, `Removed` (a protocol violation) releases it too. Applied (and its audit entry
+    /// pushed to the outbox) when `apply` returns.
     Leave {
         participant_id: ParticipantId,
         conn: ConnId,
         reason: LeaveReason,
-        /// Answered once the leave is applied and its audit entry pushed to the outbox.
-        done: Option<oneshot::Sender<()>>,
     },
     EndByHost {
         from: ParticipantId,
@@ -121,12 +109,127 @@ pub enum SessionCmd {
     },
 }
 
-/// How connections reach a session.
+/// The session has ended; nothing more is applied to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended;
+
+/// How connections reach a session. Cheap to clone.
 #[derive(Clone)]
 pub struct SessionHandle {
-    pub tx: mpsc::Sender<SessionCmd>,
-    /// Distinguishes this actor from a later one with the same session id.
+    shared: Arc<Shared>,
+    /// Distinguishes this session from a later one with the same session id.
     pub generation: u64,
+}
+
+struct Shared {
+    session: Mutex<Session>,
+    /// Set once the session has ended (under the lock), so lookups can tell without taking it.
+    ended: AtomicBool,
+    /// Wakes the timer task when a command brought the next deadline forward.
+    rearm: Notify,
+}
+
+impl SessionHandle {
+    /// Whether the session has ended (a new one with the same id may then start, see
+    /// `EdgeState::session_handle`).
+    pub fn is_ended(&self) -> bool {
+        self.shared.ended.load(Ordering::Acquire)
+    }
+
+    /// Enters the session with a verified token: welcomed, waiting for the host's approval, or
+    /// refused with a close code. `Err(Ended)` when the session ended before the join applied.
+    pub fn join(
+        &self,
+        participant: Participant,
+        settings: Settings,
+        link: Link,
+    ) -> Result<Result<(), CloseCode>, Ended> {
+        self.with(|s| s.join(participant, settings, link))
+    }
+
+    /// Takes a participant's place back on a new connection: `resumed` and the replay are queued
+    /// on `link`, or the resume is refused with a close code.
+    pub fn resume(
+        &self,
+        participant_id: ParticipantId,
+        secret: &[u8],
+        last_seq: u64,
+        link: Link,
+    ) -> Result<Result<(), CloseCode>, Ended> {
+        self.with(|s| s.resume(participant_id, secret, last_seq, link))
+    }
+
+    /// Applies one command; it has taken effect when this returns.
+    pub fn apply(&self, cmd: SessionCmd) -> Result<(), Ended> {
+        let routine = matches!(cmd, SessionCmd::Send { .. });
+        let mut session = self.lock()?;
+        if !routine {
+            session.deadline_moved = true;
+        }
+        let end = session.handle(cmd);
+        self.settle(&mut session, end);
+        Ok(())
+    }
+
+    /// Runs `f` on the session, then settles what it did.
+    fn with<R>(&self, f: impl FnOnce(&mut Session) -> R) -> Result<R, Ended> {
+        let mut session = self.lock()?;
+        session.deadline_moved = true;
+        let r = f(&mut session);
+        self.settle(&mut session, None);
+        Ok(r)
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Session>, Ended> {
+        match self.shared.session.lock() {
+            Ok(session) if session.ended.is_none() => Ok(session),
+            Ok(_) => Err(Ended),
+            Err(_) => {
+                // A panic while the lock was held: the session's state cannot be trusted; it is
+                // abandoned (its connections see `session ended`, a new join starts afresh).
+                self.shared.ended.store(true, Ordering::Release);
+                Err(Ended)
+            }
+        }
+    }
+
+    /// After a command: closes the slow readers it found, ends the session if the command ended
+    /// it or left nobody, else wakes the timer if the next deadline came forward.
+    fn settle(&self, session: &mut Session, end: Option<SessionEndReason>) {
+        session.drain_slow();
+        let end = end
+            .or_else(|| (session.members.is_empty() && session.pending.is_empty()).then_some(SessionEndReason::Empty));
+        if let Some(reason) = end {
+            session.finish(reason);
+            self.shared.ended.store(true, Ordering::Release);
+            self.shared.rearm.notify_one();
+            return;
+        }
+        if std::mem::take(&mut session.deadline_moved) && session.next_deadline() < session.armed {
+            self.shared.rearm.notify_one();
+        }
+    }
+
+    /// The session's timer task: sleeps until the next deadline, applies the timers, repeats;
+    /// ends with the session.
+    async fn run_timer(self) {
+        loop {
+            let deadline = match self.lock() {
+                Ok(mut session) => {
+                    session.armed = session.next_deadline();
+                    session.armed
+                }
+                Err(Ended) => return,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = self.shared.rearm.notified() => continue,
+            }
+            let Ok(mut session) = self.lock() else { return };
+            let end = session.on_timer();
+            self.settle(&mut session, end);
+        }
+    }
 }
 
 struct Member {
@@ -228,11 +331,17 @@ struct Session {
     joined: u32,
     messages_relayed: u64,
     bytes_relayed: u64,
+    /// The deadline the timer task sleeps until.
+    armed: Instant,
+    /// Something the last command did may have brought the next deadline forward (a routine
+    /// `send` does not, unless it started the replay window or made a slow reader away).
+    deadline_moved: bool,
+    /// Why the session ended, once it has.
+    ended: Option<SessionEndReason>,
 }
 
-/// Starts a session actor and returns its handle.
+/// Starts a session (and its timer task) and returns its handle.
 pub fn spawn(state: Arc<EdgeState>, id: String, generation: u64) -> SessionHandle {
-    let (tx, rx) = mpsc::channel(SESSION_QUEUE);
     let now = Instant::now();
     let window = Window {
         events: VecDeque::new(),
@@ -242,6 +351,9 @@ pub fn spawn(state: Arc<EdgeState>, id: String, generation: u64) -> SessionHandl
         max_bytes: state.config.replay_window_bytes.min(state.config.max_queued_bytes / 2),
         max_age: state.config.replay_window_age,
     };
+    tracing::info!(session.id = %id, "session opened");
+    state.link_event(EdgeMessage::SessionOpened { session_id: id.clone() });
+    state.audit(AuditEvent::SessionStarted, Some(&id), None, String::new());
     let session = Session {
         id,
         generation,
@@ -259,56 +371,24 @@ pub fn spawn(state: Arc<EdgeState>, id: String, generation: u64) -> SessionHandl
         joined: 0,
         messages_relayed: 0,
         bytes_relayed: 0,
+        armed: now,
+        deadline_moved: false,
+        ended: None,
     };
-    tokio::spawn(session.run(rx));
-    SessionHandle { tx, generation }
+    let shared = Arc::new(Shared { session: Mutex::new(session), ended: AtomicBool::new(false), rearm: Notify::new() });
+    let handle = SessionHandle { shared, generation };
+    tokio::spawn(handle.clone().run_timer());
+    handle
 }
 
 impl Session {
-    async fn run(mut self, mut rx: mpsc::Receiver<SessionCmd>) {
-        tracing::info!(session.id = %self.id, "session opened");
-        self.state.link_event(EdgeMessage::SessionOpened { session_id: self.id.clone() });
-        self.state.audit(AuditEvent::SessionStarted, Some(&self.id), None, String::new());
-        let timer = tokio::time::sleep_until(self.next_deadline());
-        tokio::pin!(timer);
-        let end_reason = loop {
-            tokio::select! {
-                cmd = rx.recv() => {
-                    let Some(cmd) = cmd else { break SessionEndReason::Empty };
-                    if let Some(reason) = self.handle(cmd) {
-                        break reason;
-                    }
-                }
-                _ = &mut timer => {
-                    if let Some(reason) = self.on_timer() {
-                        break reason;
-                    }
-                }
-            }
-            self.drain_slow();
-            if self.members.is_empty() && self.pending.is_empty() {
-                break SessionEndReason::Empty;
-            }
-            let deadline = self.next_deadline();
-            if deadline != timer.deadline() {
-                timer.as_mut().reset(deadline);
-            }
-        };
-        // Refuse joins and resumes that were queued behind the end: they get `session ended`.
-        rx.close();
-        while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                SessionCmd::Join { reply, .. } | SessionCmd::Resume { reply, .. } => {
-                    let _ = reply.send(Err(CloseCode::SessionEnded));
-                }
-                SessionCmd::Leave { done: Some(done), .. } => {
-                    let _ = done.send(());
-                }
-                _ => {}
-            }
-        }
+    /// Ends the session: records its end and summary, tells the media task and the edge.
+    fn finish(&mut self, reason: SessionEndReason) {
+        self.ended = Some(reason);
+        // Connections may hold the handle a moment longer; the replay window is not needed.
+        self.window.events = VecDeque::new();
         let now = crate::now_ms();
-        self.state.audit(AuditEvent::SessionEnded, Some(&self.id), None, end_reason.as_str().to_owned());
+        self.state.audit(AuditEvent::SessionEnded, Some(&self.id), None, reason.as_str().to_owned());
         self.state.outbox.push(OutboxEntry::Metrics(MetricsEntry::SessionSummary(SessionSummary {
             at_ms: now,
             session_id: self.id.clone(),
@@ -316,34 +396,23 @@ impl Session {
             participants: self.joined,
             messages_relayed: self.messages_relayed,
             bytes_relayed: self.bytes_relayed,
-            end_reason: end_reason.as_str().to_owned(),
+            end_reason: reason.as_str().to_owned(),
         })));
         if let Some(media) = &self.state.media {
             media.session_ended(self.id.as_str().into());
         }
-        self.state.session_ended(&self.id, self.generation, end_reason);
-        tracing::info!(session.id = %self.id, reason = end_reason.as_str(), "session ended");
+        self.state.session_ended(&self.id, self.generation, reason);
+        tracing::info!(session.id = %self.id, reason = reason.as_str(), "session ended");
     }
 
     /// Applies one command; `Some` ends the session.
     fn handle(&mut self, cmd: SessionCmd) -> Option<SessionEndReason> {
         match cmd {
-            SessionCmd::Join { participant, settings, link, reply } => {
-                let result = self.join(participant, settings, link);
-                let _ = reply.send(result);
-            }
-            SessionCmd::Resume { participant_id, secret, last_seq, link, reply } => {
-                let result = self.resume(participant_id, &secret, last_seq, link);
-                let _ = reply.send(result);
-            }
             SessionCmd::Send { from, conn, message_id, to, payload } => {
                 self.relay(from, conn, message_id, to, payload);
             }
-            SessionCmd::Leave { participant_id, conn, reason, done } => {
+            SessionCmd::Leave { participant_id, conn, reason } => {
                 self.leave(participant_id, conn, reason);
-                if let Some(done) = done {
-                    let _ = done.send(());
-                }
             }
             SessionCmd::EndByHost { from, conn } => {
                 self.refuse_waiting(from, conn, "only the host can end the session");
@@ -681,6 +750,7 @@ impl Session {
             link.kick.cancel();
         }
         m.away_since = Some(Instant::now());
+        self.deadline_moved = true;
         let info = m.info.clone();
         if info.role == Role::Host {
             self.host_absent_since = Some(Instant::now());
@@ -776,6 +846,10 @@ impl Session {
     fn sequence(&mut self, frame: EdgeFrame, to: ParticipantId, skip: ParticipantId, message_id: u64) {
         let Ok(bytes) = frame.encode() else { return };
         self.seq += 1;
+        if self.window.events.is_empty() {
+            // The window's age limit is a deadline now.
+            self.deadline_moved = true;
+        }
         let event = Event { seq: self.seq, at: Instant::now(), to, skip, message_id, frame: bytes.clone() };
         self.window.push(event);
         let mut slow = Vec::new();
@@ -854,6 +928,92 @@ fn welcome_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use duet_ws::{Limits, Message};
+    use fastwebsockets::WebSocket;
+
+    const LIMITS: Limits = Limits { max_message_bytes: 1 << 16, max_queued_bytes: 1 << 20 };
+
+    /// A connection to `session` through an in-memory pipe: its link, and the client's reader.
+    fn pipe(id: ConnId) -> (Link, duet_ws::Reader<tokio::io::DuplexStream>) {
+        let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+        let server = duet_ws::split(WebSocket::after_handshake(server_io, duet_ws::Role::Server), LIMITS);
+        let client = duet_ws::split(WebSocket::after_handshake(client_io, duet_ws::Role::Client), LIMITS);
+        let link = Link {
+            id,
+            writer: server.writer().clone(),
+            kick: CancellationToken::new(),
+            version: duet_proto::session::SESSION_PROTOCOL_VERSION,
+        };
+        // The server side's reader is not needed (the session only writes); keep it open.
+        tokio::spawn(async move {
+            let mut server = server;
+            while server.next().await.is_ok() {}
+        });
+        (link, client)
+    }
+
+    async fn next_frame(client: &mut duet_ws::Reader<tokio::io::DuplexStream>) -> EdgeFrame {
+        match client.next().await.expect("a frame") {
+            Message::Binary(bytes) => EdgeFrame::decode(&bytes).expect("a valid frame"),
+            other => panic!("expected a frame, got {other:?}"),
+        }
+    }
+
+    fn participant(id: ParticipantId, role: Role) -> Participant {
+        Participant { id, role, user_id: format!("u{id}"), display_name: format!("p{id}") }
+    }
+
+    /// A guest whose connection drops is released exactly when its grace (`replay_window_age`)
+    /// is over, although the session's timer was asleep until the idle timeout, an hour later:
+    /// going away brings the deadline forward and wakes the timer. On paused time, through
+    /// in-memory pipes.
+    #[tokio::test]
+    async fn an_away_guest_is_released_when_its_grace_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = crate::EdgeConfig::new("http://127.0.0.1:9", "0123456789abcdef0123", dir.path().into());
+        config.replay_window_age = Duration::from_secs(2);
+        config.session_idle_timeout = Duration::from_secs(3600);
+        config.host_grace = Duration::from_secs(3600);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = CancellationToken::new();
+        let edge = crate::start(config, listener, shutdown.clone()).await.unwrap();
+        edge.state.outbox.flush().await.unwrap();
+        tokio::time::pause();
+
+        let session = spawn(edge.state.clone(), "s_grace".into(), 1);
+        let (host_link, mut host) = pipe(1);
+        session.join(participant(1, Role::Host), Settings::default(), host_link).unwrap().unwrap();
+        assert!(matches!(next_frame(&mut host).await, EdgeFrame::Welcome { .. }));
+        let (guest_link, _guest) = pipe(2);
+        session.join(participant(2, Role::Guest), Settings::default(), guest_link).unwrap().unwrap();
+        assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantJoined { .. }));
+        // Once the window's events are older than its age they are pruned, and the timer sleeps
+        // until the idle timeout, an hour away.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+
+        session.apply(SessionCmd::Leave { participant_id: 2, conn: 2, reason: LeaveReason::Disconnected }).unwrap();
+        let away_at = Instant::now();
+        assert!(matches!(next_frame(&mut host).await, EdgeFrame::ParticipantAway { participant_id: 2, .. }));
+        let released = tokio::time::timeout(Duration::from_secs(60), next_frame(&mut host)).await;
+        match released.expect("the guest released within a minute") {
+            EdgeFrame::ParticipantLeft { participant_id: 2, reason: LeaveReason::Disconnected, .. } => {}
+            other => panic!("expected the guest's release, got {other:?}"),
+        }
+        let waited = away_at.elapsed();
+        assert!(waited >= Duration::from_secs(2), "released early, after {waited:?}");
+        assert!(waited < Duration::from_secs(3), "released late, after {waited:?}");
+
+        // The host leaving ends the session; it is gone for good.
+        session.apply(SessionCmd::Leave { participant_id: 1, conn: 1, reason: LeaveReason::Left }).unwrap();
+        assert!(session.is_ended());
+        assert_eq!(
+            session.apply(SessionCmd::End { reason: SessionEndReason::Empty, code: CloseCode::SessionEnded }),
+            Err(Ended)
+        );
+        shutdown.cancel();
+        edge.wait().await;
+    }
 
     fn event(seq: u64, to: ParticipantId, skip: ParticipantId, message_id: u64, len: usize) -> Event {
         Event { seq, at: Instant::now(), to, skip, message_id, frame: Bytes::from(vec![0u8; len]) }
