@@ -13,9 +13,10 @@
 //! Once a close is queued, the writer gets [`CLOSE_LINGER`] to deliver what is left; a peer that
 //! does not read by then is dropped, so a stalled peer cannot pin its queue in memory.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +26,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 pub use fastwebsockets::Role;
 use tokio_util::sync::CancellationToken;
@@ -115,46 +116,118 @@ enum Outbound {
     Pong(Vec<u8>),
 }
 
-/// Handle to a connection's writer task. Cheap to clone; all clones share one byte budget.
-#[derive(Clone)]
-pub struct Writer {
-    tx: mpsc::UnboundedSender<Outbound>,
+/// What a connection's writers and its writer task share. One allocation per connection: a
+/// plain queue under a lock rather than a channel, whose blocks would cost an idle connection
+/// more than a kilobyte ([idle scale](../../../docs/benchmarks.md#idle-scale-s4)).
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Wakes the writer task when something was queued.
+    wake: Notify,
+    /// Wakes [`Writer::closed`] when the writer task has ended.
+    gone: Notify,
     /// Bytes of data frames queued and not yet written; the writer subtracts what it writes.
-    queued: Arc<AtomicUsize>,
+    queued: AtomicUsize,
     /// Set once a close has been queued: nothing is accepted after it.
-    closing: Arc<AtomicBool>,
+    closing: AtomicBool,
+    /// Live [`Writer`] handles: when the last is dropped, the writer task writes what is queued
+    /// and ends, dropping the connection.
+    handles: AtomicUsize,
+}
+
+struct Queue {
+    items: VecDeque<Outbound>,
+    /// The writer task has ended: nothing is accepted any more.
+    ended: bool,
+    /// Every [`Writer`] handle is gone: nothing more can be queued.
+    orphaned: bool,
+}
+
+impl Shared {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // Nothing panics while holding the lock (pushes and swaps); a poisoned queue is still whole.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues `out` for the writer task, unless it has ended.
+    fn push(&self, out: Outbound) -> Result<(), SendError> {
+        let mut queue = self.queue();
+        if queue.ended {
+            return Err(SendError::Closed);
+        }
+        queue.items.push_back(out);
+        drop(queue);
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Marks the writer task's end however it ends (done, linger over, runtime shut down): later
+/// sends fail with [`SendError::Closed`], what was queued is dropped, [`Writer::closed`] resolves.
+struct EndOnDrop(Arc<Shared>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut queue = self.0.queue();
+            queue.ended = true;
+            std::mem::take(&mut queue.items)
+        };
+        drop(dropped);
+        self.0.gone.notify_waiters();
+    }
+}
+
+/// Handle to a connection's writer task. Cheap to clone; all clones share one byte budget.
+pub struct Writer {
+    shared: Arc<Shared>,
     /// Cancelled when a close is queued; the writer's linger timer starts then.
     close_requested: CancellationToken,
     limit: usize,
 }
 
+impl Clone for Writer {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::AcqRel);
+        Writer { shared: self.shared.clone(), close_requested: self.close_requested.clone(), limit: self.limit }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.queue().orphaned = true;
+            self.shared.wake.notify_one();
+        }
+    }
+}
+
 impl Writer {
     /// Queues a binary message, or refuses it when the peer already has too much waiting.
     pub fn send(&self, data: Bytes) -> Result<(), SendError> {
-        if self.closing.load(Ordering::Acquire) {
+        let shared = &self.shared;
+        if shared.closing.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         let len = data.len();
-        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        let before = shared.queued.fetch_add(len, Ordering::AcqRel);
         if before + len > self.limit && before > 0 {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
+            shared.queued.fetch_sub(len, Ordering::AcqRel);
             return Err(SendError::Full);
         }
-        self.tx.send(Outbound::Data(data)).map_err(|_| {
-            self.queued.fetch_sub(len, Ordering::AcqRel);
-            SendError::Closed
+        shared.push(Outbound::Data(data)).inspect_err(|_| {
+            shared.queued.fetch_sub(len, Ordering::AcqRel);
         })
     }
 
     /// Queues a text message (outside the byte budget; for tests of peers that must refuse it).
     pub fn send_text(&self, data: Bytes) -> Result<(), SendError> {
-        self.tx.send(Outbound::Text(data)).map_err(|_| SendError::Closed)
+        self.shared.push(Outbound::Text(data))
     }
 
     /// Queues a close frame after everything already queued; later sends are refused.
     pub fn close(&self, code: u16, reason: &str) {
-        if !self.closing.swap(true, Ordering::AcqRel) {
-            let _ = self.tx.send(Outbound::Close(code, reason.to_owned()));
+        if !self.shared.closing.swap(true, Ordering::AcqRel) {
+            let _ = self.shared.push(Outbound::Close(code, reason.to_owned()));
         }
         self.close_requested.cancel();
     }
@@ -162,23 +235,34 @@ impl Writer {
     /// Drops the connection without a close frame once what is queued before it is written (as a
     /// lost network would; for tests). The reader sees the end when its half is dropped too.
     pub fn abort(&self) {
-        self.closing.store(true, Ordering::Release);
-        let _ = self.tx.send(Outbound::Abort);
+        self.shared.closing.store(true, Ordering::Release);
+        let _ = self.shared.push(Outbound::Abort);
     }
 
     /// Bytes queued for the peer and not yet written.
     pub fn queued_bytes(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.shared.queued.load(Ordering::Acquire)
     }
 
     pub fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+        self.shared.closing.load(Ordering::Acquire)
     }
 
     /// Resolves when the writer task has ended (after a close, or the peer went away).
     pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
-        let tx = self.tx.clone();
-        async move { tx.closed().await }
+        let shared = self.shared.clone();
+        async move {
+            loop {
+                let gone = shared.gone.notified();
+                tokio::pin!(gone);
+                // Registered before the check, so an end between the two is not missed.
+                gone.as_mut().enable();
+                if shared.queue().ended {
+                    return;
+                }
+                gone.await;
+            }
+        }
     }
 }
 
@@ -202,9 +286,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
                 let out = Outbound::Control(frame.opcode, frame.payload.to_vec());
                 // A writer that is already gone (the peer stopped reading, or we closed) cannot
                 // answer; that must not hide the frame, above all a close and its code.
-                let _ = writer.tx.send(out);
+                let _ = writer.shared.push(out);
                 if frame.opcode == OpCode::Close {
-                    writer.closing.store(true, Ordering::Release);
+                    writer.shared.closing.store(true, Ordering::Release);
                     writer.close_requested.cancel();
                 }
                 std::future::ready(Ok::<(), SendError>(()))
@@ -240,10 +324,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
                     let payload = frame.payload.to_vec();
                     let len = payload.len().max(1);
                     let writer = &self.writer;
-                    if writer.queued.load(Ordering::Acquire) + len <= writer.limit {
-                        writer.queued.fetch_add(len, Ordering::AcqRel);
-                        if writer.tx.send(Outbound::Pong(payload)).is_err() {
-                            writer.queued.fetch_sub(len, Ordering::AcqRel);
+                    let shared = &writer.shared;
+                    if shared.queued.load(Ordering::Acquire) + len <= writer.limit {
+                        shared.queued.fetch_add(len, Ordering::AcqRel);
+                        if shared.push(Outbound::Pong(payload)).is_err() {
+                            shared.queued.fetch_sub(len, Ordering::AcqRel);
                         }
                     }
                     continue;
@@ -315,46 +400,66 @@ where
     // Pings are answered by `Reader::next` (see there).
     ws.set_auto_pong(false);
     let (read, write) = ws.split(tokio::io::split);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let writer = Writer {
-        tx,
-        queued: Arc::new(AtomicUsize::new(0)),
-        closing: Arc::new(AtomicBool::new(false)),
-        close_requested: CancellationToken::new(),
-        limit: limits.max_queued_bytes,
-    };
+    let shared = Arc::new(Shared {
+        queue: Mutex::new(Queue { items: VecDeque::new(), ended: false, orphaned: false }),
+        wake: Notify::new(),
+        gone: Notify::new(),
+        queued: AtomicUsize::new(0),
+        closing: AtomicBool::new(false),
+        handles: AtomicUsize::new(1),
+    });
+    let writer =
+        Writer { shared: shared.clone(), close_requested: CancellationToken::new(), limit: limits.max_queued_bytes };
     let linger = writer.close_requested.clone();
-    let queued = writer.queued.clone();
     tokio::spawn(async move {
+        let end = EndOnDrop(shared);
         let linger_over = async move {
             linger.cancelled().await;
             tokio::time::sleep(CLOSE_LINGER).await;
         };
         tokio::select! {
-            _ = write_loop(write, rx, queued) => {}
+            _ = write_loop(write, &end.0) => {}
             _ = linger_over => tracing::debug!("peer did not take its last frames in time; dropped"),
         }
     });
     Reader { inner: read, writer, max_message_bytes: limits.max_message_bytes, partial: None, idle_timeout: None }
 }
 
-async fn write_loop<S>(
-    mut write: fastwebsockets::WebSocketWrite<WriteHalf<S>>,
-    mut rx: mpsc::UnboundedReceiver<Outbound>,
-    queued: Arc<AtomicUsize>,
-) where
+async fn write_loop<S>(mut write: fastwebsockets::WebSocketWrite<WriteHalf<S>>, shared: &Shared)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     // The stream under the write half is a `WriteBuffered` (see `rebuffer`): frames accumulate
     // there and are flushed once the queue is empty, so a burst becomes few syscalls, and an idle
-    // connection holds no write buffer.
-    while let Some(first) = rx.recv().await {
-        let mut next = Some(first);
-        while let Some(out) = next.take() {
+    // connection holds no write buffer. The queue is taken whole, one lock per burst.
+    let mut batch = VecDeque::new();
+    let mut unflushed = false;
+    loop {
+        let orphaned = {
+            let mut queue = shared.queue();
+            std::mem::swap(&mut queue.items, &mut batch);
+            queue.orphaned
+        };
+        if batch.is_empty() {
+            if unflushed {
+                if write.flush().await.is_err() {
+                    return;
+                }
+                unflushed = false;
+                continue;
+            }
+            if orphaned {
+                // Nobody can queue anything more: the connection is dropped.
+                return;
+            }
+            shared.wake.notified().await;
+            continue;
+        }
+        while let Some(out) = batch.pop_front() {
             let done = match out {
                 Outbound::Data(bytes) => {
                     let r = write.write_frame(Frame::binary(Payload::Borrowed(&bytes))).await;
-                    queued.fetch_sub(bytes.len(), Ordering::AcqRel);
+                    shared.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
                     r.is_err()
                 }
                 Outbound::Text(bytes) => write.write_frame(Frame::text(Payload::Borrowed(&bytes))).await.is_err(),
@@ -370,7 +475,7 @@ async fn write_loop<S>(
                 Outbound::Pong(payload) => {
                     let len = payload.len().max(1);
                     let r = write.write_frame(Frame::pong(Payload::Owned(payload))).await;
-                    queued.fetch_sub(len, Ordering::AcqRel);
+                    shared.queued.fetch_sub(len, Ordering::AcqRel);
                     r.is_err()
                 }
             };
@@ -378,13 +483,17 @@ async fn write_loop<S>(
                 let _ = write.flush().await;
                 return;
             }
-            next = rx.try_recv().ok();
         }
-        if write.flush().await.is_err() {
-            return;
+        unflushed = true;
+        if batch.capacity() > BATCH_CAPACITY_KEPT {
+            // A burst's worth of slots is not kept for an idle connection.
+            batch = VecDeque::new();
         }
     }
 }
+
+/// Slots of the writer's batch kept between bursts.
+const BATCH_CAPACITY_KEPT: usize = 64;
 
 /// Spawns hyper's connection tasks on tokio (fastwebsockets' client handshake needs one).
 struct SpawnExecutor;
@@ -626,5 +735,33 @@ mod tests {
         assert!(budget.queued_bytes() <= 200, "{} bytes of pongs queued", budget.queued_bytes());
         assert!(budget.queued_bytes() > 0, "the unread pongs are queued up to the budget");
         reader.abort();
+    }
+
+    /// The writer delivers a burst in order; when the last handle goes, what was queued is still
+    /// written and then the connection ends (the peer reads everything, then the end); after the
+    /// writer task has ended, sends are refused and `closed` resolves.
+    #[tokio::test]
+    async fn the_writer_ends_when_its_last_handle_goes() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let limits = Limits { max_message_bytes: 1024, max_queued_bytes: 1 << 20 };
+        let server = split(WebSocket::after_handshake(server_io, Role::Server), limits);
+        let mut client = split(WebSocket::after_handshake(client_io, Role::Client), limits);
+        let writer = server.writer().clone();
+        for i in 0..100u8 {
+            writer.send(Bytes::from(vec![i; 10])).unwrap();
+        }
+        let closed = writer.closed();
+        let shared = writer.shared.clone();
+        drop(writer);
+        drop(server);
+        for i in 0..100u8 {
+            match client.next().await {
+                Ok(Message::Binary(b)) => assert_eq!(&b[..], &[i; 10][..]),
+                other => panic!("message {i}: {other:?}"),
+            }
+        }
+        assert!(matches!(client.next().await, Err(ReadError::Eof)), "the connection ended");
+        tokio::time::timeout(Duration::from_secs(10), closed).await.expect("closed resolved");
+        assert!(shared.push(Outbound::Data(Bytes::from_static(b"late"))).is_err(), "refused once ended");
     }
 }

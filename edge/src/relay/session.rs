@@ -6,9 +6,10 @@
 //! into each recipient's queue in the same step, with no task in between. Because numbers are
 //! assigned and queues written under one lock, every participant sees events in sequence order.
 //! Frames are encoded once and shared by every recipient and by the replay window. Nothing here
-//! awaits anything, so the lock is held for microseconds: delivery is `Writer::send`, which fails
-//! fast when a reader is too far behind; that reader is closed with 4300 and becomes *away*, like
-//! one whose connection dropped.
+//! awaits anything, so the lock is held only for one command's deliveries (microseconds; a
+//! resume's replay, one queue push per missed event, is the longest): delivery is
+//! `Writer::send`, which fails fast when a reader is too far behind; that reader is closed with
+//! 4300 and becomes *away*, like one whose connection dropped.
 //!
 //! A participant holds its place while away: the host for `host_grace`, a guest for
 //! `replay_window_age`. It comes back with `resume` (its secret and the last sequence number it
@@ -181,16 +182,17 @@ impl SessionHandle {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Session>, Ended> {
-        match self.shared.session.lock() {
-            Ok(session) if session.ended.is_none() => Ok(session),
-            Ok(_) => Err(Ended),
-            Err(_) => {
-                // A panic while the lock was held: the session's state cannot be trusted; it is
-                // abandoned (its connections see `session ended`, a new join starts afresh).
-                self.shared.ended.store(true, Ordering::Release);
-                Err(Ended)
-            }
+        let session = self.shared.session.lock().unwrap_or_else(|poisoned| {
+            // A panic while the lock was held (a bug): the session goes on with the state the
+            // panicking command left, rather than stay half-alive with nobody able to end it.
+            tracing::error!("a command panicked while applying to its session; the session goes on");
+            self.shared.session.clear_poison();
+            poisoned.into_inner()
+        });
+        if session.ended.is_some() {
+            return Err(Ended);
         }
+        Ok(session)
     }
 
     /// After a command: closes the slow readers it found, ends the session if the command ended
