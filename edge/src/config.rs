@@ -179,6 +179,10 @@ pub struct EdgeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Threads that run the edge; 1 runs a single-threaded scheduler, 0 one thread per CPU the
+    /// process may use (its CPU affinity and cgroup CPU limit) [default: 0].
+    #[arg(long, env = "DUET_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
 }
 
 /// The media options, shared by `duet-edge` and the locator (for its embedded edge).
@@ -322,6 +326,7 @@ pub struct EdgeFile {
     pub media_advertised_address: Option<Vec<std::net::IpAddr>>,
     pub media_max_tracks: Option<usize>,
     pub log_format: Option<LogFormat>,
+    pub worker_threads: Option<usize>,
 }
 
 impl EdgeFile {
@@ -765,6 +770,15 @@ impl EdgeArgs {
         let file: EdgeFile = read_toml(self.config.as_deref())?;
         Ok(file.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")))
     }
+
+    /// The runtime's worker threads after merging (see [`crate::runtime::worker_threads`]).
+    pub fn worker_threads(&self) -> Result<usize, ConfigError> {
+        let configured = match self.worker_threads {
+            Some(n) => n,
+            None => read_toml::<EdgeFile>(self.config.as_deref())?.worker_threads.unwrap_or(0),
+        };
+        crate::runtime::worker_threads(configured)
+    }
 }
 
 /// Parses proxy addresses or CIDRs (`10.0.0.1`, `10.0.0.0/8`, `::1`); host bits must be zero.
@@ -882,6 +896,25 @@ mod tests {
         let err =
             EdgeArgs::try_parse_from(["duet-edge", "--media-max-tracks", "0"]).unwrap().resolve(&env).unwrap_err();
         assert!(err.to_string().contains("media_max_tracks"), "{err}");
+    }
+
+    /// `worker_threads`: the flag over the file, 0 (the default) for the CPUs available.
+    #[test]
+    fn worker_threads_come_from_the_flag_or_the_file() {
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(EdgeArgs::try_parse_from(["duet-edge"]).unwrap().worker_threads().unwrap(), cpus);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(&file, "worker_threads = 3\n").unwrap();
+        let path = file.to_str().unwrap();
+        let args = EdgeArgs::try_parse_from(["duet-edge", "--config", path]).unwrap();
+        assert_eq!(args.worker_threads().unwrap(), 3);
+        let args = EdgeArgs::try_parse_from(["duet-edge", "--config", path, "--worker-threads", "1"]).unwrap();
+        assert_eq!(args.worker_threads().unwrap(), 1);
+        std::fs::write(&file, "worker_threads = 4096\n").unwrap();
+        let err = EdgeArgs::try_parse_from(["duet-edge", "--config", path]).unwrap().worker_threads().unwrap_err();
+        assert!(err.to_string().contains("invalid worker_threads: 4096 is more than 1024"), "{err}");
+        assert!(EdgeArgs::try_parse_from(["duet-edge", "--worker-threads", "-1"]).is_err());
     }
 
     #[test]

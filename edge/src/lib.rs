@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod relay;
+pub mod runtime;
 pub mod telemetry;
 
 use std::path::Path;

@@ -17,8 +17,11 @@ fn main() -> ExitCode {
         return drain_command(pid, timeout);
     }
     let check_only = args.check_config;
-    let resolved = args.listen_addr().and_then(|listen| args.resolve(&ProcessEnv).map(|(c, f)| (listen, c, f)));
-    let (listen, config, log_format) = match resolved {
+    let resolved = args.listen_addr().and_then(|listen| {
+        let workers = args.worker_threads()?;
+        args.resolve(&ProcessEnv).map(|(c, f)| (listen, workers, c, f))
+    });
+    let (listen, workers, config, log_format) = match resolved {
         Ok(x) => x,
         Err(e) => {
             eprintln!("duet-edge: configuration error: {e}");
@@ -26,13 +29,16 @@ fn main() -> ExitCode {
         }
     };
     if check_only {
-        println!("configuration ok\nlisten: {listen}\n{config:#?}");
+        println!(
+            "configuration ok\nlisten: {listen}\nworker threads: {}\n{config:#?}",
+            duet_edge::runtime::describe(workers)
+        );
         return ExitCode::SUCCESS;
     }
     duet_edge::telemetry::init(log_format);
-    tracing::info!(config = ?config, %listen, "starting duet-edge");
+    tracing::info!(config = ?config, %listen, worker_threads = workers, "starting duet-edge");
     duet_ws::tls::install_default_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match duet_edge::runtime::build(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("duet-edge: cannot start runtime: {e}");

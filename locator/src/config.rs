@@ -164,6 +164,11 @@ pub struct LocatorArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Threads that run the locator and its embedded edge; 1 runs a single-threaded scheduler,
+    /// 0 one thread per CPU the process may use (its CPU affinity and cgroup CPU limit)
+    /// [default: 0].
+    #[arg(long, env = "DUET_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
     /// The URL browsers use to reach this locator, e.g. https://duet.example.com, when a proxy in
     /// front rewrites Host: the dashboard accepts changes only from this origin and marks its
     /// cookie Secure for https [default: the Host of each request].
@@ -273,6 +278,7 @@ pub struct LocatorFile {
     #[serde(default, deserialize_with = "de_duration")]
     pub metrics_retention: Option<Duration>,
     pub log_format: Option<LogFormat>,
+    pub worker_threads: Option<usize>,
     pub dashboard_user: Option<String>,
     #[serde(default, deserialize_with = "de_duration")]
     pub dashboard_login_ttl: Option<Duration>,
@@ -622,6 +628,15 @@ impl LocatorConfig {
 }
 
 impl LocatorArgs {
+    /// The runtime's worker threads after merging (see [`duet_edge::runtime::worker_threads`]).
+    pub fn worker_threads(&self) -> Result<usize, ConfigError> {
+        let configured = match self.worker_threads {
+            Some(n) => n,
+            None => read_toml::<LocatorFile>(self.config.as_deref())?.worker_threads.unwrap_or(0),
+        };
+        duet_edge::runtime::worker_threads(configured)
+    }
+
     pub fn resolve(self, env: &dyn Env) -> Result<(LocatorConfig, LogFormat), ConfigError> {
         let file: LocatorFile = read_toml(self.config.as_deref())?;
         let mut config =

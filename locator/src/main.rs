@@ -18,7 +18,8 @@ fn main() -> ExitCode {
         return duet_locator::cli::run(command, &ProcessEnv);
     }
     let check_only = args.check_config;
-    let (config, log_format) = match args.resolve(&ProcessEnv) {
+    let resolved = args.worker_threads().and_then(|workers| args.resolve(&ProcessEnv).map(|(c, f)| (workers, c, f)));
+    let (workers, config, log_format) = match resolved {
         Ok(x) => x,
         Err(e) => {
             eprintln!("duet-locator: configuration error: {e}");
@@ -33,13 +34,13 @@ fn main() -> ExitCode {
         }
     }
     if check_only {
-        println!("configuration ok\n{config:#?}");
+        println!("configuration ok\nworker threads: {}\n{config:#?}", duet_edge::runtime::describe(workers));
         return ExitCode::SUCCESS;
     }
     duet_edge::telemetry::init(log_format);
-    tracing::info!(config = ?config, "starting duet-locator");
+    tracing::info!(config = ?config, worker_threads = workers, "starting duet-locator");
     duet_ws::tls::install_default_provider();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match duet_edge::runtime::build(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("duet-locator: cannot start runtime: {e}");

@@ -119,6 +119,19 @@ async fn check_config_and_bad_config() {
         .unwrap();
     assert!(ok.status.success());
     assert!(String::from_utf8_lossy(&ok.stdout).contains("configuration ok"));
+    // The runtime's size: one thread runs the single-threaded scheduler, for both binaries.
+    for binary in ["duet-locator", "duet-edge"] {
+        let ok = duet_testkit::command(binary)
+            .args(["--check-config", "--worker-threads", "1"])
+            .env("DUET_ENROLLMENT_SECRET", duet_testkit::TEST_SECRET)
+            .env("DUET_DATA_DIR", "/nonexistent/x")
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&ok.stdout);
+        assert!(ok.status.success(), "{binary}: {}", String::from_utf8_lossy(&ok.stderr));
+        assert!(stdout.contains("worker threads: 1 (current-thread scheduler)"), "{binary}: {stdout}");
+    }
     let bad = duet_testkit::command("duet-locator").args(["--token-ttl", "1s"]).output().await.unwrap();
     assert_eq!(bad.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("token_ttl"), "{}", String::from_utf8_lossy(&bad.stderr));
@@ -126,6 +139,7 @@ async fn check_config_and_bad_config() {
         (vec!["--check-config"], ("DUET_GEOIP_DATABASE", "/nonexistent/geo.mmdb"), "/nonexistent/geo.mmdb"),
         (vec!["--check-config"], ("DUET_TRUSTED_PROXIES", "10.0.0.0/8,bogus"), "bogus"),
         (vec!["--check-config", "--placement-cpu-limit", "1.5"], ("X", ""), "placement_cpu_limit"),
+        (vec!["--check-config"], ("DUET_WORKER_THREADS", "2000"), "invalid worker_threads: 2000 is more than 1024"),
         (vec!["--check-config", "--default-region", "eu west"], ("X", ""), "default_region"),
         (vec!["--check-config", "--tls-cert-file", "/etc/hostname"], ("X", ""), "tls_key_file is not"),
         (
@@ -180,6 +194,7 @@ async fn check_config_and_bad_config() {
         ),
         (vec!["--check-config", "--media-advertised-address", "0.0.0.0"], "0.0.0.0 cannot be reached by clients"),
         (vec!["--check-config", "--media-max-tracks", "100"], "invalid media_max_tracks"),
+        (vec!["--check-config", "--worker-threads", "5000"], "invalid worker_threads: 5000 is more than 1024"),
     ] {
         let bad = duet_testkit::command("duet-edge")
             .args(&args)

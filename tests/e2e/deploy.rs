@@ -157,10 +157,12 @@ async fn locator_process(dir: &std::path::Path) -> (Proc, String) {
     (locator, url)
 }
 
-/// An edge process linked to `locator_url`; answers it and its base URL (`ws://...`).
+/// An edge process linked to `locator_url`; answers it and its base URL (`ws://...`). It runs
+/// on one thread, the single-threaded scheduler a pod limited to one CPU gets.
 async fn edge_process(dir: &std::path::Path, locator_url: &str, id: &str, drain_timeout: &str) -> (Proc, String) {
     let mut edge = Proc::spawn(
         duet_testkit::command("duet-edge")
+            .env("DUET_WORKER_THREADS", "1")
             .env("DUET_LISTEN", "127.0.0.1:0")
             .env("DUET_LOCATOR_URL", locator_url)
             .env("DUET_ENROLLMENT_SECRET", TEST_SECRET)
