@@ -281,8 +281,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
     /// Reads the next whole message. Pings are answered by the writer without showing up here.
     pub async fn next(&mut self) -> Result<Message, ReadError> {
         loop {
-            let writer = self.writer.clone();
-            let mut obligated = move |frame: Frame<'_>| {
+            // Borrowed, not cloned: a clone per frame read costs two counted handles.
+            let writer = &self.writer;
+            let mut obligated = |frame: Frame<'_>| {
                 let out = Outbound::Control(frame.opcode, frame.payload.to_vec());
                 // A writer that is already gone (the peer stopped reading, or we closed) cannot
                 // answer; that must not hide the frame, above all a close and its code.

@@ -635,7 +635,7 @@ impl Session {
         if host {
             self.host_absent_since = None;
         }
-        self.sequence(EdgeFrame::ParticipantJoined { seq: self.seq + 1, participant }, EVERYONE, id, 0);
+        self.sequence(EdgeFrame::ParticipantJoined { seq: self.seq + 1, participant }, EVERYONE, id, 0, Instant::now());
         if host {
             self.send_join_requests(id);
         }
@@ -689,7 +689,13 @@ impl Session {
         if host {
             self.host_absent_since = None;
         }
-        self.sequence(EdgeFrame::ParticipantBack { seq: self.seq + 1, participant_id: id }, EVERYONE, id, 0);
+        self.sequence(
+            EdgeFrame::ParticipantBack { seq: self.seq + 1, participant_id: id },
+            EVERYONE,
+            id,
+            0,
+            Instant::now(),
+        );
         if host {
             self.send_join_requests(id);
         }
@@ -758,7 +764,13 @@ impl Session {
             self.host_absent_since = Some(Instant::now());
         }
         self.state.audit(AuditEvent::ParticipantAway, Some(&self.id), Some(&info), why.to_owned());
-        self.sequence(EdgeFrame::ParticipantAway { seq: self.seq + 1, participant_id: id }, EVERYONE, id, 0);
+        self.sequence(
+            EdgeFrame::ParticipantAway { seq: self.seq + 1, participant_id: id },
+            EVERYONE,
+            id,
+            0,
+            Instant::now(),
+        );
     }
 
     /// `id` gives up its place.
@@ -775,7 +787,7 @@ impl Session {
         }
         self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail.to_owned());
         let frame = EdgeFrame::ParticipantLeft { seq: self.seq + 1, participant_id: id, reason };
-        self.sequence(frame, EVERYONE, 0, 0);
+        self.sequence(frame, EVERYONE, 0, 0, Instant::now());
     }
 
     fn end(&mut self, reason: SessionEndReason, code: CloseCode) {
@@ -821,7 +833,8 @@ impl Session {
                 &format!("participant {to} is not in the session"),
             );
         }
-        self.last_activity = Instant::now();
+        let now = Instant::now();
+        self.last_activity = now;
         let recipients = if to == EVERYONE { self.members.len().saturating_sub(1) } else { 1 } as u64;
         let bytes = payload.len() as u64 * recipients;
         self.messages_relayed += 1;
@@ -833,7 +846,7 @@ impl Session {
             }
         }
         let seq = self.seq + 1;
-        self.sequence(EdgeFrame::Message { seq, from, to, payload }, to, from, message_id);
+        self.sequence(EdgeFrame::Message { seq, from, to, payload }, to, from, message_id, now);
         if message_id != 0 {
             self.deliver_one(from, &EdgeFrame::Ack { message_id, seq });
         }
@@ -845,14 +858,16 @@ impl Session {
 
     /// Gives `frame` (whose seq must be `self.seq + 1`) its number, keeps it for replay and
     /// delivers it to every connected recipient; readers too far behind become away.
-    fn sequence(&mut self, frame: EdgeFrame, to: ParticipantId, skip: ParticipantId, message_id: u64) {
+    /// `at` is the event's time for the window's age limit (a `send` passes the instant it already
+    /// read, one clock read per message less).
+    fn sequence(&mut self, frame: EdgeFrame, to: ParticipantId, skip: ParticipantId, message_id: u64, at: Instant) {
         let Ok(bytes) = frame.encode() else { return };
         self.seq += 1;
         if self.window.events.is_empty() {
             // The window's age limit is a deadline now.
             self.deadline_moved = true;
         }
-        let event = Event { seq: self.seq, at: Instant::now(), to, skip, message_id, frame: bytes.clone() };
+        let event = Event { seq: self.seq, at, to, skip, message_id, frame: bytes.clone() };
         self.window.push(event);
         let mut slow = Vec::new();
         if to == EVERYONE {
