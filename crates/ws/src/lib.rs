@@ -15,6 +15,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -36,9 +37,11 @@ use tokio_util::sync::CancellationToken;
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 pub mod buffer;
+pub mod server_io;
 pub mod tls;
 
 pub use buffer::WriteBuffered;
+pub use server_io::{server_io, ServerIo};
 
 /// An upgraded HTTP connection, the stream under every duet websocket.
 pub type UpgradedIo = TokioIo<Upgraded>;
@@ -273,8 +276,10 @@ pub struct Reader<S> {
     max_message_bytes: usize,
     /// A fragmented message being reassembled: its opcode and bytes so far.
     partial: Option<(OpCode, BytesMut)>,
-    /// Longest wait for the next frame (any frame, pings included) before [`ReadError::Idle`].
-    idle_timeout: Option<Duration>,
+    /// Longest wait for the next frame (any frame, pings included) before [`ReadError::Idle`],
+    /// and its timer: one per connection, moved later by each frame (which costs a compare and
+    /// swap; a timer made per frame would enter and leave the timer wheel each time).
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
@@ -295,12 +300,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
                 std::future::ready(Ok::<(), SendError>(()))
             };
             let read = self.inner.read_frame(&mut obligated);
-            let result = match self.idle_timeout {
-                // Cancelling a read mid-frame loses the frame; that is fine, the connection ends.
-                Some(idle) => match tokio::time::timeout(idle, read).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(ReadError::Idle(idle)),
-                },
+            let result = match &mut self.idle {
+                Some((idle, timer)) => {
+                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+                    tokio::select! {
+                        biased;
+                        r = read => r,
+                        // Cancelling a read mid-frame loses the frame; fine, the connection ends.
+                        () = timer.as_mut() => return Err(ReadError::Idle(*idle)),
+                    }
+                }
                 None => read.await,
             };
             let frame = match result {
@@ -365,7 +374,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
     /// Ends the connection with [`ReadError::Idle`] when no frame at all (data, ping, pong)
     /// arrives for `idle` (`None`: wait forever, the default).
     pub fn set_idle_timeout(&mut self, idle: Option<Duration>) {
-        self.idle_timeout = idle;
+        self.idle = idle.map(|idle| (idle, Box::pin(tokio::time::sleep(idle))));
     }
 
     /// The writer of the same connection.
@@ -423,7 +432,7 @@ where
             _ = linger_over => tracing::debug!("peer did not take its last frames in time; dropped"),
         }
     });
-    Reader { inner: read, writer, max_message_bytes: limits.max_message_bytes, partial: None, idle_timeout: None }
+    Reader { inner: read, writer, max_message_bytes: limits.max_message_bytes, partial: None, idle: None }
 }
 
 async fn write_loop<S>(mut write: fastwebsockets::WebSocketWrite<WriteHalf<S>>, shared: &Shared)
