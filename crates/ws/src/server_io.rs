@@ -36,7 +36,12 @@ pub enum ServerIo {
 pub fn server_io(ws: WebSocket<UpgradedIo>) -> WebSocket<ServerIo> {
     let upgraded: Upgraded = ws.into_inner().into_inner();
     let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => ServerIo::Tcp { stream: parts.io.into_inner(), prefix: parts.read_buf },
+        Ok(parts) => {
+            // Even empty, the buffer may be a view of hyper's whole read buffer (kilobytes that
+            // an idle connection would hold for its life).
+            let prefix = if parts.read_buf.is_empty() { Bytes::new() } else { Bytes::copy_from_slice(&parts.read_buf) };
+            ServerIo::Tcp { stream: parts.io.into_inner(), prefix }
+        }
         Err(upgraded) => ServerIo::Upgraded(TokioIo::new(upgraded)),
     };
     WebSocket::after_handshake(io, Role::Server)
@@ -52,10 +57,6 @@ impl AsyncRead for ServerIo {
                 let n = prefix.len().min(buf.remaining());
                 buf.put_slice(&prefix[..n]);
                 prefix.advance(n);
-                if prefix.is_empty() {
-                    // Not kept for the connection's life.
-                    *prefix = Bytes::new();
-                }
                 Poll::Ready(Ok(()))
             }
             ServerIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
