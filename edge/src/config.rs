@@ -180,7 +180,7 @@ pub struct EdgeArgs {
     #[arg(long, env = "DUET_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// Threads that run the edge; 1 runs a single-threaded scheduler, 0 one thread per CPU the
-    /// process may use (its CPU affinity and cgroup CPU limit) [default: 0].
+    /// process may use (its CPU affinity and cgroup CPU limit); at most 1024 [default: 0].
     #[arg(long, env = "DUET_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
 }

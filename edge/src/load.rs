@@ -41,7 +41,7 @@ impl LoadSampler {
                 let cores = match *last {
                     Some((t0, i0)) if now > i0 => {
                         let secs = now.duration_since(i0).as_secs_f64();
-                        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+                        let cores = usable_cores() as f64;
                         (ticks.saturating_sub(t0) as f64 / CLOCK_TICKS_PER_SEC / secs / cores) as f32
                     }
                     _ => 0.0,
@@ -52,6 +52,16 @@ impl LoadSampler {
             _ => 0.0,
         };
         (cpu, lag)
+    }
+}
+
+/// The cores this process can keep busy: the CPUs it may use, but no more than its runtime's
+/// worker threads (`worker_threads = 1` on a 4-CPU host is fully loaded at one core).
+fn usable_cores() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => cpus.min(runtime.metrics().num_workers().max(1)),
+        Err(_) => cpus,
     }
 }
 
@@ -74,5 +84,19 @@ pub async fn run(state: Arc<EdgeState>) {
             _ = state.shutdown.cancelled() => return,
         }
         state.load.record_lag(start.elapsed().saturating_sub(LAG_PROBE_INTERVAL));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A runtime of one thread keeps one core busy at most, whatever the CPUs.
+    #[test]
+    fn usable_cores_are_at_most_the_runtime_threads() {
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let one = crate::runtime::build(1).unwrap();
+        assert_eq!(one.block_on(async { super::usable_cores() }), 1);
+        let two = crate::runtime::build(2).unwrap();
+        assert_eq!(two.block_on(async { super::usable_cores() }), cpus.min(2));
+        assert_eq!(super::usable_cores(), cpus, "outside a runtime: the CPUs");
     }
 }

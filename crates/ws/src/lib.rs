@@ -43,7 +43,8 @@ pub mod tls;
 pub use buffer::WriteBuffered;
 pub use server_io::{server_io, ServerIo};
 
-/// An upgraded HTTP connection, the stream under every duet websocket.
+/// An upgraded HTTP connection, the stream under duet's client websockets and its TLS server
+/// ones (plain-TCP server websockets use [`ServerIo`]'s `TcpStream`).
 pub type UpgradedIo = TokioIo<Upgraded>;
 
 /// What [`connect`] and its variants answer: a client connection's reader (its writer is
@@ -276,10 +277,12 @@ pub struct Reader<S> {
     max_message_bytes: usize,
     /// A fragmented message being reassembled: its opcode and bytes so far.
     partial: Option<(OpCode, BytesMut)>,
-    /// Longest wait for the next frame (any frame, pings included) before [`ReadError::Idle`],
-    /// and its timer: one per connection, moved later by each frame (which costs a compare and
-    /// swap; a timer made per frame would enter and leave the timer wheel each time).
-    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// Longest wait for the next frame (any frame, pings included) before [`ReadError::Idle`].
+    idle_timeout: Option<Duration>,
+    /// Its timer, made by the first read: one per connection, moved later by each frame (which
+    /// costs a compare and swap; a timer made per frame would enter and leave the timer wheel
+    /// each time).
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
@@ -300,17 +303,25 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
                 std::future::ready(Ok::<(), SendError>(()))
             };
             let read = self.inner.read_frame(&mut obligated);
-            let result = match &mut self.idle {
-                Some((idle, timer)) => {
-                    timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+            // A timeout too long to express is no timeout.
+            let deadline = self.idle_timeout.and_then(|idle| tokio::time::Instant::now().checked_add(idle));
+            let result = match (self.idle_timeout, deadline) {
+                (Some(idle), Some(deadline)) => {
+                    let timer = match &mut self.idle_timer {
+                        Some(timer) => {
+                            timer.as_mut().reset(deadline);
+                            timer
+                        }
+                        None => self.idle_timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    };
                     tokio::select! {
                         biased;
                         r = read => r,
                         // Cancelling a read mid-frame loses the frame; fine, the connection ends.
-                        () = timer.as_mut() => return Err(ReadError::Idle(*idle)),
+                        () = timer.as_mut() => return Err(ReadError::Idle(idle)),
                     }
                 }
-                None => read.await,
+                _ => read.await,
             };
             let frame = match result {
                 Ok(frame) => frame,
@@ -374,7 +385,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
     /// Ends the connection with [`ReadError::Idle`] when no frame at all (data, ping, pong)
     /// arrives for `idle` (`None`: wait forever, the default).
     pub fn set_idle_timeout(&mut self, idle: Option<Duration>) {
-        self.idle = idle.map(|idle| (idle, Box::pin(tokio::time::sleep(idle))));
+        self.idle_timeout = idle;
     }
 
     /// The writer of the same connection.
@@ -432,7 +443,14 @@ where
             _ = linger_over => tracing::debug!("peer did not take its last frames in time; dropped"),
         }
     });
-    Reader { inner: read, writer, max_message_bytes: limits.max_message_bytes, partial: None, idle: None }
+    Reader {
+        inner: read,
+        writer,
+        max_message_bytes: limits.max_message_bytes,
+        partial: None,
+        idle_timeout: None,
+        idle_timer: None,
+    }
 }
 
 async fn write_loop<S>(mut write: fastwebsockets::WebSocketWrite<WriteHalf<S>>, shared: &Shared)

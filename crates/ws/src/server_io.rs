@@ -57,6 +57,10 @@ impl AsyncRead for ServerIo {
                 let n = prefix.len().min(buf.remaining());
                 buf.put_slice(&prefix[..n]);
                 prefix.advance(n);
+                if prefix.is_empty() {
+                    // Its copy is not kept for the connection's life.
+                    *prefix = Bytes::new();
+                }
                 Poll::Ready(Ok(()))
             }
             ServerIo::Upgraded(io) => Pin::new(io).poll_read(cx, buf),
