@@ -146,7 +146,8 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let mut conn = duet_ws::split(
-        duet_ws::rebuffer(ws, duet_ws::Role::Server),
+        ws.into_inner(),
+        duet_ws::Role::Server,
         duet_ws::Limits {
             // Presence clients send only `hello` and `ping`.
             max_message_bytes: 16 << 10,
@@ -163,7 +164,7 @@ fn close(writer: &Writer, code: CloseCode) {
     writer.close(code.code(), code.name());
 }
 
-async fn run<S>(state: Arc<EdgeState>, team: String, conn: &mut duet_ws::Reader<duet_ws::WriteBuffered<S>>)
+async fn run<S>(state: Arc<EdgeState>, team: String, conn: &mut duet_ws::Reader<S>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {

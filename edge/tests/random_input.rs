@@ -231,7 +231,7 @@ async fn bad_token_is_refused(edge: &duet_edge::Edge) {
         "s_after".into(),
         WebSocket::after_handshake(server_io, Role::Server),
     ));
-    let mut client = duet_ws::split(WebSocket::after_handshake(client_io, Role::Client), CLIENT_LIMITS);
+    let mut client = duet_ws::split(client_io, Role::Client, CLIENT_LIMITS);
     client.writer().send(join).unwrap();
     match tokio::time::timeout(DEADLINE, client.next()).await.expect("an answer to join") {
         Ok(Message::Close { code, .. }) => assert_eq!(code, Some(CloseCode::TokenInvalid.code())),

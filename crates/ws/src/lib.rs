@@ -9,23 +9,27 @@
 //!   ([`Writer::send`] fails with [`SendError::Full`] past the limit), so a peer that stops
 //!   reading costs at most that much memory; control frames and the final close bypass the limit.
 //!
-//! The writer flushes only when its queue is empty, so a burst of frames becomes few syscalls.
-//! Once a close is queued, the writer gets [`CLOSE_LINGER`] to deliver what is left; a peer that
-//! does not read by then is dropped, so a stalled peer cannot pin its queue in memory.
+//! The writer task takes its whole queue at once and writes it with vectored writes: a server's
+//! data frames go out as their header (formatted by fastwebsockets) and the payload as queued, with
+//! no copy, up to [`GATHER`] frames per system call; it flushes once the queue is empty. Once a
+//! close is queued, the writer gets [`CLOSE_LINGER`] to deliver what is left; a peer that does not
+//! read by then is dropped, so a stalled peer cannot pin its queue in memory.
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -36,11 +40,12 @@ use tokio_util::sync::CancellationToken;
 /// dropped without further ado.
 pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
-pub mod buffer;
+/// Frames written by one vectored write, at most (twice as many slices: header and payload).
+pub const GATHER: usize = 32;
+
 pub mod server_io;
 pub mod tls;
 
-pub use buffer::WriteBuffered;
 pub use server_io::{server_io, ServerIo};
 
 /// An upgraded HTTP connection, the stream under duet's client websockets and its TLS server
@@ -49,7 +54,7 @@ pub type UpgradedIo = TokioIo<Upgraded>;
 
 /// What [`connect`] and its variants answer: a client connection's reader (its writer is
 /// [`Reader::writer`]).
-pub type ClientReader = Reader<WriteBuffered<UpgradedIo>>;
+pub type ClientReader = Reader<UpgradedIo>;
 
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -107,26 +112,81 @@ pub enum SendError {
     Closed,
 }
 
+/// One queued frame, in the form the writer task puts on the wire.
 enum Outbound {
-    Data(Bytes),
-    /// A text message (duet's protocols are binary; used to test that peers refuse text).
-    Text(Bytes),
-    /// A frame the protocol obliges us to send (pong, close echo): opcode and payload.
-    Control(OpCode, Vec<u8>),
-    Close(u16, String),
+    /// A server's data frame: its header is formatted as it is written and its payload goes out
+    /// as queued, without a copy. Binary frames count against the byte budget, text ones do not.
+    Frame { opcode: OpCode, payload: Bytes },
+    /// A frame already whole, header and payload: everything a client sends (masked, which takes
+    /// a copy anyway) and control frames. `budget` is what it counts against the byte budget;
+    /// `last` ends the connection once written (a close).
+    Whole { bytes: Vec<u8>, budget: usize, last: bool },
     /// Stop writing and drop the connection without a close frame.
     Abort,
-    /// A pong; counted in the byte budget as `max(payload, 1)` bytes.
-    Pong(Vec<u8>),
 }
+
+impl Outbound {
+    /// A frame of `role`'s side, whole: masked with a fresh key for a client (RFC 6455, 5.3).
+    fn whole(role: Role, mut frame: Frame<'_>, budget: usize) -> Outbound {
+        let last = frame.opcode == OpCode::Close;
+        if role == Role::Client {
+            frame.mask();
+        }
+        let mut bytes = Vec::new();
+        let len = frame.write(&mut bytes).len();
+        bytes.truncate(len);
+        Outbound::Whole { bytes, budget, last }
+    }
+
+    /// A data frame of `role`'s side carrying `payload`.
+    fn data(role: Role, opcode: OpCode, payload: Bytes, budget: usize) -> Outbound {
+        match role {
+            Role::Server => Outbound::Frame { opcode, payload },
+            Role::Client => Outbound::whole(role, Frame::new(true, opcode, None, Payload::Borrowed(&payload)), budget),
+        }
+    }
+
+    /// Bytes it puts on the wire.
+    fn wire_len(&self) -> usize {
+        match self {
+            Outbound::Frame { payload, .. } => unmasked_head_len(payload.len()) + payload.len(),
+            Outbound::Whole { bytes, .. } => bytes.len(),
+            Outbound::Abort => 0,
+        }
+    }
+
+    /// Bytes it counts against the byte budget.
+    fn budget(&self) -> usize {
+        match self {
+            Outbound::Frame { opcode: OpCode::Binary, payload } => payload.len(),
+            Outbound::Frame { .. } | Outbound::Abort => 0,
+            Outbound::Whole { budget, .. } => *budget,
+        }
+    }
+}
+
+/// The length of an unmasked frame header for a payload of `len` bytes (RFC 6455, 5.2), as
+/// fastwebsockets' `Frame::fmt_head` formats it.
+fn unmasked_head_len(len: usize) -> usize {
+    if len < 126 {
+        2
+    } else if len < 65_536 {
+        4
+    } else {
+        10
+    }
+}
+
+/// The longest frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_HEAD: usize = 14;
 
 /// What a connection's writers and its writer task share. One allocation per connection: a
 /// plain queue under a lock rather than a channel, whose blocks would cost an idle connection
 /// more than a kilobyte ([idle scale](../../../docs/benchmarks.md#idle-scale-s4)).
 struct Shared {
     queue: Mutex<Queue>,
-    /// Wakes the writer task when something was queued.
-    wake: Notify,
+    /// Which side of the connection this is: a client masks what it sends.
+    role: Role,
     /// Wakes [`Writer::closed`] when the writer task has ended.
     gone: Notify,
     /// Bytes of data frames queued and not yet written; the writer subtracts what it writes.
@@ -140,6 +200,9 @@ struct Shared {
 
 struct Queue {
     items: VecDeque<Outbound>,
+    /// The writer task, while it waits for something to write: whoever queues takes and wakes it
+    /// (under the lock it takes anyway, so a wake-up costs no synchronisation of its own).
+    waiting: Option<Waker>,
     /// The writer task has ended: nothing is accepted any more.
     ended: bool,
     /// Every [`Writer`] handle is gone: nothing more can be queued.
@@ -159,8 +222,11 @@ impl Shared {
             return Err(SendError::Closed);
         }
         queue.items.push_back(out);
+        let waiting = queue.waiting.take();
         drop(queue);
-        self.wake.notify_one();
+        if let Some(writer) = waiting {
+            writer.wake();
+        }
         Ok(())
     }
 }
@@ -199,8 +265,14 @@ impl Clone for Writer {
 impl Drop for Writer {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.queue().orphaned = true;
-            self.shared.wake.notify_one();
+            let waiting = {
+                let mut queue = self.shared.queue();
+                queue.orphaned = true;
+                queue.waiting.take()
+            };
+            if let Some(writer) = waiting {
+                writer.wake();
+            }
         }
     }
 }
@@ -218,20 +290,20 @@ impl Writer {
             shared.queued.fetch_sub(len, Ordering::AcqRel);
             return Err(SendError::Full);
         }
-        shared.push(Outbound::Data(data)).inspect_err(|_| {
+        shared.push(Outbound::data(shared.role, OpCode::Binary, data, len)).inspect_err(|_| {
             shared.queued.fetch_sub(len, Ordering::AcqRel);
         })
     }
 
     /// Queues a text message (outside the byte budget; for tests of peers that must refuse it).
     pub fn send_text(&self, data: Bytes) -> Result<(), SendError> {
-        self.shared.push(Outbound::Text(data))
+        self.shared.push(Outbound::data(self.shared.role, OpCode::Text, data, 0))
     }
 
     /// Queues a close frame after everything already queued; later sends are refused.
     pub fn close(&self, code: u16, reason: &str) {
         if !self.shared.closing.swap(true, Ordering::AcqRel) {
-            let _ = self.shared.push(Outbound::Close(code, reason.to_owned()));
+            let _ = self.shared.push(Outbound::whole(self.shared.role, Frame::close(code, reason.as_bytes()), 0));
         }
         self.close_requested.cancel();
     }
@@ -292,11 +364,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
             // Borrowed, not cloned: a clone per frame read costs two counted handles.
             let writer = &self.writer;
             let mut obligated = |frame: Frame<'_>| {
-                let out = Outbound::Control(frame.opcode, frame.payload.to_vec());
+                let opcode = frame.opcode;
+                let out = Outbound::whole(writer.shared.role, frame, 0);
                 // A writer that is already gone (the peer stopped reading, or we closed) cannot
                 // answer; that must not hide the frame, above all a close and its code.
                 let _ = writer.shared.push(out);
-                if frame.opcode == OpCode::Close {
+                if opcode == OpCode::Close {
                     writer.shared.closing.store(true, Ordering::Release);
                     writer.close_requested.cancel();
                 }
@@ -342,13 +415,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
                     // timer. The pong counts against the byte budget and is skipped when the
                     // peer is not reading (RFC 6455 allows answering only the latest ping), so
                     // a ping flood cannot grow the queue.
-                    let payload = frame.payload.to_vec();
-                    let len = payload.len().max(1);
+                    let len = frame.payload.len().max(1);
                     let writer = &self.writer;
                     let shared = &writer.shared;
                     if shared.queued.load(Ordering::Acquire) + len <= writer.limit {
                         shared.queued.fetch_add(len, Ordering::AcqRel);
-                        if shared.push(Outbound::Pong(payload)).is_err() {
+                        let pong = Frame::pong(Payload::Borrowed(&frame.payload));
+                        if shared.push(Outbound::whole(shared.role, pong, len)).is_err() {
                             shared.queued.fetch_sub(len, Ordering::AcqRel);
                         }
                     }
@@ -409,21 +482,23 @@ fn payload_bytes(payload: Payload<'_>) -> Bytes {
     }
 }
 
-/// Splits an upgraded websocket into a [`Reader`] and a [`Writer`] whose task is spawned here.
-pub fn split<S>(ws: WebSocket<S>, limits: Limits) -> Reader<S>
+/// Splits the stream of a websocket fresh from its handshake (nothing read from it yet) into a
+/// [`Reader`] and a [`Writer`] whose task is spawned here. `role` is the side this end plays.
+pub fn split<S>(io: S, role: Role, limits: Limits) -> Reader<S>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let mut ws = ws;
+    let (read, write) = tokio::io::split(io);
+    // fastwebsockets reads; the writer task below writes (its write half is not used).
+    let (mut read, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), role);
     // The limit is inclusive; fastwebsockets refuses `len >= max`.
-    ws.set_max_message_size(limits.max_message_bytes.saturating_add(1));
-    ws.set_auto_close(true);
+    read.set_max_message_size(limits.max_message_bytes.saturating_add(1));
+    read.set_auto_close(true);
     // Pings are answered by `Reader::next` (see there).
-    ws.set_auto_pong(false);
-    let (read, write) = ws.split(tokio::io::split);
+    read.set_auto_pong(false);
     let shared = Arc::new(Shared {
-        queue: Mutex::new(Queue { items: VecDeque::new(), ended: false, orphaned: false }),
-        wake: Notify::new(),
+        queue: Mutex::new(Queue { items: VecDeque::new(), waiting: None, ended: false, orphaned: false }),
+        role,
         gone: Notify::new(),
         queued: AtomicUsize::new(0),
         closing: AtomicBool::new(false),
@@ -453,13 +528,10 @@ where
     }
 }
 
-async fn write_loop<S>(mut write: fastwebsockets::WebSocketWrite<WriteHalf<S>>, shared: &Shared)
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    // The stream under the write half is a `WriteBuffered` (see `rebuffer`): frames accumulate
-    // there and are flushed once the queue is empty, so a burst becomes few syscalls, and an idle
-    // connection holds no write buffer. The queue is taken whole, one lock per burst.
+/// The writer task: takes the whole queue (one lock per burst), writes it with vectored writes,
+/// and flushes once the queue is empty (a TLS stream sends its records then); an idle connection
+/// holds no buffer.
+async fn write_loop<W: AsyncWrite + Unpin>(mut io: W, shared: &Shared) {
     let mut batch = VecDeque::new();
     let mut unflushed = false;
     loop {
@@ -470,7 +542,7 @@ where
         };
         if batch.is_empty() {
             if unflushed {
-                if write.flush().await.is_err() {
+                if io.flush().await.is_err() {
                     return;
                 }
                 unflushed = false;
@@ -480,35 +552,53 @@ where
                 // Nobody can queue anything more: the connection is dropped.
                 return;
             }
-            shared.wake.notified().await;
+            std::future::poll_fn(|cx| {
+                let mut queue = shared.queue();
+                if !queue.items.is_empty() || queue.orphaned {
+                    return Poll::Ready(());
+                }
+                if !queue.waiting.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    queue.waiting = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            })
+            .await;
             continue;
         }
-        while let Some(out) = batch.pop_front() {
-            let done = match out {
-                Outbound::Data(bytes) => {
-                    let r = write.write_frame(Frame::binary(Payload::Borrowed(&bytes))).await;
-                    shared.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
-                    r.is_err()
-                }
-                Outbound::Text(bytes) => write.write_frame(Frame::text(Payload::Borrowed(&bytes))).await.is_err(),
-                Outbound::Control(opcode, payload) => {
-                    let frame = Frame::new(true, opcode, None, Payload::Owned(payload));
-                    write.write_frame(frame).await.is_err() || opcode == OpCode::Close
-                }
-                Outbound::Close(code, reason) => {
-                    let _ = write.write_frame(Frame::close(code, reason.as_bytes())).await;
-                    true
-                }
-                Outbound::Abort => return,
-                Outbound::Pong(payload) => {
-                    let len = payload.len().max(1);
-                    let r = write.write_frame(Frame::pong(Payload::Owned(payload))).await;
-                    shared.queued.fetch_sub(len, Ordering::AcqRel);
-                    r.is_err()
-                }
+        // Bytes of the front frame already written.
+        let mut sent = 0;
+        while let Some(front) = batch.front() {
+            if matches!(front, Outbound::Abort) {
+                // What was queued before it is written; the connection goes without a close.
+                return;
+            }
+            let written = match std::future::poll_fn(|cx| poll_gather(&mut io, cx, &batch, sent)).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
             };
-            if done {
-                let _ = write.flush().await;
+            // Frames written whole leave the batch (and the byte budget); a partial one stays.
+            let mut left = sent + written;
+            let mut budget = 0;
+            let mut last = false;
+            while let Some(front) = batch.front() {
+                let len = front.wire_len();
+                if left < len || matches!(front, Outbound::Abort) {
+                    break;
+                }
+                left -= len;
+                budget += front.budget();
+                last |= matches!(front, Outbound::Whole { last: true, .. });
+                batch.pop_front();
+                if last {
+                    break;
+                }
+            }
+            sent = left;
+            if budget > 0 {
+                shared.queued.fetch_sub(budget, Ordering::AcqRel);
+            }
+            if last {
+                let _ = io.flush().await;
                 return;
             }
         }
@@ -518,6 +608,48 @@ where
             batch = VecDeque::new();
         }
     }
+}
+
+/// One vectored write of up to [`GATHER`] frames from the front of `batch`, of which the first
+/// `sent` bytes are already written. Headers and slices live on the stack, not in the writer's
+/// future (an idle connection's memory).
+fn poll_gather<W: AsyncWrite + Unpin>(
+    io: &mut W,
+    cx: &mut Context<'_>,
+    batch: &VecDeque<Outbound>,
+    sent: usize,
+) -> Poll<std::io::Result<usize>> {
+    let mut heads = [[0u8; MAX_HEAD]; GATHER];
+    let mut slices = [IoSlice::new(&[]); 2 * GATHER];
+    let mut count = 0;
+    let mut skip = sent;
+    for (head, out) in heads.iter_mut().zip(batch) {
+        let parts: [&[u8]; 2] = match out {
+            Outbound::Frame { opcode, payload } => {
+                let len = Frame::new(true, *opcode, None, Payload::Borrowed(payload)).fmt_head(head);
+                [&head[..len], payload]
+            }
+            Outbound::Whole { bytes, .. } => [bytes, &[]],
+            Outbound::Abort => break,
+        };
+        for part in parts {
+            if skip >= part.len() {
+                skip -= part.len();
+                continue;
+            }
+            slices[count] = IoSlice::new(&part[skip..]);
+            skip = 0;
+            count += 1;
+        }
+        if matches!(out, Outbound::Whole { last: true, .. }) {
+            // Nothing after a close is written.
+            break;
+        }
+    }
+    if count == 0 {
+        return Poll::Ready(Ok(0));
+    }
+    Pin::new(io).poll_write_vectored(cx, &slices[..count])
 }
 
 /// Slots of the writer's batch kept between bursts.
@@ -688,16 +820,13 @@ where
         .map_err(|_| ConnectError::InvalidUrl { url: url.to_owned(), reason: "invalid header" })?;
     let (ws, _resp) =
         fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await.map_err(ConnectError::Handshake)?;
-    Ok(split(rebuffer(ws, Role::Client), limits))
-}
-
-/// Re-wraps an upgraded websocket's stream in a [`WriteBuffered`] (reads pass straight through).
-pub fn rebuffer<S: AsyncRead + AsyncWrite + Unpin>(ws: WebSocket<S>, role: Role) -> WebSocket<WriteBuffered<S>> {
-    WebSocket::after_handshake(WriteBuffered::new(ws.into_inner()), role)
+    Ok(split(ws.into_inner(), Role::Client, limits))
 }
 
 #[cfg(test)]
 mod tests {
+    use fastwebsockets::WebSocket;
+
     use super::*;
 
     #[test]
@@ -723,7 +852,7 @@ mod tests {
     async fn pings_keep_a_connection_alive_and_pongs_are_bounded() {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let limits = Limits { max_message_bytes: 1024, max_queued_bytes: 200 };
-        let mut server = split(WebSocket::after_handshake(server_io, Role::Server), limits);
+        let mut server = split(server_io, Role::Server, limits);
         server.set_idle_timeout(Some(Duration::from_secs(1)));
         let mut client = WebSocket::after_handshake(client_io, Role::Client);
         client.set_auto_pong(false);
@@ -744,7 +873,7 @@ mod tests {
         assert_eq!(server.writer().queued_bytes(), 0);
         // A flood of pings: only as many pongs as fit the 200-byte budget are ever queued.
         let (client_io, server_io) = tokio::io::duplex(64);
-        let mut server = split(WebSocket::after_handshake(server_io, Role::Server), limits);
+        let mut server = split(server_io, Role::Server, limits);
         let budget = server.writer().clone();
         let mut client = WebSocket::after_handshake(client_io, Role::Client);
         let flood = tokio::spawn(async move {
@@ -765,6 +894,66 @@ mod tests {
         reader.abort();
     }
 
+    /// Frames of every header size (7-bit, 16-bit and 64-bit lengths) cross a pipe too narrow for
+    /// any of the larger ones, so every vectored write is cut short somewhere (in a header, in a
+    /// payload, between frames): both directions arrive whole and in order, the client's masked,
+    /// and a close queued behind them arrives last, with its code.
+    #[tokio::test]
+    async fn frames_of_every_header_size_survive_short_writes() {
+        let (client_io, server_io) = tokio::io::duplex(61);
+        let limits = Limits { max_message_bytes: 1 << 17, max_queued_bytes: 1 << 20 };
+        let mut server = split(server_io, Role::Server, limits);
+        let mut client = split(client_io, Role::Client, limits);
+        let sizes = [0, 1, 125, 126, 127, 1024, 65_535, 65_536, 70_000, 3];
+        let payload = |i: usize, len: usize| Bytes::from((0..len).map(|b| (b * 7 + i) as u8).collect::<Vec<u8>>());
+        for (i, len) in sizes.iter().enumerate() {
+            server.writer().send(payload(i, *len)).unwrap();
+            client.writer().send(payload(i + 100, *len)).unwrap();
+        }
+        server.writer().send_text(Bytes::from_static(b"text")).unwrap();
+        server.writer().close(4321, "done");
+        let reading = tokio::spawn(async move {
+            for (i, len) in sizes.iter().enumerate() {
+                match server.next().await {
+                    Ok(Message::Binary(b)) => assert_eq!(b, payload(i + 100, *len), "client frame {i}"),
+                    other => panic!("client frame {i}: {other:?}"),
+                }
+            }
+            server
+        });
+        for (i, len) in sizes.iter().enumerate() {
+            match client.next().await {
+                Ok(Message::Binary(b)) => assert_eq!(b, payload(i, *len), "server frame {i}"),
+                other => panic!("server frame {i}: {other:?}"),
+            }
+        }
+        assert!(matches!(client.next().await, Ok(Message::Text(t)) if &t[..] == b"text"));
+        match client.next().await {
+            Ok(Message::Close { code, reason }) => assert_eq!((code, reason.as_str()), (Some(4321), "done")),
+            other => panic!("expected the close, got {other:?}"),
+        }
+        let server = tokio::time::timeout(Duration::from_secs(10), reading).await.expect("read in time").unwrap();
+        assert_eq!(server.writer().queued_bytes(), 0, "every written frame left the byte budget");
+    }
+
+    /// An abort drops the connection without a close, once what was queued before it is written.
+    #[tokio::test]
+    async fn an_abort_comes_after_what_was_queued() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 16);
+        let limits = Limits { max_message_bytes: 1024, max_queued_bytes: 1 << 20 };
+        let server = split(server_io, Role::Server, limits);
+        let mut client = split(client_io, Role::Client, limits);
+        for i in 0..3u8 {
+            server.writer().send(Bytes::from(vec![i; 300])).unwrap();
+        }
+        server.writer().abort();
+        drop(server);
+        for i in 0..3u8 {
+            assert!(matches!(client.next().await, Ok(Message::Binary(b)) if b[..] == [i; 300][..]), "frame {i}");
+        }
+        assert!(matches!(client.next().await, Err(ReadError::Eof)));
+    }
+
     /// The writer delivers a burst in order; when the last handle goes, what was queued is still
     /// written and then the connection ends (the peer reads everything, then the end); after the
     /// writer task has ended, sends are refused and `closed` resolves.
@@ -772,8 +961,8 @@ mod tests {
     async fn the_writer_ends_when_its_last_handle_goes() {
         let (client_io, server_io) = tokio::io::duplex(1 << 20);
         let limits = Limits { max_message_bytes: 1024, max_queued_bytes: 1 << 20 };
-        let server = split(WebSocket::after_handshake(server_io, Role::Server), limits);
-        let mut client = split(WebSocket::after_handshake(client_io, Role::Client), limits);
+        let server = split(server_io, Role::Server, limits);
+        let mut client = split(client_io, Role::Client, limits);
         let writer = server.writer().clone();
         for i in 0..100u8 {
             writer.send(Bytes::from(vec![i; 10])).unwrap();
@@ -790,6 +979,9 @@ mod tests {
         }
         assert!(matches!(client.next().await, Err(ReadError::Eof)), "the connection ended");
         tokio::time::timeout(Duration::from_secs(10), closed).await.expect("closed resolved");
-        assert!(shared.push(Outbound::Data(Bytes::from_static(b"late"))).is_err(), "refused once ended");
+        assert!(
+            shared.push(Outbound::Frame { opcode: OpCode::Binary, payload: Bytes::from_static(b"late") }).is_err(),
+            "refused once ended"
+        );
     }
 }

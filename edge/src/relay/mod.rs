@@ -20,13 +20,12 @@ use duet_proto::session::{
 use duet_ws::{Message, ReadError, Reader};
 use fastwebsockets::WebSocket;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 
 use crate::media::Signal;
 use crate::EdgeState;
 use session::SessionCmd;
 
-type Conn<S> = Reader<duet_ws::WriteBuffered<S>>;
+type Conn<S> = Reader<S>;
 
 /// `media_offer` and `media_answer` frames one connection may send per second (bursts of twice).
 const MAX_SDP_FRAMES_PER_SECOND: u32 = 10;
@@ -42,7 +41,8 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let reader = duet_ws::split(
-        duet_ws::rebuffer(ws, duet_ws::Role::Server),
+        ws.into_inner(),
+        duet_ws::Role::Server,
         duet_ws::Limits {
             max_message_bytes: state.config.max_message_bytes,
             max_queued_bytes: state.config.max_queued_bytes,
@@ -170,7 +170,9 @@ where
 
     // ---- enter the session (it queues our welcome, or `resumed` and the replay) ----
     let conn_id = state.next_conn_id();
-    let kick = CancellationToken::new();
+    // Cancelled when the session replaces or removes this connection, and with the edge's shutdown
+    // (a child token): one future for the read loop to watch besides the read.
+    let kick = state.shutdown.child_token();
     let link = session::Link { id: conn_id, writer: conn.writer().clone(), kick: kick.clone(), version };
     let handle = match enter_session(&state, &session_id, entry, link) {
         Ok(h) => h,
@@ -185,12 +187,19 @@ where
     // connection gets 10 a second, in bursts of 20, whatever `max_messages_per_second` says.
     let mut sdp_rate = RateLimit::new(MAX_SDP_FRAMES_PER_SECOND).expect("non-zero");
     let leave = |reason| SessionCmd::Leave { participant_id: pid, conn: conn_id, reason };
+    // Made once, not per message: each costs its token's locks to register and unregister.
+    let stopped = kick.cancelled();
+    tokio::pin!(stopped);
     loop {
+        // The read first: `stopped` is looked at only when no frame is ready (a peer that never
+        // lets the read wait still yields it within tokio's cooperative budget).
         let next = tokio::select! {
+            biased;
             next = conn.next() => next,
-            _ = kick.cancelled() => return,
-            _ = state.shutdown.cancelled() => {
-                close(&conn, CloseCode::EdgeShuttingDown, "shutdown");
+            () = &mut stopped => {
+                if state.shutdown.is_cancelled() {
+                    close(&conn, CloseCode::EdgeShuttingDown, "shutdown");
+                }
                 return;
             }
         };
@@ -357,7 +366,7 @@ mod tests {
         let state = edge.state.clone();
         tokio::spawn(super::serve(state, "s_paused".into(), WebSocket::after_handshake(server_io, Role::Server)));
         let limits = Limits { max_message_bytes: 1 << 16, max_queued_bytes: 1 << 16 };
-        let mut client = duet_ws::split(WebSocket::after_handshake(client_io, Role::Client), limits);
+        let mut client = duet_ws::split(client_io, Role::Client, limits);
 
         let started = tokio::time::Instant::now();
         let message = client.next().await.unwrap();

@@ -947,15 +947,14 @@ mod tests {
     use super::*;
 
     use duet_ws::{Limits, Message};
-    use fastwebsockets::WebSocket;
 
     const LIMITS: Limits = Limits { max_message_bytes: 1 << 16, max_queued_bytes: 1 << 20 };
 
     /// A connection to `session` through an in-memory pipe: its link, and the client's reader.
     fn pipe(id: ConnId) -> (Link, duet_ws::Reader<tokio::io::DuplexStream>) {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-        let server = duet_ws::split(WebSocket::after_handshake(server_io, duet_ws::Role::Server), LIMITS);
-        let client = duet_ws::split(WebSocket::after_handshake(client_io, duet_ws::Role::Client), LIMITS);
+        let server = duet_ws::split(server_io, duet_ws::Role::Server, LIMITS);
+        let client = duet_ws::split(client_io, duet_ws::Role::Client, LIMITS);
         let link = Link {
             id,
             writer: server.writer().clone(),
