@@ -351,9 +351,9 @@ pub struct Reader<S> {
     partial: Option<(OpCode, BytesMut)>,
     /// Longest wait for the next frame (any frame, pings included) before [`ReadError::Idle`].
     idle_timeout: Option<Duration>,
-    /// Its timer, made by the first read: one per connection, moved later by each frame (which
-    /// costs a compare and swap; a timer made per frame would enter and leave the timer wheel
-    /// each time).
+    /// Its timer, made by the first read: one per connection. A read does not move it (that costs
+    /// a compare and swap per frame): when it fires, it is moved to the current read's deadline
+    /// if that is later, so a busy connection's timer fires about once per timeout.
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -380,18 +380,27 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
             let deadline = self.idle_timeout.and_then(|idle| tokio::time::Instant::now().checked_add(idle));
             let result = match (self.idle_timeout, deadline) {
                 (Some(idle), Some(deadline)) => {
-                    let timer = match &mut self.idle_timer {
-                        Some(timer) => {
-                            timer.as_mut().reset(deadline);
-                            timer
+                    let timer = self.idle_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.deadline() > deadline {
+                        // The timeout was shortened.
+                        timer.as_mut().reset(deadline);
+                    }
+                    let mut read = std::pin::pin!(read);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            r = &mut read => break r,
+                            () = timer.as_mut() => {
+                                if timer.deadline() < deadline {
+                                    // Set for an earlier read: moved to this one's deadline.
+                                    timer.as_mut().reset(deadline);
+                                    continue;
+                                }
+                                // Cancelling a read mid-frame loses the frame; fine, the
+                                // connection ends.
+                                return Err(ReadError::Idle(idle));
+                            }
                         }
-                        None => self.idle_timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
-                    };
-                    tokio::select! {
-                        biased;
-                        r = read => r,
-                        // Cancelling a read mid-frame loses the frame; fine, the connection ends.
-                        () = timer.as_mut() => return Err(ReadError::Idle(idle)),
                     }
                 }
                 _ => read.await,
@@ -869,6 +878,9 @@ mod tests {
         let (result, elapsed, server) = reading.await.unwrap();
         assert!(matches!(result, Err(ReadError::Idle(_))), "{result:?}");
         assert!(elapsed >= Duration::from_millis(3400), "closed after {elapsed:?} despite the pings");
+        // One timeout after the last ping (at 2.4 s), not later: the timer set by an earlier
+        // read was moved, not left to run a second period.
+        assert!(elapsed < Duration::from_millis(3500), "closed late, after {elapsed:?}");
         // Every pong was written (the client did not read them, but the pipe holds them).
         assert_eq!(server.writer().queued_bytes(), 0);
         // A flood of pings: only as many pongs as fit the 200-byte budget are ever queued.
