@@ -138,8 +138,11 @@ impl Outbound {
         Outbound::Whole { bytes, budget, last }
     }
 
-    /// A data frame of `role`'s side carrying `payload`.
+    /// A data frame of `role`'s side carrying `payload`. `budget` is what the caller added to the
+    /// byte budget for it: a server's frame gives it back as [`Outbound::budget`] works it out
+    /// (a binary frame's payload, nothing for text).
     fn data(role: Role, opcode: OpCode, payload: Bytes, budget: usize) -> Outbound {
+        debug_assert_eq!(budget, if opcode == OpCode::Binary { payload.len() } else { 0 });
         match role {
             Role::Server => Outbound::Frame { opcode, payload },
             Role::Client => Outbound::whole(role, Frame::new(true, opcode, None, Payload::Borrowed(&payload)), budget),
@@ -237,12 +240,12 @@ struct EndOnDrop(Arc<Shared>);
 
 impl Drop for EndOnDrop {
     fn drop(&mut self) {
-        let dropped = {
+        let (dropped, waiting) = {
             let mut queue = self.0.queue();
             queue.ended = true;
-            std::mem::take(&mut queue.items)
+            (std::mem::take(&mut queue.items), queue.waiting.take())
         };
-        drop(dropped);
+        drop((dropped, waiting));
         self.0.gone.notify_waiters();
     }
 }
@@ -538,8 +541,8 @@ where
 }
 
 /// The writer task: takes the whole queue (one lock per burst), writes it with vectored writes,
-/// and flushes once the queue is empty (a TLS stream sends its records then); an idle connection
-/// holds no buffer.
+/// and flushes once the queue is empty (a TLS stream may still hold records when its socket would
+/// block); an idle connection holds no buffer.
 async fn write_loop<W: AsyncWrite + Unpin>(mut io: W, shared: &Shared) {
     let mut batch = VecDeque::new();
     let mut unflushed = false;
@@ -578,7 +581,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut io: W, shared: &Shared) {
         let mut sent = 0;
         while let Some(front) = batch.front() {
             if matches!(front, Outbound::Abort) {
-                // What was queued before it is written; the connection goes without a close.
+                // What was queued before it is written (and flushed, for a TLS stream's last
+                // records); the connection goes without a close.
+                let _ = io.flush().await;
                 return;
             }
             let written = match std::future::poll_fn(|cx| poll_gather(&mut io, cx, &batch, sent)).await {
