@@ -7,7 +7,8 @@
 //!   fragmenting), and
 //! - a [`Writer`] handle to a writer task. The writer's queue is bounded in *bytes*
 //!   ([`Writer::send`] fails with [`SendError::Full`] past the limit), so a peer that stops
-//!   reading costs at most that much memory; control frames and the final close bypass the limit.
+//!   reading costs at most that much memory. Pongs count against the limit (one that does not
+//!   fit is skipped); the final close and the echo of the peer's close bypass it.
 //!
 //! The writer task takes its whole queue at once and writes it with vectored writes: a server's
 //! data frames go out as their header (formatted by fastwebsockets) and the payload as queued, with
