@@ -122,7 +122,7 @@ async fn presence_ws(
 /// address's connection limit; `serve` runs the connection, which holds its address slot.
 fn upgrade<F, Fut>(app: AppState, peer: SocketAddr, mut req: Request, serve: F) -> Response
 where
-    F: FnOnce(Arc<EdgeState>, fastwebsockets::WebSocket<duet_ws::ServerIo>) -> Fut + Send + 'static,
+    F: FnOnce(Arc<EdgeState>, duet_ws::ServerIo) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {

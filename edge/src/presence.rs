@@ -17,7 +17,6 @@ use bytes::Bytes;
 use duet_proto::close::CloseCode;
 use duet_proto::presence::{Member, PresenceClientFrame, PresenceFrame, PRESENCE_PROTOCOL_VERSION};
 use duet_ws::{Message, ReadError, SendError, Writer};
-use fastwebsockets::WebSocket;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::EdgeState;
@@ -140,13 +139,13 @@ pub fn valid_team(team: &str) -> bool {
     !team.is_empty() && team.len() <= 128 && !team.chars().any(char::is_control) && team != "." && team != ".."
 }
 
-/// Serves one presence websocket until it closes.
-pub async fn serve<S>(state: Arc<EdgeState>, team: String, ws: WebSocket<S>)
+/// Serves one presence websocket, given its stream, until it closes.
+pub async fn serve<S>(state: Arc<EdgeState>, team: String, io: S)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let mut conn = duet_ws::split(
-        ws.into_inner(),
+        io,
         duet_ws::Role::Server,
         duet_ws::Limits {
             // Presence clients send only `hello` and `ping`.

@@ -74,11 +74,7 @@ fn raw_input() -> impl Strategy<Value = Vec<u8>> {
 /// Writes `bytes` and ends the stream: the edge must end the connection, without panicking.
 async fn raw_bytes_end_the_connection(state: &Arc<EdgeState>, bytes: Vec<u8>) -> Result<(), TestCaseError> {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let server = tokio::spawn(duet_edge::relay::serve(
-        state.clone(),
-        "s_raw".into(),
-        WebSocket::after_handshake(server_io, Role::Server),
-    ));
+    let server = tokio::spawn(duet_edge::relay::serve(state.clone(), "s_raw".into(), server_io));
     let (mut read, mut write) = tokio::io::split(client_io);
     // Read whatever the edge answers concurrently, so its writes never wait for ours.
     let answer = tokio::spawn(async move {
@@ -167,11 +163,7 @@ async fn messages_are_refused(
     seen: &Mutex<BTreeMap<u16, u32>>,
 ) -> Result<(), TestCaseError> {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let server = tokio::spawn(duet_edge::relay::serve(
-        state.clone(),
-        "s_random".into(),
-        WebSocket::after_handshake(server_io, Role::Server),
-    ));
+    let server = tokio::spawn(duet_edge::relay::serve(state.clone(), "s_random".into(), server_io));
     let mut client = WebSocket::after_handshake(client_io, Role::Client);
     client.set_auto_close(false);
     client.set_auto_pong(false);
@@ -226,11 +218,7 @@ async fn bad_token_is_refused(edge: &duet_edge::Edge) {
     }
 
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
-    let server = tokio::spawn(duet_edge::relay::serve(
-        edge.state.clone(),
-        "s_after".into(),
-        WebSocket::after_handshake(server_io, Role::Server),
-    ));
+    let server = tokio::spawn(duet_edge::relay::serve(edge.state.clone(), "s_after".into(), server_io));
     let mut client = duet_ws::split(client_io, Role::Client, CLIENT_LIMITS);
     client.writer().send(join).unwrap();
     match tokio::time::timeout(DEADLINE, client.next()).await.expect("an answer to join") {

@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use fastwebsockets::{Role, WebSocket};
+use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -31,11 +31,11 @@ pub enum ServerIo {
     Upgraded(UpgradedIo),
 }
 
-/// `ws`, a server's websocket fresh from its upgrade (nothing read yet), on its plain TCP stream
-/// when it has one.
-pub fn server_io(ws: WebSocket<UpgradedIo>) -> WebSocket<ServerIo> {
+/// The stream of `ws`, a server's websocket fresh from its upgrade (nothing read yet): its plain
+/// TCP stream when it has one. It goes to [`crate::split`].
+pub fn server_io(ws: WebSocket<UpgradedIo>) -> ServerIo {
     let upgraded: Upgraded = ws.into_inner().into_inner();
-    let io = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             // Even empty, the buffer may be a view of hyper's whole read buffer (kilobytes that
             // an idle connection would hold for its life).
@@ -43,8 +43,7 @@ pub fn server_io(ws: WebSocket<UpgradedIo>) -> WebSocket<ServerIo> {
             ServerIo::Tcp { stream: parts.io.into_inner(), prefix }
         }
         Err(upgraded) => ServerIo::Upgraded(TokioIo::new(upgraded)),
-    };
-    WebSocket::after_handshake(io, Role::Server)
+    }
 }
 
 impl AsyncRead for ServerIo {
@@ -114,7 +113,7 @@ mod tests {
     use std::convert::Infallible;
     use std::sync::Mutex;
 
-    use fastwebsockets::{Frame, OpCode};
+    use fastwebsockets::{Frame, OpCode, Role};
     use tokio::io::AsyncWriteExt;
     use tokio::net::TcpListener;
     use tokio::sync::oneshot;
@@ -123,7 +122,7 @@ mod tests {
 
     /// One upgrade over TCP, served by hyper as the edge serves it; answers the server's websocket
     /// through [`server_io`].
-    async fn serve_one(listener: TcpListener) -> WebSocket<ServerIo> {
+    async fn serve_one(listener: TcpListener) -> ServerIo {
         let (stream, _) = listener.accept().await.unwrap();
         let (tx, rx) = oneshot::channel();
         let tx = Mutex::new(Some(tx));
@@ -169,7 +168,7 @@ mod tests {
         }
         assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
 
-        let io = server.await.unwrap().into_inner();
+        let io = server.await.unwrap();
         assert!(matches!(&io, ServerIo::Tcp { prefix, .. } if !prefix.is_empty()), "{io:?}");
         let mut ws = WebSocket::after_handshake(io, Role::Server);
         let read = tokio::time::timeout(std::time::Duration::from_secs(10), ws.read_frame());

@@ -18,7 +18,6 @@ use duet_proto::session::{
     SESSION_PROTOCOL_VERSION,
 };
 use duet_ws::{Message, ReadError, Reader};
-use fastwebsockets::WebSocket;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::media::Signal;
@@ -34,14 +33,14 @@ const MAX_SDP_FRAMES_PER_SECOND: u32 = 10;
 /// (only a stalled disk takes that long).
 const LEAVE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// Serves one upgraded session websocket until it closes. Generic over the stream so tests can
-/// drive it through an in-memory pipe on paused time.
-pub async fn serve<S>(state: Arc<EdgeState>, session_id: String, ws: WebSocket<S>)
+/// Serves one upgraded session websocket, given its stream, until it closes. Generic over the
+/// stream so tests can drive it through an in-memory pipe on paused time.
+pub async fn serve<S>(state: Arc<EdgeState>, session_id: String, io: S)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let reader = duet_ws::split(
-        ws.into_inner(),
+        io,
         duet_ws::Role::Server,
         duet_ws::Limits {
             max_message_bytes: state.config.max_message_bytes,
@@ -342,7 +341,6 @@ mod tests {
 
     use duet_proto::close::CloseCode;
     use duet_ws::{Limits, Message, Role};
-    use fastwebsockets::WebSocket;
     use tokio_util::sync::CancellationToken;
 
     /// The handshake timeout on paused time: a client that never sends `join` is closed with
@@ -364,7 +362,7 @@ mod tests {
 
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         let state = edge.state.clone();
-        tokio::spawn(super::serve(state, "s_paused".into(), WebSocket::after_handshake(server_io, Role::Server)));
+        tokio::spawn(super::serve(state, "s_paused".into(), server_io));
         let limits = Limits { max_message_bytes: 1 << 16, max_queued_bytes: 1 << 16 };
         let mut client = duet_ws::split(client_io, Role::Client, limits);
 
