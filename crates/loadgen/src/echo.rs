@@ -40,7 +40,9 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 use crate::database::LocatorDb;
-use crate::procs::{self, user, Binaries, Cluster, ClusterSpec, Pinning, Server, STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE};
+use crate::procs::{
+    self, user, Binaries, Cluster, ClusterSpec, CpuTimes, Pinning, Server, STARTUP_TIMEOUT, TEARDOWN_ALLOWANCE,
+};
 use crate::report::{self, Provenance, SummaryRow};
 use crate::stats::{self, fmt_count, fmt_duration, fmt_millis, fmt_ms, fmt_share, parse_duration, Latency, Spread};
 
@@ -211,6 +213,10 @@ struct RunFigures {
     latency: Latency,
     /// Share of one core: the edge (duet) or the echo server.
     server_cpu: Option<f64>,
+    /// The server's CPU time per message counted in the window, in microseconds: user space
+    /// (its own code) and system (the kernel's, the network stack's work in its system calls).
+    server_user_us: Option<f64>,
+    server_system_us: Option<f64>,
     /// duet only: the locator, idle but for heartbeats.
     locator_cpu: Option<f64>,
     loadgen_cpu: Option<f64>,
@@ -300,7 +306,7 @@ async fn measure_duet(args: &Args, bins: &Binaries, plan: Plan) -> anyhow::Resul
     }
     cluster.check_alive()?;
     let edge = &cluster.edges[0];
-    let figures = drive(pairs, plan, || (edge.cpu_time(), cluster.locator.cpu_time())).await;
+    let figures = drive(pairs, plan, || (edge.cpu_times(), cluster.locator.cpu_time())).await;
     cluster.check_alive()?;
     cluster.stop().await;
     drop(database);
@@ -330,7 +336,7 @@ async fn measure_echo(args: &Args, plan: Plan) -> anyhow::Result<RunFigures> {
         let reader = duet_ws::connect(&url, &[], CLIENT_LIMITS).await.context("connecting to the echo server")?;
         pairs.push(Pair { wire: Wire::Echo, sender: reader.writer().clone(), receiver: reader, _sender_reader: None });
     }
-    let figures = drive(pairs, plan, || (server.cpu_time(), None)).await;
+    let figures = drive(pairs, plan, || (server.cpu_times(), None)).await;
     server.check_alive()?;
     server.stop().await;
     figures
@@ -347,7 +353,7 @@ struct PairTally {
 async fn drive(
     pairs: Vec<Pair>,
     plan: Plan,
-    cpu: impl Fn() -> (Option<Duration>, Option<Duration>),
+    cpu: impl Fn() -> (Option<CpuTimes>, Option<Duration>),
 ) -> anyhow::Result<RunFigures> {
     let base = Instant::now();
     let measure_from = base + plan.warmup;
@@ -369,7 +375,9 @@ async fn drive(
     }
     let wall = (after.3 - before.3).as_secs_f64();
     let share = |a: Option<Duration>, b: Option<Duration>| Some((b? - a?).as_secs_f64() / wall);
-    let server_cpu = share(before.0 .0, after.0 .0);
+    let server_times = before.0 .0.zip(after.0 .0).map(|(b, a)| a.since(b));
+    let server_cpu = server_times.map(|t| t.total().as_secs_f64() / wall);
+    let per_message = |d: Duration| (received > 0).then(|| d.as_secs_f64() * 1e6 / received as f64);
     let locator_cpu = share(before.0 .1, after.0 .1);
     let loadgen_cpu = share(before.1, after.1);
     let (others_cpu, steal) = match (before.2, after.2) {
@@ -384,6 +392,8 @@ async fn drive(
         messages_per_sec: received as f64 / plan.duration.as_secs_f64(),
         latency: Latency::of(&latencies),
         server_cpu,
+        server_user_us: server_times.and_then(|t| per_message(t.user)),
+        server_system_us: server_times.and_then(|t| per_message(t.system)),
         locator_cpu,
         loadgen_cpu,
         others_cpu,
@@ -446,10 +456,12 @@ async fn pair_loop(
 
 fn print_run(wire: Wire, n: usize, of: usize, f: &RunFigures) {
     eprintln!(
-        "{} run {n}/{of}: {} messages/s, {} per server core, p50 {}, p99 {} (CPU: server {}, load generator {}{}; other processes {}, steal {})",
+        "{} run {n}/{of}: {} messages/s, {} per server core (user {} µs, system {} µs per message), p50 {}, p99 {} (CPU: server {}, load generator {}{}; other processes {}, steal {})",
         wire.name(),
         fmt_count(f.messages_per_sec),
         f.per_core().map_or_else(|| "n/a".to_owned(), fmt_count),
+        f.server_user_us.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}")),
+        f.server_system_us.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}")),
         fmt_ms(f.latency.p50 as f64),
         fmt_ms(f.latency.p99 as f64),
         fmt_share(f.server_cpu),
@@ -504,9 +516,9 @@ fn render(
     let mut out = String::new();
     out.push_str(&format!("Measured {} on {} ({} CPUs), revision {}.\n\n", p.date, p.cpu_model, p.cpus, p.revision));
     out.push_str(
-        "| server | path | messages/s, median (min–max) | server CPU | messages/s per server core | p50 (ms) | p99 (ms) | p99.9 (ms) | load generator CPU |\n",
+        "| server | path | messages/s, median (min–max) | server CPU | messages/s per server core | server CPU per message, user (µs) | server CPU per message, system (µs) | p50 (ms) | p99 (ms) | p99.9 (ms) | load generator CPU |\n",
     );
-    out.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
     for wire in [Wire::Duet, Wire::Echo] {
         let runs: Vec<&RunFigures> = results.iter().map(|(d, e)| if wire == Wire::Duet { d } else { e }).collect();
         let path = match wire {
@@ -516,12 +528,17 @@ fn render(
         let shares = |pick: fn(&RunFigures) -> Option<f64>| {
             spread_opt(&runs, pick).map_or_else(|| "n/a".to_owned(), |s| s.format(|v| fmt_share(Some(v))))
         };
+        let micros = |pick: fn(&RunFigures) -> Option<f64>| {
+            spread_opt(&runs, pick).map_or_else(|| "n/a".to_owned(), |s| s.format(|v| format!("{v:.2}")))
+        };
         out.push_str(&format!(
-            "| {} | {path} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {path} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             wire.name(),
             spread(&runs, |f| f.messages_per_sec).format(fmt_count),
             shares(|f| f.server_cpu),
             spread_opt(&runs, RunFigures::per_core).map_or_else(|| "n/a".to_owned(), |s| s.format(fmt_count)),
+            micros(|f| f.server_user_us),
+            micros(|f| f.server_system_us),
             spread(&runs, |f| f.latency.p50 as f64).format(fmt_millis),
             spread(&runs, |f| f.latency.p99 as f64).format(fmt_millis),
             spread(&runs, |f| f.latency.p999 as f64).format(fmt_millis),
@@ -563,6 +580,11 @@ fn render(
             results.len() * 2,
         ));
     }
+    out.push_str(
+        "- Server CPU per message: the server's CPU time in the window over the messages counted in it, from \
+         `/proc/<pid>/stat` (10 ms ticks): user is the server's own code, system the kernel's work in its \
+         system calls (loopback TCP included). The two add up to the inverse of the figure per server core.\n",
+    );
     out.push_str(&format!("- Command: `{}`\n", p.command));
     out.push_str(&format!(
         "- Pinning: the servers on CPU {} (`taskset -c {}`: duet's locator and edge, or the echo server), the load \

@@ -307,7 +307,12 @@ impl Server {
 
     /// User+system CPU time so far, from `/proc/<pid>/stat`.
     pub fn cpu_time(&self) -> Option<Duration> {
-        cpu_time_of(&format!("/proc/{}/stat", self.child.id()?))
+        self.cpu_times().map(|t| t.total())
+    }
+
+    /// Its CPU time so far, in user space and in the kernel apart.
+    pub fn cpu_times(&self) -> Option<CpuTimes> {
+        cpu_times_from_stat(&std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?)
     }
 
     /// Kills the process and waits until it is gone.
@@ -385,11 +390,38 @@ fn cpu_time_of(stat_path: &str) -> Option<Duration> {
 }
 
 fn cpu_time_from_stat(stat: &str) -> Option<Duration> {
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    cpu_times_from_stat(stat).map(|t| t.total())
+}
+
+/// A process's CPU time: `user` running its own code, `system` in the kernel on its behalf
+/// (system calls, and the network stack's work that runs in them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuTimes {
+    pub user: Duration,
+    pub system: Duration,
+}
+
+impl CpuTimes {
+    pub fn total(self) -> Duration {
+        self.user + self.system
+    }
+
+    /// What was spent from `earlier` to `self`.
+    pub fn since(self, earlier: CpuTimes) -> CpuTimes {
+        CpuTimes { user: self.user.saturating_sub(earlier.user), system: self.system.saturating_sub(earlier.system) }
+    }
+}
+
+fn cpu_times_from_stat(stat: &str) -> Option<CpuTimes> {
+    // Fields after the parenthesised command name (which may hold spaces and parentheses);
+    // utime and stime are fields 14 and 15 of the line.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let mut fields = rest.split_ascii_whitespace().skip(11);
-    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / CLOCK_TICKS_PER_SEC))
+    let mut ticks = || -> Option<Duration> {
+        let t = fields.next()?.parse::<u64>().ok()?;
+        Some(Duration::from_secs_f64(t as f64 / CLOCK_TICKS_PER_SEC))
+    };
+    Some(CpuTimes { user: ticks()?, system: ticks()? })
 }
 
 /// What a cluster is started with.
@@ -643,5 +675,18 @@ mod tests {
         let status = "Name:\tduet-edge\nVmPeak:\t  100 kB\nVmRSS:\t   2048 kB\nRssAnon:\t 1000 kB\n";
         assert_eq!(parse_rss(status), Some(2048 * 1024));
         assert_eq!(parse_rss("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn reads_user_and_system_time_from_proc_stat() {
+        // A command name with a space and a parenthesis; utime 250 ticks, stime 75.
+        let stat = "4242 (duet (edge) x) S 1 4242 4242 0 -1 4194560 900 0 0 0 250 75 0 0 20 0 3 0 100 0 0";
+        let t = cpu_times_from_stat(stat).unwrap();
+        assert_eq!(t, CpuTimes { user: Duration::from_millis(2_500), system: Duration::from_millis(750) });
+        assert_eq!(cpu_time_from_stat(stat), Some(Duration::from_millis(3_250)));
+        let later = CpuTimes { user: Duration::from_millis(3_000), system: Duration::from_millis(1_000) };
+        assert_eq!(later.since(t), CpuTimes { user: Duration::from_millis(500), system: Duration::from_millis(250) });
+        assert_eq!(cpu_times_from_stat("4242 (edge) S 1 2"), None);
+        assert_eq!(cpu_times_from_stat("no parenthesis"), None);
     }
 }
