@@ -122,7 +122,7 @@ async fn presence_ws(
 /// address's connection limit; `serve` runs the connection, which holds its address slot.
 fn upgrade<F, Fut>(app: AppState, peer: SocketAddr, mut req: Request, serve: F) -> Response
 where
-    F: FnOnce(Arc<EdgeState>, duet_ws::ServerIo) -> Fut + Send + 'static,
+    F: FnOnce(Arc<EdgeState>, duet_ws::Stream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send,
 {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
@@ -145,7 +145,7 @@ where
     let edge = app.edge.clone();
     app.tasks.spawn(async move {
         match upgrade.await {
-            Ok(ws) => serve(edge, duet_ws::server_io(ws)).await,
+            Ok(ws) => serve(edge, duet_ws::server_stream(ws)).await,
             Err(e) => tracing::debug!(error = %e, "websocket upgrade did not complete"),
         }
         drop(slot);

@@ -17,7 +17,6 @@ use bytes::Bytes;
 use duet_proto::close::CloseCode;
 use duet_proto::presence::{Member, PresenceClientFrame, PresenceFrame, PRESENCE_PROTOCOL_VERSION};
 use duet_ws::{Message, ReadError, SendError, Writer};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::EdgeState;
 
@@ -142,7 +141,7 @@ pub fn valid_team(team: &str) -> bool {
 /// Serves one presence websocket, given its stream, until it closes.
 pub async fn serve<S>(state: Arc<EdgeState>, team: String, io: S)
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: duet_ws::SplitIo,
 {
     let mut conn = duet_ws::split(
         io,
@@ -165,7 +164,7 @@ fn close(writer: &Writer, code: CloseCode) {
 
 async fn run<S>(state: Arc<EdgeState>, team: String, conn: &mut duet_ws::Reader<S>)
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: duet_ws::SplitIo,
 {
     let writer = conn.writer().clone();
     let first = tokio::select! {

@@ -30,7 +30,7 @@ use fastwebsockets::{Frame, OpCode, Payload, WebSocketError};
 use http_body_util::Empty;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -44,18 +44,18 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 /// Frames written by one vectored write, at most (twice as many slices: header and payload).
 pub const GATHER: usize = 32;
 
-pub mod server_io;
+pub mod stream;
 pub mod tls;
 
-pub use server_io::{server_io, ServerIo};
+pub use stream::{server_stream, SplitIo, Stream};
 
-/// An upgraded HTTP connection, the stream under duet's client websockets and its TLS server
-/// ones (plain-TCP server websockets use [`ServerIo`]'s `TcpStream`).
+/// An upgraded HTTP connection as hyper hands it over: the stream under TLS websockets (plain-TCP
+/// ones are read and written on their `TcpStream`, see [`Stream`]).
 pub type UpgradedIo = TokioIo<Upgraded>;
 
 /// What [`connect`] and its variants answer: a client connection's reader (its writer is
 /// [`Reader::writer`]).
-pub type ClientReader = Reader<UpgradedIo>;
+pub type ClientReader = Reader<Stream>;
 
 /// Limits of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -347,8 +347,8 @@ impl Writer {
 }
 
 /// The read side of a connection.
-pub struct Reader<S> {
-    inner: fastwebsockets::WebSocketRead<ReadHalf<S>>,
+pub struct Reader<S: SplitIo> {
+    inner: fastwebsockets::WebSocketRead<S::Read>,
     writer: Writer,
     max_message_bytes: usize,
     /// A fragmented message being reassembled: its opcode and bytes so far.
@@ -361,7 +361,7 @@ pub struct Reader<S> {
     idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Reader<S> {
+impl<S: SplitIo> Reader<S> {
     /// Reads the next whole message. Pings are answered by the writer without showing up here.
     pub async fn next(&mut self) -> Result<Message, ReadError> {
         loop {
@@ -497,11 +497,8 @@ fn payload_bytes(payload: Payload<'_>) -> Bytes {
 
 /// Splits the stream of a websocket fresh from its handshake (nothing read from it yet) into a
 /// [`Reader`] and a [`Writer`] whose task is spawned here. `role` is the side this end plays.
-pub fn split<S>(io: S, role: Role, limits: Limits) -> Reader<S>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let (read, write) = tokio::io::split(io);
+pub fn split<S: SplitIo>(io: S, role: Role, limits: Limits) -> Reader<S> {
+    let (read, write) = io.split_io();
     // fastwebsockets reads; the writer task below writes (its write half is not used).
     let (mut read, _) = fastwebsockets::after_handshake_split(read, tokio::io::sink(), role);
     // The limit is inclusive; fastwebsockets refuses `len >= max`.
@@ -835,7 +832,7 @@ where
         .map_err(|_| ConnectError::InvalidUrl { url: url.to_owned(), reason: "invalid header" })?;
     let (ws, _resp) =
         fastwebsockets::handshake::client(&SpawnExecutor, req, stream).await.map_err(ConnectError::Handshake)?;
-    Ok(split(ws.into_inner(), Role::Client, limits))
+    Ok(split(Stream::from_upgraded(ws.into_inner().into_inner()), Role::Client, limits))
 }
 
 #[cfg(test)]

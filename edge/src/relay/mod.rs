@@ -18,7 +18,6 @@ use duet_proto::session::{
     SESSION_PROTOCOL_VERSION,
 };
 use duet_ws::{Message, ReadError, Reader};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::media::Signal;
 use crate::EdgeState;
@@ -37,7 +36,7 @@ const LEAVE_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// stream so tests can drive it through an in-memory pipe on paused time.
 pub async fn serve<S>(state: Arc<EdgeState>, session_id: String, io: S)
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: duet_ws::SplitIo,
 {
     let reader = duet_ws::split(
         io,
@@ -53,13 +52,13 @@ where
     state.connections.fetch_sub(1, Ordering::AcqRel);
 }
 
-fn close<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(conn: &Conn<S>, code: CloseCode, detail: &str) {
+fn close<S: duet_ws::SplitIo>(conn: &Conn<S>, code: CloseCode, detail: &str) {
     tracing::debug!(code = code.code(), detail, "closing connection");
     conn.writer().close(code.code(), code.name());
 }
 
 /// Maps a read failure to the close code the client gets (none if the peer is already gone).
-fn read_failure<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(conn: &Conn<S>, e: &ReadError) {
+fn read_failure<S: duet_ws::SplitIo>(conn: &Conn<S>, e: &ReadError) {
     match e {
         ReadError::TooLarge { .. } => close(conn, CloseCode::MessageTooLarge, "declared size over the limit"),
         ReadError::Protocol(err) => close(conn, CloseCode::MalformedFrame, &err.to_string()),
@@ -107,7 +106,7 @@ impl RateLimit {
 
 async fn run<S>(state: Arc<EdgeState>, session_id: String, mut conn: Conn<S>)
 where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    S: duet_ws::SplitIo,
 {
     // ---- handshake: exactly one `join` or `resume` within the timeout ----
     let first = tokio::select! {

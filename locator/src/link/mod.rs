@@ -203,7 +203,7 @@ fn check_hello(hello: &Hello) -> Result<(), String> {
 
 async fn serve(state: Arc<LocatorState>, ws: fastwebsockets::WebSocket<duet_ws::UpgradedIo>) {
     let limits = Limits { max_message_bytes: LINK_MAX_MESSAGE, max_queued_bytes: LINK_MAX_MESSAGE * 2 };
-    let mut reader = duet_ws::split(ws.into_inner(), duet_ws::Role::Server, limits);
+    let mut reader = duet_ws::split(duet_ws::server_stream(ws), duet_ws::Role::Server, limits);
     let writer = reader.writer().clone();
 
     let first = tokio::time::timeout(HELLO_TIMEOUT, reader.next()).await;
