@@ -313,7 +313,7 @@ impl Writer {
     }
 
     /// Drops the connection without a close frame once what is queued before it is written (as a
-    /// lost network would; for tests). The reader sees the end when its half is dropped too.
+    /// lost network would; for tests). The peer sees the end only when the reader is dropped too.
     pub fn abort(&self) {
         self.shared.closing.store(true, Ordering::Release);
         let _ = self.shared.push(Outbound::Abort);
