@@ -312,7 +312,7 @@ impl Server {
 
     /// Its CPU time so far, in user space and in the kernel apart.
     pub fn cpu_times(&self) -> Option<CpuTimes> {
-        cpu_times_from_stat(&std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()?)).ok()?)
+        cpu_times_of(&format!("/proc/{}/stat", self.child.id()?))
     }
 
     /// Kills the process and waits until it is gone.
@@ -386,7 +386,11 @@ pub fn cpu_time_of_named(comm: &str) -> Duration {
 }
 
 fn cpu_time_of(stat_path: &str) -> Option<Duration> {
-    cpu_time_from_stat(&std::fs::read_to_string(stat_path).ok()?)
+    cpu_times_of(stat_path).map(CpuTimes::total)
+}
+
+fn cpu_times_of(stat_path: &str) -> Option<CpuTimes> {
+    cpu_times_from_stat(&std::fs::read_to_string(stat_path).ok()?)
 }
 
 fn cpu_time_from_stat(stat: &str) -> Option<Duration> {

@@ -216,6 +216,8 @@ mod tests {
 
     use super::*;
 
+    const LIMITS: crate::Limits = crate::Limits { max_message_bytes: 1 << 10, max_queued_bytes: 1 << 16 };
+
     /// One upgrade over TCP, served by hyper as the edge serves it; answers the server's websocket
     /// through [`server_stream`].
     async fn serve_one(listener: TcpListener) -> Stream {
@@ -266,8 +268,7 @@ mod tests {
 
         let io = server.await.unwrap();
         assert!(matches!(&io, Stream::Tcp { prefix, .. } if !prefix.is_empty()), "{io:?}");
-        let limits = crate::Limits { max_message_bytes: 1 << 10, max_queued_bytes: 1 << 16 };
-        let mut ws = crate::split(io, Role::Server, limits);
+        let mut ws = crate::split(io, Role::Server, LIMITS);
         let read = tokio::time::timeout(std::time::Duration::from_secs(10), ws.next());
         let message = read.await.expect("the frame sent with the request was lost").unwrap();
         assert!(matches!(&message, crate::Message::Binary(b) if &b[..] == b"hello"), "{message:?}");
@@ -313,8 +314,7 @@ mod tests {
         let (ws, _) = fastwebsockets::handshake::client(&crate::SpawnExecutor, req, tcp).await.unwrap();
         let io = Stream::from_upgraded(ws.into_inner().into_inner());
         assert!(matches!(&io, Stream::Tcp { prefix, .. } if &prefix[..] == b"\x82\x05hello"), "{io:?}");
-        let limits = crate::Limits { max_message_bytes: 1 << 10, max_queued_bytes: 1 << 16 };
-        let mut client = crate::split(io, Role::Client, limits);
+        let mut client = crate::split(io, Role::Client, LIMITS);
         let read = tokio::time::timeout(std::time::Duration::from_secs(10), client.next());
         let message = read.await.expect("the frame sent with the 101 was lost").unwrap();
         assert!(matches!(&message, crate::Message::Binary(b) if &b[..] == b"hello"), "{message:?}");
@@ -331,8 +331,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let limits = crate::Limits { max_message_bytes: 1 << 10, max_queued_bytes: 1 << 16 };
-        let mut reader = crate::split(Stream::Tcp { stream, prefix: Bytes::new() }, Role::Server, limits);
+        let mut reader = crate::split(Stream::Tcp { stream, prefix: Bytes::new() }, Role::Server, LIMITS);
         reader.writer().abort();
         // The writer task has ended and dropped its half.
         reader.writer().closed().await;
