@@ -54,7 +54,9 @@ async fn every_admin_route_refuses_missing_wrong_revoked_expired_and_read_only_t
         async move { status(cluster, "GET", "/edges", Some(&auth)).await.0 == 401 }
     })
     .await;
-    let forged = format!("Bearer {}x", &read[..read.len() - 1]);
+    // The read token with its last character changed (to one it does not already have).
+    let last = if read.ends_with('x') { 'y' } else { 'x' };
+    let forged = format!("Bearer {}{last}", &read[..read.len() - 1]);
     let refusals = [
         None,
         Some("Bearer wrong-token-wrong-token".to_owned()),
