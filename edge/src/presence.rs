@@ -220,11 +220,16 @@ where
     tracing::debug!(user = %claims.sub, "presence connected");
 
     conn.set_idle_timeout(Some(state.config.idle_timeout));
+    // Made once, not per frame: each registers with its notifier under a lock.
+    let writer_gone = writer.closed();
+    let shutdown = state.shutdown.cancelled();
+    tokio::pin!(writer_gone, shutdown);
     loop {
         let next = tokio::select! {
+            biased;
             next = conn.next() => next,
-            _ = writer.closed() => break,
-            _ = state.shutdown.cancelled() => {
+            () = &mut writer_gone => break,
+            () = &mut shutdown => {
                 close(&writer, CloseCode::EdgeShuttingDown);
                 break;
             }
