@@ -678,10 +678,24 @@ pub fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) ->
     toml::from_str(&text).map_err(|e| ConfigError::ParseFile { path: path.into(), message: e.to_string() })
 }
 
+/// Everything `duet-edge` runs with, from one reading of its flags, environment and file.
+#[derive(Debug)]
+pub struct Resolved {
+    pub config: EdgeConfig,
+    pub log_format: LogFormat,
+    /// The listener address (bound by `main`, not part of [`EdgeConfig`]).
+    pub listen: SocketAddr,
+    /// The runtime's worker threads (see [`crate::runtime::worker_threads`]).
+    pub worker_threads: usize,
+}
+
 impl EdgeArgs {
-    /// Merges flags/environment over the file over defaults, and validates.
-    pub fn resolve(self, env: &dyn Env) -> Result<(EdgeConfig, LogFormat), ConfigError> {
+    /// Merges flags/environment over the file over defaults, and validates. The file is read
+    /// once, here.
+    pub fn resolve(self, env: &dyn Env) -> Result<Resolved, ConfigError> {
         let file: EdgeFile = read_toml(self.config.as_deref())?;
+        let listen = self.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let worker_threads = crate::runtime::worker_threads(self.worker_threads.or(file.worker_threads).unwrap_or(0))?;
         let file_media = file.media_args();
         let data_dir = self.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./duet-data/edge"));
         let secret = read_secret(env, ENV_ENROLLMENT_SECRET, ENV_ENROLLMENT_SECRET_FILE)?.ok_or(
@@ -753,31 +767,13 @@ impl EdgeArgs {
         if let Some(v) = self.max_connections_per_address.or(file.max_connections_per_address) {
             config.max_connections_per_address = v;
         }
-        let listen_ip = self.listen.or(file.listen).map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
-        config.media = self.media.or(file_media).config(listen_ip);
+        config.media = self.media.or(file_media).config(listen.ip());
         if let Some(list) = self.trusted_proxies.or(file.trusted_proxies) {
             config.trusted_proxies = parse_trusted_proxies(&list)?;
         }
         config.validate()?;
-        Ok((config, self.log_format.or(file.log_format).unwrap_or_default()))
-    }
-
-    /// The listener address after merging (it is bound by `main`, not part of [`EdgeConfig`]).
-    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        if let Some(a) = self.listen {
-            return Ok(a);
-        }
-        let file: EdgeFile = read_toml(self.config.as_deref())?;
-        Ok(file.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")))
-    }
-
-    /// The runtime's worker threads after merging (see [`crate::runtime::worker_threads`]).
-    pub fn worker_threads(&self) -> Result<usize, ConfigError> {
-        let configured = match self.worker_threads {
-            Some(n) => n,
-            None => read_toml::<EdgeFile>(self.config.as_deref())?.worker_threads.unwrap_or(0),
-        };
-        crate::runtime::worker_threads(configured)
+        let log_format = self.log_format.or(file.log_format).unwrap_or_default();
+        Ok(Resolved { config, log_format, listen, worker_threads })
     }
 }
 
@@ -854,7 +850,7 @@ mod tests {
         let args =
             EdgeArgs::try_parse_from(["duet-edge", "--config", file.to_str().unwrap(), "--max-sessions", "7"]).unwrap();
         let env = [(ENV_ENROLLMENT_SECRET, "0123456789abcdef0123")];
-        let (config, _) = args.resolve(&env).unwrap();
+        let config = args.resolve(&env).unwrap().config;
         assert_eq!(config.region, "eu");
         assert_eq!(config.max_sessions, 7);
         assert_eq!(config.heartbeat_interval, Duration::from_secs(2));
@@ -901,18 +897,19 @@ mod tests {
     /// `worker_threads`: the flag over the file, 0 (the default) for the CPUs available.
     #[test]
     fn worker_threads_come_from_the_flag_or_the_file() {
+        let env = [(ENV_ENROLLMENT_SECRET, "0123456789abcdef0123")];
+        let workers = |args: &[&str]| EdgeArgs::try_parse_from(args).unwrap().resolve(&env).map(|r| r.worker_threads);
         let cpus = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(EdgeArgs::try_parse_from(["duet-edge"]).unwrap().worker_threads().unwrap(), cpus);
+        assert_eq!(workers(&["duet-edge"]).unwrap(), cpus);
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("edge.toml");
-        std::fs::write(&file, "worker_threads = 3\n").unwrap();
+        std::fs::write(&file, "worker_threads = 3\nlisten = \"127.0.0.1:9100\"\n").unwrap();
         let path = file.to_str().unwrap();
-        let args = EdgeArgs::try_parse_from(["duet-edge", "--config", path]).unwrap();
-        assert_eq!(args.worker_threads().unwrap(), 3);
-        let args = EdgeArgs::try_parse_from(["duet-edge", "--config", path, "--worker-threads", "1"]).unwrap();
-        assert_eq!(args.worker_threads().unwrap(), 1);
+        let resolved = EdgeArgs::try_parse_from(["duet-edge", "--config", path]).unwrap().resolve(&env).unwrap();
+        assert_eq!((resolved.worker_threads, resolved.listen.to_string().as_str()), (3, "127.0.0.1:9100"));
+        assert_eq!(workers(&["duet-edge", "--config", path, "--worker-threads", "1"]).unwrap(), 1);
         std::fs::write(&file, "worker_threads = 4096\n").unwrap();
-        let err = EdgeArgs::try_parse_from(["duet-edge", "--config", path]).unwrap().worker_threads().unwrap_err();
+        let err = workers(&["duet-edge", "--config", path]).unwrap_err();
         assert!(err.to_string().contains("invalid worker_threads: 4096 is more than 1024"), "{err}");
         assert!(EdgeArgs::try_parse_from(["duet-edge", "--worker-threads", "-1"]).is_err());
     }
@@ -920,17 +917,19 @@ mod tests {
     #[test]
     fn media_defaults_to_port_10000_on_the_listen_address_and_can_be_off() {
         let env = [(ENV_ENROLLMENT_SECRET, "0123456789abcdef0123")];
-        let (config, _) =
-            EdgeArgs::try_parse_from(["duet-edge", "--listen", "0.0.0.0:9000"]).unwrap().resolve(&env).unwrap();
+        let config =
+            EdgeArgs::try_parse_from(["duet-edge", "--listen", "0.0.0.0:9000"]).unwrap().resolve(&env).unwrap().config;
         assert_eq!(config.media.unwrap().listen.to_string(), "0.0.0.0:10000");
-        let (config, _) = EdgeArgs::try_parse_from(["duet-edge"]).unwrap().resolve(&env).unwrap();
+        let resolved = EdgeArgs::try_parse_from(["duet-edge"]).unwrap().resolve(&env).unwrap();
+        assert_eq!(resolved.listen.to_string(), DEFAULT_LISTEN);
+        let config = resolved.config;
         assert_eq!(config.media.unwrap().listen.to_string(), "127.0.0.1:10000");
         let args = ["duet-edge", "--media-listen", "off"];
-        let (config, _) = EdgeArgs::try_parse_from(args).unwrap().resolve(&env).unwrap();
+        let config = EdgeArgs::try_parse_from(args).unwrap().resolve(&env).unwrap().config;
         assert!(config.media.is_none());
         let args =
             ["duet-edge", "--media-listen", "0.0.0.0:5000", "--media-advertised-address", "203.0.113.7,2001:db8::7"];
-        let (config, _) = EdgeArgs::try_parse_from(args).unwrap().resolve(&env).unwrap();
+        let config = EdgeArgs::try_parse_from(args).unwrap().resolve(&env).unwrap().config;
         let media = config.media.unwrap();
         assert_eq!(media.listen.port(), 5000);
         assert_eq!(media.advertised.len(), 2);

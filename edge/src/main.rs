@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use duet_edge::config::{EdgeArgs, EdgeCommand, LogFormat, ProcessEnv};
+use duet_edge::config::{EdgeArgs, EdgeCommand, LogFormat, ProcessEnv, Resolved};
 use tokio_util::sync::CancellationToken;
 
 /// Exit status for a configuration error (EX_USAGE).
@@ -17,12 +17,8 @@ fn main() -> ExitCode {
         return drain_command(pid, timeout);
     }
     let check_only = args.check_config;
-    let resolved = args.listen_addr().and_then(|listen| {
-        let workers = args.worker_threads()?;
-        args.resolve(&ProcessEnv).map(|(c, f)| (listen, workers, c, f))
-    });
-    let (listen, workers, config, log_format) = match resolved {
-        Ok(x) => x,
+    let Resolved { config, log_format, listen, worker_threads: workers } = match args.resolve(&ProcessEnv) {
+        Ok(resolved) => resolved,
         Err(e) => {
             eprintln!("duet-edge: configuration error: {e}");
             return ExitCode::from(EXIT_CONFIG);
