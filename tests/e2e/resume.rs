@@ -175,7 +175,7 @@ async fn unacknowledged_sends_are_resent_and_stored_once() {
 /// participant (4106), ended session (4200).
 #[tokio::test]
 async fn resumes_outside_the_window_or_without_a_place_are_refused() {
-    // A 4 KiB window holds about 100 small messages.
+    // A 4 KiB window holds about 20 small messages (each counted with its bookkeeping).
     let cluster = cluster_with(|c| {
         c.replay_window_bytes = 4096;
         c.max_message_bytes = 1024;

@@ -244,6 +244,8 @@ struct Member {
     /// The highest `message_id` sequenced for this participant: a `send` with an id at or below
     /// it is a re-send and is acknowledged without being relayed again.
     last_message_id: u64,
+    /// The seqs its messages still in the replay window got, for the acks of re-sends.
+    sent: SentIds,
     /// The session's seq before this participant's join: a resume never replays anything older.
     joined_after: u64,
 }
@@ -261,8 +263,6 @@ struct Event {
     to: ParticipantId,
     /// Who must not get it (the sender or the subject), 0 for nobody.
     skip: ParticipantId,
-    /// The sender's `message_id` for messages, else 0.
-    message_id: u64,
     frame: Bytes,
 }
 
@@ -270,11 +270,22 @@ impl Event {
     fn for_participant(&self, p: ParticipantId) -> bool {
         (self.to == EVERYONE || self.to == p) && self.skip != p
     }
+
+    /// What it counts against the window's bytes: its frame and [`EVENT_OVERHEAD`].
+    fn cost(&self) -> usize {
+        self.frame.len() + EVENT_OVERHEAD
+    }
 }
+
+/// What an event holds beyond its frame's bytes: its slot in the window and the headers of the
+/// frame's shared allocation (the buffer's and its reference count's). Counted, so that
+/// `replay_window_bytes` bounds a session's memory even when its events are a few bytes each.
+const EVENT_OVERHEAD: usize = std::mem::size_of::<Event>() + 64;
 
 /// The replay window: the latest sequenced events, bounded by bytes and age.
 struct Window {
     events: VecDeque<Event>,
+    /// The events' [costs](Event::cost).
     bytes: usize,
     /// The highest sequence number evicted (0: nothing yet).
     evicted_through: u64,
@@ -284,7 +295,7 @@ struct Window {
 
 impl Window {
     fn push(&mut self, event: Event) {
-        self.bytes += event.frame.len();
+        self.bytes += event.cost();
         self.events.push_back(event);
         while self.bytes > self.max_bytes {
             self.evict_one();
@@ -293,7 +304,7 @@ impl Window {
 
     fn evict_one(&mut self) {
         if let Some(e) = self.events.pop_front() {
-            self.bytes -= e.frame.len();
+            self.bytes -= e.cost();
             self.evicted_through = e.seq;
         }
     }
@@ -303,10 +314,38 @@ impl Window {
             self.evict_one();
         }
     }
+}
 
-    /// The sequence number `message_id` from `from` got, if the window still holds it.
-    fn seq_of(&self, from: ParticipantId, message_id: u64) -> Option<u64> {
-        self.events.iter().rev().find(|e| e.skip == from && e.message_id == message_id).map(|e| e.seq)
+/// One participant's `(message_id, seq)` pairs, oldest first, for the messages of its still in
+/// the replay window. Both rise together (a `send` is sequenced only with an id above the last),
+/// so a re-send's seq is a binary search away, whatever else the window holds: a participant
+/// re-sending ids the window no longer has costs a few comparisons, not a scan of the window.
+#[derive(Default)]
+struct SentIds(VecDeque<(u64, u64)>);
+
+impl SentIds {
+    /// Records that `message_id` got `seq`, forgetting what the window evicted (through
+    /// `evicted_through`).
+    fn record(&mut self, message_id: u64, seq: u64, evicted_through: u64) {
+        self.forget_through(evicted_through);
+        self.0.push_back((message_id, seq));
+    }
+
+    /// The seq `message_id` got, if the window still holds it.
+    fn seq_of(&mut self, message_id: u64, evicted_through: u64) -> Option<u64> {
+        self.forget_through(evicted_through);
+        let i = self.0.binary_search_by_key(&message_id, |&(id, _)| id).ok()?;
+        Some(self.0[i].1)
+    }
+
+    fn forget_through(&mut self, evicted_through: u64) {
+        while self.0.front().is_some_and(|&(_, seq)| seq <= evicted_through) {
+            self.0.pop_front();
+        }
+        if self.0.is_empty() && self.0.capacity() > 0 {
+            // An idle participant keeps no slots.
+            self.0 = VecDeque::new();
+        }
     }
 }
 
@@ -619,6 +658,7 @@ impl Session {
             link: None,
             away_since: None,
             last_message_id: 0,
+            sent: SentIds::default(),
             joined_after: self.seq,
         };
         self.members.insert(id, member);
@@ -635,7 +675,7 @@ impl Session {
         if host {
             self.host_absent_since = None;
         }
-        self.sequence(EdgeFrame::ParticipantJoined { seq: self.seq + 1, participant }, EVERYONE, id, 0, Instant::now());
+        self.sequence(EdgeFrame::ParticipantJoined { seq: self.seq + 1, participant }, EVERYONE, id, Instant::now());
         if host {
             self.send_join_requests(id);
         }
@@ -693,7 +733,6 @@ impl Session {
             EdgeFrame::ParticipantBack { seq: self.seq + 1, participant_id: id },
             EVERYONE,
             id,
-            0,
             Instant::now(),
         );
         if host {
@@ -768,7 +807,6 @@ impl Session {
             EdgeFrame::ParticipantAway { seq: self.seq + 1, participant_id: id },
             EVERYONE,
             id,
-            0,
             Instant::now(),
         );
     }
@@ -787,7 +825,7 @@ impl Session {
         }
         self.state.audit(AuditEvent::ParticipantLeft, Some(&self.id), Some(&m.info), detail.to_owned());
         let frame = EdgeFrame::ParticipantLeft { seq: self.seq + 1, participant_id: id, reason };
-        self.sequence(frame, EVERYONE, 0, 0, Instant::now());
+        self.sequence(frame, EVERYONE, 0, Instant::now());
     }
 
     fn end(&mut self, reason: SessionEndReason, code: CloseCode) {
@@ -818,8 +856,10 @@ impl Session {
             return;
         }
         if message_id != 0 && message_id <= self.members[&from].last_message_id {
-            // A re-send after a resume: acknowledged with the seq it got the first time.
-            let seq = self.window.seq_of(from, message_id).unwrap_or(0);
+            // A re-send after a resume: acknowledged with the seq it got the first time (0: no
+            // longer known).
+            let evicted_through = self.window.evicted_through;
+            let seq = self.members.get_mut(&from).and_then(|m| m.sent.seq_of(message_id, evicted_through)).unwrap_or(0);
             self.deliver_one(from, &EdgeFrame::Ack { message_id, seq });
             return;
         }
@@ -846,8 +886,12 @@ impl Session {
             }
         }
         let seq = self.seq + 1;
-        self.sequence(EdgeFrame::Message { seq, from, to, payload }, to, from, message_id, now);
-        if message_id != 0 {
+        self.sequence(EdgeFrame::Message { seq, from, to, payload }, to, from, now);
+        if message_id != 0 && self.seq == seq {
+            let evicted_through = self.window.evicted_through;
+            if let Some(m) = self.members.get_mut(&from) {
+                m.sent.record(message_id, seq, evicted_through);
+            }
             self.deliver_one(from, &EdgeFrame::Ack { message_id, seq });
         }
     }
@@ -860,14 +904,14 @@ impl Session {
     /// delivers it to every connected recipient; readers too far behind become away.
     /// `at` is the event's time for the window's age limit (a `send` passes the instant it already
     /// read, one clock read per message less).
-    fn sequence(&mut self, frame: EdgeFrame, to: ParticipantId, skip: ParticipantId, message_id: u64, at: Instant) {
+    fn sequence(&mut self, frame: EdgeFrame, to: ParticipantId, skip: ParticipantId, at: Instant) {
         let Ok(bytes) = frame.encode() else { return };
         self.seq += 1;
         if self.window.events.is_empty() {
             // The window's age limit is a deadline now.
             self.deadline_moved = true;
         }
-        let event = Event { seq: self.seq, at, to, skip, message_id, frame: bytes.clone() };
+        let event = Event { seq: self.seq, at, to, skip, frame: bytes.clone() };
         self.window.push(event);
         let mut slow = Vec::new();
         if to == EVERYONE {
@@ -1031,40 +1075,83 @@ mod tests {
         edge.wait().await;
     }
 
-    fn event(seq: u64, to: ParticipantId, skip: ParticipantId, message_id: u64, len: usize) -> Event {
-        Event { seq, at: Instant::now(), to, skip, message_id, frame: Bytes::from(vec![0u8; len]) }
+    fn event(seq: u64, to: ParticipantId, skip: ParticipantId, len: usize) -> Event {
+        Event { seq, at: Instant::now(), to, skip, frame: Bytes::from(vec![0u8; len]) }
     }
 
     /// The window forgets by size and by age (on paused time), and remembers what it evicted, so
     /// a resume from before it is told to resync.
     #[tokio::test(start_paused = true)]
     async fn the_window_is_bounded_by_bytes_and_age() {
+        let cost = |len: usize| len + EVENT_OVERHEAD;
         let mut w = Window {
             events: VecDeque::new(),
             bytes: 0,
             evicted_through: 0,
-            max_bytes: 1000,
+            max_bytes: 10 * cost(100),
             max_age: Duration::from_secs(60),
         };
         for seq in 1..=10 {
-            w.push(event(seq, EVERYONE, 1, seq, 100));
+            w.push(event(seq, EVERYONE, 1, 100));
         }
-        assert_eq!((w.events.len(), w.bytes, w.evicted_through), (10, 1000, 0));
-        w.push(event(11, EVERYONE, 1, 11, 250));
-        assert_eq!((w.events.len(), w.bytes, w.evicted_through), (8, 950, 3));
-        assert_eq!(w.seq_of(1, 5), Some(5));
-        assert_eq!(w.seq_of(1, 2), None, "evicted");
-        assert_eq!(w.seq_of(2, 5), None, "another sender's id");
+        assert_eq!((w.events.len(), w.bytes, w.evicted_through), (10, 10 * cost(100), 0));
+        // A bigger event evicts as many of the oldest as it takes to fit.
+        w.push(event(11, EVERYONE, 1, 250));
+        let evicted = cost(250).div_ceil(cost(100));
+        assert_eq!(
+            (w.events.len(), w.bytes, w.evicted_through),
+            (11 - evicted, (10 - evicted) * cost(100) + cost(250), evicted as u64)
+        );
 
+        w.max_bytes = usize::MAX;
         tokio::time::advance(Duration::from_secs(30)).await;
-        w.push(event(12, 2, 1, 0, 10));
+        w.push(event(12, 2, 1, 10));
         w.prune(Instant::now());
-        assert_eq!(w.evicted_through, 3, "nothing is 60 s old yet");
+        assert_eq!(w.evicted_through, evicted as u64, "nothing is 60 s old yet");
         tokio::time::advance(Duration::from_secs(31)).await;
         w.prune(Instant::now());
-        assert_eq!((w.events.len(), w.evicted_through), (1, 11), "only the younger event is left");
+        assert_eq!((w.events.len(), w.evicted_through, w.bytes), (1, 11, cost(10)), "only the younger event is left");
         assert!(w.events[0].for_participant(2));
         assert!(!w.events[0].for_participant(1), "the sender's own message is not replayed to it");
         assert!(!w.events[0].for_participant(3), "a direct message is only for its recipient");
+    }
+
+    /// Tiny events count their bookkeeping too: the window's bytes bound its memory.
+    #[test]
+    fn a_window_of_tiny_events_holds_no_more_than_its_bytes() {
+        let max_bytes = 64 << 10;
+        let mut w = Window {
+            events: VecDeque::new(),
+            bytes: 0,
+            evicted_through: 0,
+            max_bytes,
+            max_age: Duration::from_secs(60),
+        };
+        for seq in 1..=10_000 {
+            w.push(event(seq, EVERYONE, 1, 1));
+        }
+        assert!(w.bytes <= max_bytes);
+        assert_eq!(w.events.len(), max_bytes / (1 + EVENT_OVERHEAD));
+        assert!(w.events.len() * std::mem::size_of::<Event>() < max_bytes);
+    }
+
+    /// A re-send's seq comes from its sender's own ids, forgotten as the window evicts them.
+    #[test]
+    fn a_resend_finds_its_seq_until_the_window_evicts_it() {
+        let mut sent = SentIds::default();
+        // Ids 1, 2, 4 and 7 sequenced between other participants' events.
+        for (id, seq) in [(1, 3), (2, 5), (4, 9), (7, 20)] {
+            sent.record(id, seq, 0);
+        }
+        assert_eq!(sent.seq_of(4, 0), Some(9));
+        assert_eq!(sent.seq_of(7, 0), Some(20));
+        assert_eq!(sent.seq_of(3, 0), None, "an id that was never sequenced");
+        assert_eq!(sent.seq_of(2, 5), None, "seq 5 was evicted");
+        assert_eq!(sent.seq_of(1, 0), None, "forgotten with it");
+        assert_eq!(sent.seq_of(4, 5), Some(9));
+        sent.record(8, 21, 20);
+        assert_eq!(sent.0.len(), 1, "what the window evicted is not kept");
+        assert_eq!(sent.seq_of(8, 21), None);
+        assert_eq!(sent.0.capacity(), 0, "an emptied record holds no slots");
     }
 }
