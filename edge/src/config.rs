@@ -141,9 +141,9 @@ pub struct EdgeArgs {
     /// Interval between usage metrics entries, e.g. 60s [default: 60s].
     #[arg(long, env = "DUET_METRICS_INTERVAL", value_name = "DURATION", value_parser = parse_duration)]
     pub metrics_interval: Option<Duration>,
-    /// Bytes of recent events each session keeps for participants that resume (capped at half of
-    /// max_queued_bytes, so a whole replay and live traffic fit a connection's queue)
-    /// [default: 2097152].
+    /// Bytes of recent events each session keeps for participants that resume, each event
+    /// counted with about 130 bytes of bookkeeping (capped at half of max_queued_bytes, so a
+    /// whole replay and live traffic fit a connection's queue) [default: 2097152].
     #[arg(long, env = "DUET_REPLAY_WINDOW_BYTES", value_name = "BYTES")]
     pub replay_window_bytes: Option<usize>,
     /// How long events stay replayable, and how long an away guest keeps its place [default: 2m].

@@ -225,6 +225,8 @@ where
     let shutdown = state.shutdown.cancelled();
     tokio::pin!(writer_gone, shutdown);
     loop {
+        // The read first: the others are looked at only when no frame is ready (a peer that never
+        // lets the read wait still yields them within tokio's cooperative budget).
         let next = tokio::select! {
             biased;
             next = conn.next() => next,

@@ -294,30 +294,33 @@ struct Window {
 }
 
 impl Window {
-    fn push(&mut self, event: Event) {
+    /// Keeps `event`, evicting the oldest while over the byte limit; `evicted` sees each one.
+    fn push(&mut self, event: Event, mut evicted: impl FnMut(&Event)) {
         self.bytes += event.cost();
         self.events.push_back(event);
         while self.bytes > self.max_bytes {
-            self.evict_one();
+            self.evict_one(&mut evicted);
         }
     }
 
-    fn evict_one(&mut self) {
+    fn evict_one(&mut self, evicted: &mut impl FnMut(&Event)) {
         if let Some(e) = self.events.pop_front() {
             self.bytes -= e.cost();
             self.evicted_through = e.seq;
+            evicted(&e);
         }
     }
 
-    fn prune(&mut self, now: Instant) {
+    /// Evicts what is older than the age limit; `evicted` sees each one.
+    fn prune(&mut self, now: Instant, mut evicted: impl FnMut(&Event)) {
         while self.events.front().is_some_and(|e| now.duration_since(e.at) > self.max_age) {
-            self.evict_one();
+            self.evict_one(&mut evicted);
         }
     }
 }
 
-/// One participant's `(message_id, seq)` pairs, oldest first, for the messages of its still in
-/// the replay window. Both rise together (a `send` is sequenced only with an id above the last),
+/// One participant's `(message_id, seq)` pairs, oldest first, for its messages still in the
+/// replay window (trimmed as the window evicts them). Both rise together (a `send` is sequenced only with an id above the last),
 /// so a re-send's seq is a binary search away, whatever else the window holds: a participant
 /// re-sending ids the window no longer has costs a few comparisons, not a scan of the window.
 #[derive(Default)]
@@ -327,8 +330,9 @@ impl SentIds {
     /// Records that `message_id` got `seq`, forgetting what the window evicted (through
     /// `evicted_through`).
     fn record(&mut self, message_id: u64, seq: u64, evicted_through: u64) {
-        self.forget_through(evicted_through);
         self.0.push_back((message_id, seq));
+        // A message bigger than the window evicted itself as it was kept.
+        self.forget_through(evicted_through);
     }
 
     /// The seq `message_id` got, if the window still holds it.
@@ -338,6 +342,7 @@ impl SentIds {
         Some(self.0[i].1)
     }
 
+    /// Forgets the pairs of events the window no longer holds (seqs up to `evicted_through`).
     fn forget_through(&mut self, evicted_through: u64) {
         while self.0.front().is_some_and(|&(_, seq)| seq <= evicted_through) {
             self.0.pop_front();
@@ -345,6 +350,16 @@ impl SentIds {
         if self.0.is_empty() && self.0.capacity() > 0 {
             // An idle participant keeps no slots.
             self.0 = VecDeque::new();
+        }
+    }
+}
+
+/// An event the window evicted takes its sender's `(message_id, seq)` pair with it (a sender's
+/// pairs are evicted oldest first, as the window's events are).
+fn forget_sent(members: &mut BTreeMap<ParticipantId, Member>, evicted: &Event) {
+    if evicted.skip != 0 {
+        if let Some(m) = members.get_mut(&evicted.skip) {
+            m.sent.forget_through(evicted.seq);
         }
     }
 }
@@ -553,7 +568,8 @@ impl Session {
     fn on_timer(&mut self) -> Option<SessionEndReason> {
         let now = Instant::now();
         let config = &self.state.config;
-        self.window.prune(now);
+        let members = &mut self.members;
+        self.window.prune(now, |e| forget_sent(members, e));
         // A call with audio or video but no messages is not idle.
         if self.state.media.as_ref().is_some_and(|m| m.session_has_media(&self.id)) {
             self.last_activity = now;
@@ -689,7 +705,8 @@ impl Session {
         }
         // Nothing from before the participant's own join, whatever `last_seq` says.
         let last_seq = last_seq.max(m.joined_after);
-        self.window.prune(Instant::now());
+        let members = &mut self.members;
+        self.window.prune(Instant::now(), |e| forget_sent(members, e));
         if last_seq < self.window.evicted_through {
             tracing::info!(session.id = %self.id, participant.id = id, last_seq, evicted_through = self.window.evicted_through, "resume outside the replay window");
             return Err(CloseCode::ResyncNeeded);
@@ -880,16 +897,12 @@ impl Session {
         self.messages_relayed += 1;
         self.bytes_relayed += bytes;
         self.state.count_relayed(1, bytes);
-        if message_id != 0 {
-            if let Some(m) = self.members.get_mut(&from) {
-                m.last_message_id = message_id;
-            }
-        }
         let seq = self.seq + 1;
         self.sequence(EdgeFrame::Message { seq, from, to, payload }, to, from, now);
         if message_id != 0 && self.seq == seq {
             let evicted_through = self.window.evicted_through;
             if let Some(m) = self.members.get_mut(&from) {
+                m.last_message_id = message_id;
                 m.sent.record(message_id, seq, evicted_through);
             }
             self.deliver_one(from, &EdgeFrame::Ack { message_id, seq });
@@ -912,7 +925,8 @@ impl Session {
             self.deadline_moved = true;
         }
         let event = Event { seq: self.seq, at, to, skip, frame: bytes.clone() };
-        self.window.push(event);
+        let members = &mut self.members;
+        self.window.push(event, |e| forget_sent(members, e));
         let mut slow = Vec::new();
         if to == EVERYONE {
             for (id, m) in &self.members {
@@ -1092,12 +1106,14 @@ mod tests {
             max_age: Duration::from_secs(60),
         };
         for seq in 1..=10 {
-            w.push(event(seq, EVERYONE, 1, 100));
+            w.push(event(seq, EVERYONE, 1, 100), |_| {});
         }
         assert_eq!((w.events.len(), w.bytes, w.evicted_through), (10, 10 * cost(100), 0));
         // A bigger event evicts as many of the oldest as it takes to fit.
-        w.push(event(11, EVERYONE, 1, 250));
+        let mut gone = Vec::new();
+        w.push(event(11, EVERYONE, 1, 250), |e| gone.push(e.seq));
         let evicted = cost(250).div_ceil(cost(100));
+        assert_eq!(gone, (1..=evicted as u64).collect::<Vec<_>>(), "the oldest, in order");
         assert_eq!(
             (w.events.len(), w.bytes, w.evicted_through),
             (11 - evicted, (10 - evicted) * cost(100) + cost(250), evicted as u64)
@@ -1105,11 +1121,11 @@ mod tests {
 
         w.max_bytes = usize::MAX;
         tokio::time::advance(Duration::from_secs(30)).await;
-        w.push(event(12, 2, 1, 10));
-        w.prune(Instant::now());
+        w.push(event(12, 2, 1, 10), |_| {});
+        w.prune(Instant::now(), |_| {});
         assert_eq!(w.evicted_through, evicted as u64, "nothing is 60 s old yet");
         tokio::time::advance(Duration::from_secs(31)).await;
-        w.prune(Instant::now());
+        w.prune(Instant::now(), |_| {});
         assert_eq!((w.events.len(), w.evicted_through, w.bytes), (1, 11, cost(10)), "only the younger event is left");
         assert!(w.events[0].for_participant(2));
         assert!(!w.events[0].for_participant(1), "the sender's own message is not replayed to it");
@@ -1128,7 +1144,7 @@ mod tests {
             max_age: Duration::from_secs(60),
         };
         for seq in 1..=10_000 {
-            w.push(event(seq, EVERYONE, 1, 1));
+            w.push(event(seq, EVERYONE, 1, 1), |_| {});
         }
         assert!(w.bytes <= max_bytes);
         assert_eq!(w.events.len(), max_bytes / (1 + EVENT_OVERHEAD));
@@ -1151,7 +1167,8 @@ mod tests {
         assert_eq!(sent.seq_of(4, 5), Some(9));
         sent.record(8, 21, 20);
         assert_eq!(sent.0.len(), 1, "what the window evicted is not kept");
-        assert_eq!(sent.seq_of(8, 21), None);
+        sent.record(9, 22, 22);
+        assert_eq!(sent.seq_of(8, 22), None, "a message that evicted itself is not kept either");
         assert_eq!(sent.0.capacity(), 0, "an emptied record holds no slots");
     }
 }
