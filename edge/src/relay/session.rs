@@ -277,9 +277,10 @@ impl Event {
     }
 }
 
-/// What an event holds beyond its frame's bytes: its slot in the window and the headers of the
-/// frame's shared allocation (the buffer's and its reference count's). Counted, so that
-/// `replay_window_bytes` bounds a session's memory even when its events are a few bytes each.
+/// What an event holds beyond its frame's bytes: its slot in the window, the headers of the
+/// frame's shared allocation (the buffer's and its reference count's) and, for a message, its
+/// sender's re-send record ([`SentIds`]). Counted, so that `replay_window_bytes` bounds a
+/// session's memory even when its events are a few bytes each.
 const EVENT_OVERHEAD: usize = std::mem::size_of::<Event>() + 64;
 
 /// The replay window: the latest sequenced events, bounded by bytes and age.
@@ -320,9 +321,10 @@ impl Window {
 }
 
 /// One participant's `(message_id, seq)` pairs, oldest first, for its messages still in the
-/// replay window (trimmed as the window evicts them). Both rise together (a `send` is sequenced only with an id above the last),
-/// so a re-send's seq is a binary search away, whatever else the window holds: a participant
-/// re-sending ids the window no longer has costs a few comparisons, not a scan of the window.
+/// replay window (trimmed as the window evicts them). Both rise together (a `send` is sequenced
+/// only with an id above the last), so a re-send's seq is a binary search away, whatever else the
+/// window holds: a participant re-sending ids the window no longer has costs a few comparisons,
+/// not a scan of the window.
 #[derive(Default)]
 struct SentIds(VecDeque<(u64, u64)>);
 
