@@ -337,9 +337,9 @@ impl SentIds {
         self.forget_through(evicted_through);
     }
 
-    /// The seq `message_id` got, if the window still holds it.
-    fn seq_of(&mut self, message_id: u64, evicted_through: u64) -> Option<u64> {
-        self.forget_through(evicted_through);
+    /// The seq `message_id` got, if the window still holds it (the window's evictions trim the
+    /// pairs, see [`forget_sent`]).
+    fn seq_of(&self, message_id: u64) -> Option<u64> {
         let i = self.0.binary_search_by_key(&message_id, |&(id, _)| id).ok()?;
         Some(self.0[i].1)
     }
@@ -877,8 +877,7 @@ impl Session {
         if message_id != 0 && message_id <= self.members[&from].last_message_id {
             // A re-send after a resume: acknowledged with the seq it got the first time (0: no
             // longer known).
-            let evicted_through = self.window.evicted_through;
-            let seq = self.members.get_mut(&from).and_then(|m| m.sent.seq_of(message_id, evicted_through)).unwrap_or(0);
+            let seq = self.members.get(&from).and_then(|m| m.sent.seq_of(message_id)).unwrap_or(0);
             self.deliver_one(from, &EdgeFrame::Ack { message_id, seq });
             return;
         }
@@ -1161,16 +1160,18 @@ mod tests {
         for (id, seq) in [(1, 3), (2, 5), (4, 9), (7, 20)] {
             sent.record(id, seq, 0);
         }
-        assert_eq!(sent.seq_of(4, 0), Some(9));
-        assert_eq!(sent.seq_of(7, 0), Some(20));
-        assert_eq!(sent.seq_of(3, 0), None, "an id that was never sequenced");
-        assert_eq!(sent.seq_of(2, 5), None, "seq 5 was evicted");
-        assert_eq!(sent.seq_of(1, 0), None, "forgotten with it");
-        assert_eq!(sent.seq_of(4, 5), Some(9));
+        assert_eq!(sent.seq_of(4), Some(9));
+        assert_eq!(sent.seq_of(7), Some(20));
+        assert_eq!(sent.seq_of(3), None, "an id that was never sequenced");
+        // The window evicts through seq 5.
+        sent.forget_through(5);
+        assert_eq!(sent.seq_of(2), None, "seq 5 was evicted");
+        assert_eq!(sent.seq_of(1), None, "forgotten with it");
+        assert_eq!(sent.seq_of(4), Some(9));
         sent.record(8, 21, 20);
         assert_eq!(sent.0.len(), 1, "what the window evicted is not kept");
         sent.record(9, 22, 22);
-        assert_eq!(sent.seq_of(8, 22), None, "a message that evicted itself is not kept either");
+        assert_eq!(sent.seq_of(8), None, "a message that evicted itself is not kept either");
         assert_eq!(sent.0.capacity(), 0, "an emptied record holds no slots");
     }
 }
